@@ -1,0 +1,181 @@
+"""Configuration dataclasses: the model's shape and the training run's settings.
+
+Both are plain dataclasses so the GUI can edit them, the CLI can build them from flags and
+checkpoints can store them as JSON (`asdict` / `from_dict`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+# Upper bounds keep a typo (or a hostile checkpoint) from allocating terabytes.
+MAX_VOCAB_SIZE = 1_000_000
+MAX_CONTEXT_LENGTH = 32_768
+MAX_EMB_DIM = 16_384
+MAX_HEADS = 256
+MAX_LAYERS = 256
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shape of a GPT, with the names used by GPT-2 and 'Build a LLM from scratch'."""
+
+    vocab_size: int = 50257
+    context_length: int = 1024
+    emb_dim: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    drop_rate: float = 0.1
+    qkv_bias: bool = False
+
+    def __post_init__(self) -> None:
+        def check_int(name: str, value: Any, upper: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+            if not 1 <= value <= upper:
+                raise ValueError(f"{name} must be between 1 and {upper:,}, got {value:,}")
+
+        check_int("vocab_size", self.vocab_size, MAX_VOCAB_SIZE)
+        check_int("context_length", self.context_length, MAX_CONTEXT_LENGTH)
+        check_int("emb_dim", self.emb_dim, MAX_EMB_DIM)
+        check_int("n_heads", self.n_heads, MAX_HEADS)
+        check_int("n_layers", self.n_layers, MAX_LAYERS)
+        if self.emb_dim % self.n_heads:
+            raise ValueError(
+                f"emb_dim ({self.emb_dim}) must divide evenly among n_heads ({self.n_heads})"
+            )
+        if isinstance(self.drop_rate, bool) or not isinstance(self.drop_rate, (int, float)):
+            raise ValueError(f"drop_rate must be a number, got {self.drop_rate!r}")
+        if not 0.0 <= float(self.drop_rate) < 1.0:
+            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
+        if not isinstance(self.qkv_bias, bool):
+            raise ValueError(f"qkv_bias must be true or false, got {self.qkv_bias!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.emb_dim // self.n_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        """Width of each block's feed-forward layer (4 x emb_dim, as GPT-2)."""
+        return 4 * self.emb_dim
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count computed from the shape alone (no model needed), tied head counted once."""
+        d, v, t, n = self.emb_dim, self.vocab_size, self.context_length, self.n_layers
+        per_block = (
+            2 * 2 * d  # two LayerNorms (weight + bias)
+            + 3 * d * d + (3 * d if self.qkv_bias else 0)  # qkv projection
+            + d * d + d  # attention output projection
+            + d * 4 * d + 4 * d  # MLP up
+            + 4 * d * d + d  # MLP down
+        )
+        total = n * per_block + 2 * d + v * d + t * d  # + final LayerNorm, token and position tables
+        if non_embedding:
+            total -= t * d
+        return total
+
+    def weights_bytes(self, precision: str) -> int:
+        """Memory taken by the weights alone in a precision: fp32, bf16, fp16 or int8."""
+        return self.num_params() * BYTES_PER_PARAM[precision]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(data, dict):
+            raise ValueError("model config must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config field(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def with_changes(self, **changes: Any) -> "ModelConfig":
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+BYTES_PER_PARAM = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
+
+PRESETS: dict[str, ModelConfig] = {
+    # Small enough to learn a synthetic task on a laptop CPU in under a minute.
+    "tiny": ModelConfig(vocab_size=256, context_length=128, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0),
+    # nanoGPT's shakespeare-char model.
+    "small": ModelConfig(vocab_size=256, context_length=256, emb_dim=384, n_heads=6, n_layers=6, drop_rate=0.2),
+    "gpt2-124m": ModelConfig(
+        vocab_size=50257, context_length=1024, emb_dim=768, n_heads=12, n_layers=12, drop_rate=0.1, qkv_bias=False
+    ),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """The preset of that name; vocab_size is replaced by the tokenizer's when training starts."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (everything but the model shape and the data)."""
+
+    steps: int = 500
+    batch_size: int = 16  # sequences per micro-batch (per rank under torchrun)
+    grad_accum: int = 1  # micro-batches summed into one optimizer step
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_interval: int = 50
+    eval_batches: int = 10
+    sample_interval: int = 100  # 0 disables samples
+    sample_tokens: int = 120
+    sample_prompt: str = ""
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda | mps
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        positive = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                    "eval_interval": self.eval_interval, "eval_batches": self.eval_batches}
+        for name, value in positive.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if self.steps > 10_000_000:
+            raise ValueError(f"steps must be at most 10,000,000, got {self.steps:,}")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr <= 1):
+            raise ValueError(f"lr must be in (0, 1], got {self.lr!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be 0 or more, got {self.warmup_steps!r}")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip must be 0 (off) or more, got {self.grad_clip}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be 0 or more, got {self.weight_decay}")
+        if self.sample_interval < 0 or self.sample_tokens < 0:
+            raise ValueError("sample_interval and sample_tokens must be 0 or more")
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+
+    @property
+    def sequences_per_step(self) -> int:
+        """Sequences that go into one optimizer step (on one rank)."""
+        return self.batch_size * self.grad_accum
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,297 @@
+"""Corpora and batches.
+
+Built-in corpora work offline with no file: the Python reference docs and standard library that
+ship with Python itself, and small synthetic tasks whose attention patterns are easy to read.
+A user's text file or folder works too. A corpus is a list of documents; `Dataset` encodes them
+with a tokenizer (joined by the end-of-text token where there is one), splits 90/10 and draws
+random batches.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .tokenizers import Tokenizer
+
+TEXT_SUFFIXES = (".txt", ".md", ".py")
+PYTHON_SOURCE_CAP = 3_000_000  # characters: enough to learn from, quick to tokenize
+SYNTHETIC_CHARS = 200_000  # characters of each synthetic task
+MAX_FILE_BYTES = 2_000_000_000
+MMAP_MIN_TOKENS = 5_000_000  # token arrays at least this big are cached on disk and memory-mapped
+
+
+class CorpusError(ValueError):
+    """A corpus could not be read or is unusable; the message is meant for the user."""
+
+
+@dataclass
+class Corpus:
+    name: str
+    documents: list[str]
+    description: str = ""
+    source: str = ""  # how to get it again: a built-in name or a path
+
+    @property
+    def num_chars(self) -> int:
+        return sum(len(d) for d in self.documents)
+
+    def text(self, separator: str = "\n\n") -> str:
+        return separator.join(self.documents)
+
+    def sample_passage(self, max_chars: int = 400) -> str:
+        """A short passage from the start of the first non-trivial document (default text for tabs)."""
+        for doc in self.documents:
+            if len(doc.strip()) >= 40:
+                return doc.strip()[:max_chars]
+        return self.text()[:max_chars]
+
+
+# ---------------------------------------------------------------- built-in corpora
+
+def _python_docs() -> list[str]:
+    from pydoc_data.topics import topics  # the reference text shipped inside CPython
+
+    return [topics[k].strip() + "\n" for k in sorted(topics)]
+
+
+def _python_source() -> list[str]:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    docs, total = [], 0
+    for path in sorted(stdlib.glob("*.py")):  # top-level modules only: plain, well-commented code
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        docs.append(text)
+        total += len(text)
+        if total >= PYTHON_SOURCE_CAP:
+            break
+    return docs
+
+
+def _synthetic(make_line: Callable[[random.Random], str]) -> Callable[[], list[str]]:
+    def build() -> list[str]:
+        rng = random.Random(0)  # deterministic: the same corpus on every machine
+        lines, total = [], 0
+        while total < SYNTHETIC_CHARS:
+            line = make_line(rng) + "\n"
+            lines.append(line)
+            total += len(line)
+        return ["".join(lines)]
+    return build
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _random_word(rng: random.Random, lo: int = 4, hi: int = 10) -> str:
+    return "".join(rng.choice(_LETTERS) for _ in range(rng.randint(lo, hi)))
+
+
+def _copy_line(rng: random.Random) -> str:
+    w = _random_word(rng, 6, 16)
+    return f"{w}|{w}"  # the second half can only be predicted by looking back: induction heads
+
+
+def _reverse_line(rng: random.Random) -> str:
+    w = _random_word(rng)
+    return f"{w}>{w[::-1]}"
+
+
+def _sort_line(rng: random.Random) -> str:
+    w = _random_word(rng)
+    return f"{w}>{''.join(sorted(w))}"
+
+
+def _addition_line(rng: random.Random) -> str:
+    a, b = rng.randint(0, 999), rng.randint(0, 999)
+    return f"{a}+{b}={a + b}"
+
+
+@dataclass
+class BuiltinCorpus:
+    description: str
+    build: Callable[[], list[str]]
+
+
+BUILTIN_CORPORA: dict[str, BuiltinCorpus] = {
+    "python-docs": BuiltinCorpus("Python's language reference (ships with Python, ~1 MB of English)", _python_docs),
+    "python-source": BuiltinCorpus("Python's standard library source (~3 MB of code)", _python_source),
+    "copy": BuiltinCorpus("random words written twice, 'abc|abc': learned by induction heads",
+                          _synthetic(_copy_line)),
+    "reverse": BuiltinCorpus("random words and their reverse, 'abc>cba'", _synthetic(_reverse_line)),
+    "sort": BuiltinCorpus("random words and their letters sorted, 'cab>abc'", _synthetic(_sort_line)),
+    "addition": BuiltinCorpus("sums of three-digit numbers, '12+34=46'", _synthetic(_addition_line)),
+}
+
+# Extra corpora registered by other modules (e.g. a downloadable one) by name.
+EXTRA_CORPORA: dict[str, Callable[[], Corpus]] = {}
+
+
+def corpus_names() -> list[str]:
+    return list(BUILTIN_CORPORA) + list(EXTRA_CORPORA)
+
+
+# ---------------------------------------------------------------- files
+
+def decode_text_file(path: Path) -> str:
+    """Read a text file as str: UTF-8 (with or without BOM) or UTF-16 with BOM; refuse binaries."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise CorpusError(f"{path.name} is too large ({size / 1e9:.1f} GB; the limit is 2 GB)")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CorpusError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise CorpusError(f"{path} is a folder, not a file") from None
+    except OSError as e:
+        raise CorpusError(f"cannot read {path}: {e.strerror or e}") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise CorpusError(f"{path.name} starts like UTF-16 but is not valid UTF-16") from None
+    if b"\x00" in data[:8192]:
+        raise CorpusError(f"{path.name} looks like a binary file, not text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{path.name} is not UTF-8 text (bad byte at offset {e.start})") from None
+
+
+def load_path(path: str | os.PathLike) -> Corpus:
+    """A user's text file, or every .txt/.md/.py file under a folder (one document each)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
+        if not files:
+            raise CorpusError(f"the folder {p} has no .txt, .md or .py files")
+        docs = [decode_text_file(f) for f in files]
+        docs = [d for d in docs if d.strip()]
+        if not docs:
+            raise CorpusError(f"every text file in {p} is empty")
+        return Corpus(p.name, docs, f"{len(docs)} files from {p}", str(p))
+    text = decode_text_file(p)
+    if not text.strip():
+        raise CorpusError(f"{p.name} is empty")
+    return Corpus(p.name, [text], f"text file {p}", str(p))
+
+
+def load_corpus(name_or_path: str) -> Corpus:
+    """A built-in corpus by name, else a file or folder path."""
+    if name_or_path in BUILTIN_CORPORA:
+        spec = BUILTIN_CORPORA[name_or_path]
+        return Corpus(name_or_path, spec.build(), spec.description, name_or_path)
+    if name_or_path in EXTRA_CORPORA:
+        return EXTRA_CORPORA[name_or_path]()
+    if not Path(name_or_path).expanduser().exists():
+        raise CorpusError(
+            f"unknown corpus {name_or_path!r}: not a built-in ({', '.join(corpus_names())}) and no such file or folder"
+        )
+    return load_path(name_or_path)
+
+
+# ---------------------------------------------------------------- tokens and batches
+
+def encode_documents(documents: list[str], tokenizer: Tokenizer) -> np.ndarray:
+    """All documents as one id array, joined by the end-of-text token (or a blank line without one)."""
+    sep = [tokenizer.eot_id] if tokenizer.eot_id is not None else tokenizer.encode("\n\n")
+    ids: list[int] = []
+    for i, doc in enumerate(documents):
+        if i:
+            ids.extend(sep)
+        ids.extend(tokenizer.encode(doc))
+    dtype = np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32
+    return np.asarray(ids, dtype=dtype)
+
+
+def _cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("LLM_PLAYGROUND_CACHE", user_cache_dir("llm-playground")))
+
+
+def cached_encode(corpus: Corpus, tokenizer: Tokenizer) -> np.ndarray:
+    """Encode, and keep big results on disk as .npy so they are memory-mapped next time."""
+    import json
+
+    key = hashlib.sha256()
+    key.update(json.dumps(tokenizer.to_dict(), sort_keys=True).encode())
+    for doc in corpus.documents:
+        key.update(hashlib.sha256(doc.encode("utf-8", errors="surrogatepass")).digest())
+    path = _cache_dir() / "tokens" / f"{key.hexdigest()[:32]}.npy"
+    if path.exists():
+        try:
+            return np.load(path, mmap_mode="r")
+        except (OSError, ValueError):
+            pass  # a damaged cache entry: encode again
+    ids = encode_documents(corpus.documents, tokenizer)
+    if len(ids) >= MMAP_MIN_TOKENS:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, ids)
+            os.replace(tmp, path)
+            return np.load(path, mmap_mode="r")
+        except OSError:
+            pass  # no writable cache: keep it in memory
+    return ids
+
+
+@dataclass
+class Dataset:
+    """Token ids of a corpus, split 90/10 into train and validation, with random batches."""
+
+    corpus: Corpus
+    tokenizer: Tokenizer
+    ids: np.ndarray = field(repr=False)
+    split_at: int = 0
+
+    @classmethod
+    def build(cls, corpus: Corpus, tokenizer: Tokenizer, context_length: int | None = None) -> "Dataset":
+        ids = cached_encode(corpus, tokenizer)
+        ds = cls(corpus, tokenizer, ids, int(len(ids) * 0.9))
+        if context_length is not None:
+            ds.check_fits(context_length)
+        return ds
+
+    @property
+    def train_ids(self) -> np.ndarray:
+        return self.ids[: self.split_at]
+
+    @property
+    def val_ids(self) -> np.ndarray:
+        return self.ids[self.split_at:]
+
+    def check_fits(self, context_length: int) -> None:
+        """Both splits must hold at least one full window plus its next-token target."""
+        need = context_length + 1
+        if len(self.val_ids) < need or len(self.train_ids) < need:
+            raise CorpusError(
+                f"the corpus '{self.corpus.name}' is too short for a context of {context_length} tokens: "
+                f"it has {len(self.ids):,} tokens, and the 10% validation split needs at least {need:,} "
+                f"(so about {10 * need:,} in all). Use a longer text or a shorter context_length."
+            )
+
+    def get_batch(self, split: str, batch_size: int, context_length: int,
+                  generator: torch.Generator | None = None, device: str | torch.device = "cpu"
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random windows x (B, T) and their next-token targets y (B, T)."""
+        data = self.train_ids if split == "train" else self.val_ids
+        starts = torch.randint(len(data) - context_length - 1 + 1, (batch_size,), generator=generator)
+        rows = np.stack([np.asarray(data[s: s + context_length + 1], dtype=np.int64) for s in starts.tolist()])
+        batch = torch.from_numpy(rows)
+        x, y = batch[:, :-1], batch[:, 1:]
+        if torch.device(device).type == "cuda":
+            # pinned memory + non_blocking lets the copy overlap with compute
+            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        return x.contiguous().to(device), y.contiguous().to(device)
