@@ -1,0 +1,78 @@
+"""The one shared state of the window: current model, tokenizer, corpus and checkpoint path.
+
+Tabs read from it and listen to its signals instead of talking to each other. Only the GUI thread
+touches it; jobs get copies or read-only references when they start.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from engine.config import ModelConfig
+from engine.data import Corpus
+from engine.model import GPT
+from engine.tokenizers import Tokenizer
+
+
+class AppState(QObject):
+    model_changed = Signal()  # model (and with it tokenizer and config) replaced or retrained
+    tokenizer_changed = Signal()
+    corpus_changed = Signal()
+    path_changed = Signal()  # checkpoint path or unsaved marker changed
+    pending_tokenizer_changed = Signal()  # a tokenizer chosen for the *next* model (Tokenizer tab)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.model: GPT | None = None
+        self.tokenizer: Tokenizer | None = None
+        self.corpus: Corpus | None = None
+        self.checkpoint_path: Path | None = None
+        self.dirty = False  # weights changed since the last save
+        # Training state to save with the model: step, train config, loss history, ...
+        self.train_state: dict[str, Any] | None = None
+        # A tokenizer handed over by the Tokenizer tab for the next model trained from scratch.
+        self.pending_tokenizer: Tokenizer | None = None
+
+    @property
+    def config(self) -> ModelConfig | None:
+        return self.model.config if self.model is not None else None
+
+    def set_model(self, model: GPT, tokenizer: Tokenizer, *, path: Path | None = None,
+                  train_state: dict[str, Any] | None = None, dirty: bool = False) -> None:
+        """Make this the current model; every tab refreshes."""
+        model.eval()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.train_state = train_state
+        self.checkpoint_path = Path(path) if path is not None else None
+        self.dirty = dirty
+        self.tokenizer_changed.emit()
+        self.model_changed.emit()
+        self.path_changed.emit()
+
+    def mark_trained(self, train_state: dict[str, Any] | None) -> None:
+        """The current model's weights were changed in place by training."""
+        self.train_state = train_state
+        self.dirty = True
+        self.model_changed.emit()
+        self.path_changed.emit()
+
+    def mark_saved(self, path: Path) -> None:
+        self.checkpoint_path = Path(path)
+        self.dirty = False
+        self.path_changed.emit()
+
+    def set_corpus(self, corpus: Corpus) -> None:
+        self.corpus = corpus
+        self.corpus_changed.emit()
+
+    def set_pending_tokenizer(self, tokenizer: Tokenizer | None) -> None:
+        self.pending_tokenizer = tokenizer
+        self.pending_tokenizer_changed.emit()
+
+    @property
+    def display_name(self) -> str:
+        name = self.checkpoint_path.name if self.checkpoint_path else "untitled"
+        return name + (" *" if self.dirty else "")
