@@ -22,6 +22,7 @@ class AppState(QObject):
     corpus_changed = Signal()
     path_changed = Signal()  # checkpoint path or unsaved marker changed
     pending_tokenizer_changed = Signal()  # a tokenizer chosen for the *next* model (Tokenizer tab)
+    attention_probes_changed = Signal()  # attention maps of the probe text recorded during training
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -34,6 +35,8 @@ class AppState(QObject):
         self.train_state: dict[str, Any] | None = None
         # A tokenizer handed over by the Tokenizer tab for the next model trained from scratch.
         self.pending_tokenizer: Tokenizer | None = None
+        # engine.events.AttentionProbeEvent list from the last training run (attention over training).
+        self.attention_probes: list[Any] = []
 
     @property
     def config(self) -> ModelConfig | None:
@@ -71,6 +74,14 @@ class AppState(QObject):
     def set_pending_tokenizer(self, tokenizer: Tokenizer | None) -> None:
         self.pending_tokenizer = tokenizer
         self.pending_tokenizer_changed.emit()
+
+    def set_attention_probes(self, probes: list[Any]) -> None:
+        self.attention_probes = list(probes)
+        self.attention_probes_changed.emit()
+
+    def add_attention_probe(self, probe: Any) -> None:
+        self.attention_probes.append(probe)
+        self.attention_probes_changed.emit()
 
     @property
     def display_name(self) -> str:

@@ -131,3 +131,16 @@ def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
     if loader is None:
         raise ValueError(f"unknown tokenizer type {data['type']!r}")
     return loader(data)
+
+
+def get_tokenizer(spec: str, corpus_text: str | None = None) -> Tokenizer:
+    """A tokenizer from a command-line / GUI spec.
+
+    "char" builds a character vocabulary from `corpus_text`. The tokenizers issue extends this with
+    "bpe:N" (train on the corpus), a tokenizer FILE, and named tiktoken encodings (gpt2, cl100k_base...).
+    """
+    if spec == "char":
+        if corpus_text is None:
+            raise ValueError("the char tokenizer needs a corpus to take its characters from")
+        return CharTokenizer.from_text(corpus_text)
+    raise ValueError(f"unknown tokenizer {spec!r}; choose char")
