@@ -31,6 +31,7 @@ class AppState(QObject):
         self.corpus: Corpus | None = None
         self.checkpoint_path: Path | None = None
         self.dirty = False  # weights changed since the last save
+        self.untrained = False  # freshly initialised weights (the status bar says so)
         # Training state to save with the model: step, train config, loss history, ...
         self.train_state: dict[str, Any] | None = None
         # A tokenizer handed over by the Tokenizer tab for the next model trained from scratch.
@@ -43,7 +44,8 @@ class AppState(QObject):
         return self.model.config if self.model is not None else None
 
     def set_model(self, model: GPT, tokenizer: Tokenizer, *, path: Path | None = None,
-                  train_state: dict[str, Any] | None = None, dirty: bool = False) -> None:
+                  train_state: dict[str, Any] | None = None, dirty: bool = False,
+                  untrained: bool = False) -> None:
         """Make this the current model; every tab refreshes."""
         model.eval()
         self.model = model
@@ -51,6 +53,7 @@ class AppState(QObject):
         self.train_state = train_state
         self.checkpoint_path = Path(path) if path is not None else None
         self.dirty = dirty
+        self.untrained = untrained
         self.tokenizer_changed.emit()
         self.model_changed.emit()
         self.path_changed.emit()
@@ -59,6 +62,7 @@ class AppState(QObject):
         """The current model's weights were changed in place by training."""
         self.train_state = train_state
         self.dirty = True
+        self.untrained = False
         self.model_changed.emit()
         self.path_changed.emit()
 

@@ -48,7 +48,8 @@ def _batched(job: Iterable[Any], gate: _Gate, on_pause: Callable[[], None],
     events), and honour pause / stop between every two events."""
     batch: list[Any] = []
     last = time.monotonic()
-    iterator = iter(job)
+    iterator = _errors_as_job_errors(iter(job))
+    error: Exception | None = None
     try:
         for event in iterator:
             batch.append(event)
@@ -65,12 +66,26 @@ def _batched(job: Iterable[Any], gate: _Gate, on_pause: Callable[[], None],
                 on_resume()
             if gate.stop_requested:
                 break
+    except Exception as exc:  # deliver the events that came before the failure, then report it
+        error = exc
     finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()  # runs the job's own finally blocks (it may yield a last event, which is dropped)
+        iterator.close()  # runs the job's own finally blocks
     if batch:
         yield batch
+    if error is not None:
+        raise error
+
+
+class JobError(Exception):
+    """An engine job failed. superqt's worker takes a bare RuntimeError (which torch raises for
+    most failures) for "the worker was deleted" and drops it silently, so errors cross as this."""
+
+
+def _errors_as_job_errors(iterator: Iterator[Any]) -> Iterator[Any]:
+    try:
+        yield from iterator
+    except RuntimeError as exc:
+        raise JobError(error_message(exc)) from exc
 
 
 def _is_urgent(event: Any) -> bool:
