@@ -295,3 +295,10 @@ class Dataset:
             # pinned memory + non_blocking lets the copy overlap with compute
             return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
         return x.contiguous().to(device), y.contiguous().to(device)
+
+
+# Downloadable corpora (tiny-shakespeare) live in engine/download.py; it imports this module only
+# inside its functions, so importing it here at the end is safe.
+from .download import register_corpora as _register_corpora  # noqa: E402
+
+_register_corpora(EXTRA_CORPORA)
