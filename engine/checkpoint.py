@@ -1,0 +1,383 @@
+"""Checkpoints: one .safetensors file with the weights, the tokenizer, the training state and the
+optimizer state, so a file alone is enough to generate, to inspect, or to resume training exactly.
+
+Layout (format version 1):
+- tensors: the model's state dict without `head.weight` (tied to `tok_emb.weight`: stored once and
+  re-tied on load), plus `optimizer.<param name>.<exp_avg|exp_avg_sq|step>` when optimizer state is saved;
+- metadata (string -> string, each value JSON): `format` ("llm-playground-checkpoint"), `format_version`,
+  `model_config`, `tokenizer` (Tokenizer.to_dict()), and optionally `train_state` (step, train config,
+  corpus, tokenizer spec, loss history, RNG states) and `optimizer` (AdamW hyperparameters per group,
+  parameters listed by name).
+
+Loading never trusts the file: the header is read and bounds-checked by hand, the config is validated and
+every tensor's name, dtype, shape and byte range is checked against it *before* anything is allocated;
+then values are checked to be finite. Every failure is a one-line `CheckpointError`. Never pickle.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig
+from .model import GPT
+from .tokenizers import Tokenizer, tokenizer_from_dict
+
+FORMAT = "llm-playground-checkpoint"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit; a bigger claim is a corrupt or hostile file
+TIED = "head.weight"  # stored once, as tok_emb.weight
+OPTIMIZER_PREFIX = "optimizer."
+OPTIMIZER_KEYS = ("exp_avg", "exp_avg_sq", "step")
+# Optimizer group settings kept in the metadata (the rest, e.g. `fused`, belong to the machine).
+GROUP_SETTINGS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")
+
+DTYPES = {
+    "F32": (torch.float32, 4), "F16": (torch.float16, 2), "BF16": (torch.bfloat16, 2),
+    "F64": (torch.float64, 8), "I64": (torch.int64, 8), "I32": (torch.int32, 4), "U8": (torch.uint8, 1),
+}
+WEIGHT_DTYPES = ("F32", "F16", "BF16")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be written or read; the message is one line for the user."""
+
+
+@dataclass
+class Checkpoint:
+    config: ModelConfig
+    model: GPT
+    tokenizer: Tokenizer
+    train_state: dict[str, Any] | None
+    optimizer_state: dict[str, Any] | None  # {"param_groups": [...names...], "state": {name: {key: tensor}}}
+    path: str
+
+
+# ---------------------------------------------------------------- saving
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain GPT inside torch.compile / DDP wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+            model = model.module
+        else:
+            return model
+
+
+def optimizer_state_by_name(optimizer: torch.optim.Optimizer, model: torch.nn.Module
+                            ) -> dict[str, Any]:
+    """The optimizer's state keyed by parameter name (robust to parameter order) instead of index."""
+    names = {id(p): n for n, p in unwrap_model(model).named_parameters()}
+    groups, state = [], {}
+    for group in optimizer.param_groups:
+        settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items() if k in GROUP_SETTINGS}
+        settings = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in settings.items()}
+        param_names = []
+        for p in group["params"]:
+            if id(p) not in names:
+                raise CheckpointError("the optimizer holds a parameter the model does not have")
+            name = names[id(p)]
+            param_names.append(name)
+            if p in optimizer.state and optimizer.state[p]:
+                state[name] = {k: v for k, v in optimizer.state[p].items() if k in OPTIMIZER_KEYS}
+        groups.append({**settings, "params": param_names})
+    return {"param_groups": groups, "state": state}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+                         saved: dict[str, Any]) -> None:
+    """Put a name-keyed optimizer state (from a checkpoint) into an optimizer over `model`'s parameters."""
+    names = {id(p): n for n, p in unwrap_model(model).named_parameters()}
+    current = optimizer.state_dict()
+    saved_groups = saved.get("param_groups", [])
+    if len(saved_groups) != len(optimizer.param_groups):
+        raise CheckpointError("the saved optimizer state does not match this model's parameter groups")
+    new_state: dict[int, Any] = {}
+    index = 0
+    for group, saved_group, cur_group in zip(optimizer.param_groups, saved_groups, current["param_groups"]):
+        group_names = [names.get(id(p)) for p in group["params"]]
+        if group_names != list(saved_group.get("params", [])):
+            raise CheckpointError("the saved optimizer state does not match this model's parameters")
+        for name in group_names:
+            if name in saved["state"]:
+                new_state[index] = dict(saved["state"][name])
+            index += 1
+        for key in GROUP_SETTINGS:
+            if key in saved_group:
+                value = saved_group[key]
+                cur_group[key] = tuple(value) if key == "betas" else value
+    optimizer.load_state_dict({"state": new_state, "param_groups": current["param_groups"]})
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, tokenizer: Tokenizer, *,
+                    train_state: dict[str, Any] | None = None,
+                    optimizer: torch.optim.Optimizer | None = None) -> Path:
+    """Write a checkpoint atomically: a temp file in the target folder, fsync, then os.replace.
+
+    An existing file at `path` is untouched until the new one is complete.
+    """
+    path = Path(path).expanduser()
+    gpt = unwrap_model(model)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in gpt.state_dict().items() if k != TIED}
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "model_config": _json(gpt.config.to_dict()),
+        "tokenizer": _json(tokenizer.to_dict()),
+    }
+    if train_state is not None:
+        metadata["train_state"] = _json(train_state)
+    if optimizer is not None:
+        by_name = optimizer_state_by_name(optimizer, gpt)
+        metadata["optimizer"] = _json({"type": type(optimizer).__name__, "param_groups": by_name["param_groups"]})
+        for name, entries in by_name["state"].items():
+            for key, value in entries.items():
+                value = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+                tensors[f"{OPTIMIZER_PREFIX}{name}.{key}"] = value.detach().to("cpu", torch.float32).contiguous()
+
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise CheckpointError(f"cannot save to {path}: the folder {folder} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    _set_default_permissions(tmp_name)
+    try:
+        save_file(tensors, tmp_name, metadata=metadata)
+        fd = os.open(tmp_name, os.O_RDWR)
+        try:
+            os.fsync(fd)  # the bytes are on disk before the name points at them
+        finally:
+            os.close(fd)
+        os.replace(tmp_name, path)
+    except OSError as e:
+        raise CheckpointError(f"cannot save to {path}: {e.strerror or e}") from None
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return path
+
+
+def _set_default_permissions(file_name: str) -> None:
+    # mkstemp creates the file private (0600); a saved model should get the usual rights (0666 - umask).
+    if os.name == "posix":
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(file_name, 0o666 & ~umask)
+
+
+# ---------------------------------------------------------------- reading and validating
+
+@dataclass
+class _Header:
+    path: Path
+    file_bytes: int
+    metadata: dict[str, str]
+    tensors: dict[str, dict[str, Any]]
+    config: ModelConfig
+    tokenizer_dict: dict[str, Any]
+    train_state: dict[str, Any] | None
+    optimizer_meta: dict[str, Any] | None
+
+
+def _fail(path: Path, message: str) -> CheckpointError:
+    return CheckpointError(f"{path.name}: {message}")
+
+
+def _read_raw_header(path: Path) -> tuple[dict[str, Any], int]:
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise _fail(path, "file is too short to be a checkpoint (empty or truncated)")
+            (n,) = struct.unpack("<Q", prefix)
+            if n < 2 or n > MAX_HEADER_BYTES:
+                raise _fail(path, "not a safetensors checkpoint (bad header length)")
+            if 8 + n > size:
+                raise _fail(path, "file is truncated (header runs past the end of the file)")
+            raw = f.read(n)
+    except FileNotFoundError:
+        raise CheckpointError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _fail(path, "not a safetensors checkpoint (the header is not valid JSON)") from None
+    if not isinstance(header, dict):
+        raise _fail(path, "not a safetensors checkpoint (the header is not a JSON object)")
+    return header, size - 8 - n
+
+
+def _parse_json_field(path: Path, metadata: dict[str, str], key: str, required: bool) -> Any:
+    if key not in metadata:
+        if required:
+            raise _fail(path, f"checkpoint metadata has no '{key}'")
+        return None
+    try:
+        value = json.loads(metadata[key])
+    except (ValueError, RecursionError):
+        raise _fail(path, f"checkpoint metadata '{key}' is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise _fail(path, f"checkpoint metadata '{key}' must be a JSON object")
+    return value
+
+
+def _expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    # A model on the meta device has shapes but no storage: free even for a huge config.
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
+    shapes.pop(TIED)
+    return shapes
+
+
+def _check_tensor_entry(path: Path, name: str, entry: Any, data_bytes: int) -> None:
+    if not isinstance(entry, dict):
+        raise _fail(path, f"tensor {name!r} has a malformed header entry")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in DTYPES:
+        raise _fail(path, f"tensor {name!r} has an unsupported dtype {dtype!r}")
+    if (not isinstance(shape, list) or len(shape) > 8
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**40 for s in shape)):
+        raise _fail(path, f"tensor {name!r} has a malformed shape")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+            or offsets[0] > offsets[1]):
+        raise _fail(path, f"tensor {name!r} has malformed data offsets")
+    if offsets[1] > data_bytes:
+        raise _fail(path, "file is truncated (tensor data runs past the end of the file)")
+    if offsets[1] - offsets[0] != math.prod(shape) * DTYPES[dtype][1]:
+        raise _fail(path, f"tensor {name!r}: its byte range does not match its shape")
+
+
+def _read_header(path: str | os.PathLike) -> _Header:
+    path = Path(path).expanduser()
+    header, data_bytes = _read_raw_header(path)
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _fail(path, "not a safetensors checkpoint (malformed metadata)")
+    if metadata.get("format") != FORMAT:
+        raise _fail(path, "a safetensors file, but not an LLM Playground checkpoint "
+                          "(Hugging Face models can be imported instead)")
+    try:
+        version = int(metadata.get("format_version", ""))
+    except ValueError:
+        raise _fail(path, "checkpoint has no valid format_version") from None
+    if version < 1 or version > FORMAT_VERSION:
+        raise _fail(path, f"checkpoint format version {version} is not supported (this version reads "
+                          f"up to {FORMAT_VERSION}); update LLM Playground")
+
+    config_dict = _parse_json_field(path, metadata, "model_config", required=True)
+    try:
+        config = ModelConfig.from_dict(config_dict)
+    except (TypeError, ValueError) as e:
+        raise _fail(path, f"invalid model config: {e}") from None
+    tokenizer_dict = _parse_json_field(path, metadata, "tokenizer", required=True)
+    train_state = _parse_json_field(path, metadata, "train_state", required=False)
+    optimizer_meta = _parse_json_field(path, metadata, "optimizer", required=False)
+
+    for name, entry in header.items():
+        _check_tensor_entry(path, name, entry, data_bytes)
+    # Weights take at least 2 bytes per parameter: a config far bigger than the file is a lie.
+    if config.num_params() * 2 > data_bytes:
+        raise _fail(path, "the model config is larger than the weights in the file (corrupt or truncated)")
+
+    expected = _expected_shapes(config)
+    for name, shape in expected.items():
+        if name not in header:
+            raise _fail(path, f"checkpoint is missing tensor {name!r}")
+        if tuple(header[name]["shape"]) != shape:
+            raise _fail(path, f"tensor {name!r} has shape {tuple(header[name]['shape'])}, the config needs {shape}")
+        if header[name]["dtype"] not in WEIGHT_DTYPES:
+            raise _fail(path, f"tensor {name!r} has dtype {header[name]['dtype']}, expected a float type")
+    param_shapes = {k: v for k, v in expected.items()}
+    for name in header:
+        if name in expected:
+            continue
+        if not name.startswith(OPTIMIZER_PREFIX):
+            raise _fail(path, f"unexpected tensor {name!r} (not part of this model)")
+        param, _, key = name[len(OPTIMIZER_PREFIX):].rpartition(".")
+        if param not in param_shapes or key not in OPTIMIZER_KEYS:
+            raise _fail(path, f"unexpected optimizer tensor {name!r}")
+        want = () if key == "step" else param_shapes[param]
+        if tuple(header[name]["shape"]) != want:
+            raise _fail(path, f"optimizer tensor {name!r} has the wrong shape")
+    return _Header(path, 8 + data_bytes, metadata, header, config, tokenizer_dict, train_state, optimizer_meta)
+
+
+def _build_tokenizer(h: _Header) -> Tokenizer:
+    try:
+        tokenizer = tokenizer_from_dict(h.tokenizer_dict)
+    except (TypeError, KeyError, ValueError) as e:
+        raise _fail(h.path, f"invalid tokenizer: {e}") from None
+    if tokenizer.vocab_size > h.config.vocab_size:
+        raise _fail(h.path, f"the tokenizer has {tokenizer.vocab_size:,} tokens but the model only "
+                            f"{h.config.vocab_size:,}")
+    return tokenizer
+
+
+def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
+    """What a checkpoint holds (config, size, tokenizer, training state), without loading weights."""
+    h = _read_header(path)
+    tokenizer = _build_tokenizer(h)
+    return {
+        "path": str(h.path),
+        "file_bytes": h.file_bytes,
+        "format_version": int(h.metadata["format_version"]),
+        "model_config": h.config.to_dict(),
+        "num_params": h.config.num_params(),
+        "tokenizer": {"type": h.tokenizer_dict.get("type"), "name": tokenizer.name,
+                      "vocab_size": tokenizer.vocab_size, "description": tokenizer.describe()},
+        "train_state": h.train_state,
+        "has_optimizer_state": h.optimizer_meta is not None,
+    }
+
+
+def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Checkpoint:
+    """Read and validate a checkpoint; the model comes back in float32 on `device`, in eval mode."""
+    h = _read_header(path)
+    tokenizer = _build_tokenizer(h)
+    try:
+        tensors = load_file(str(h.path), device="cpu")
+    except Exception as e:  # safetensors raises its own error types for anything we did not catch
+        raise _fail(h.path, f"cannot read tensors ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise _fail(h.path, f"tensor {name!r} holds NaN or infinite values")
+
+    state = {k: tensors[k].to(torch.float32) for k in _expected_shapes(h.config)}
+    state[TIED] = state["tok_emb.weight"]
+    with torch.device("meta"):
+        model = GPT(h.config)
+    model.load_state_dict(state, assign=True)
+    model.head.weight = model.tok_emb.weight  # re-tie: one tensor for both
+    model = model.to(device).eval()
+
+    optimizer_state = None
+    if h.optimizer_meta is not None:
+        groups = h.optimizer_meta.get("param_groups")
+        if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+            raise _fail(h.path, "malformed optimizer metadata")
+        per_param: dict[str, dict[str, torch.Tensor]] = {}
+        for name, t in tensors.items():
+            if name.startswith(OPTIMIZER_PREFIX):
+                param, _, key = name[len(OPTIMIZER_PREFIX):].rpartition(".")
+                per_param.setdefault(param, {})[key] = t
+        optimizer_state = {"param_groups": groups, "state": per_param}
+    return Checkpoint(h.config, model, tokenizer, h.train_state, optimizer_state, str(h.path))
