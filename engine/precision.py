@@ -1,0 +1,154 @@
+"""Number formats for generation: fp32, bf16, fp16 and int8, their memory, and what they cost in accuracy.
+
+- fp32: the weights as trained.
+- bf16 / fp16: a copy of the model cast to 16-bit floats (half the memory). fp16 needs a CUDA GPU;
+  bf16 also runs on CPUs (slowly where the CPU lacks bf16 instructions).
+- int8: dynamic quantization of every `nn.Linear` (PyTorch's `quantize_dynamic`, CPU only): weights
+  stored as 8-bit integers with one scale per matrix, activations quantized on the fly. The output head
+  shares its weights with the token embedding, so the quantized head is an int8 *copy* while the
+  embedding table stays fp32 for the lookups; `weights_memory_bytes` counts both.
+
+`prepare_for_inference` never changes the model it is given (the app may be training it).
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def check_precision(precision: str, device: torch.device | str) -> None:
+    """A clear ValueError when a precision can't run on a device."""
+    device = torch.device(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 generation needs a CUDA GPU; on this machine use fp32, bf16 or int8")
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError("int8 (dynamic quantization) runs on the CPU only; use bf16 or fp16 on a GPU")
+
+
+def _quantize_dynamic(model: nn.Module) -> nn.Module:
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError:  # pragma: no cover - a future torch without the eager-mode API
+        raise ValueError("this PyTorch build has no dynamic quantization; int8 is unavailable") from None
+    with warnings.catch_warnings():
+        # torch 2.10+ marks eager-mode quantization deprecated (moving to torchao); it still works.
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+
+
+def prepare_for_inference(model: nn.Module, precision: str) -> nn.Module:
+    """The model to generate with in a precision: the model itself for fp32, otherwise a copy
+    (cast to bf16/fp16, or with int8 Linear layers). The result is in eval mode except for fp32,
+    whose train/eval flag is left alone (generation never uses dropout; see engine/generation.py)."""
+    device = model_device(model)
+    check_precision(precision, device)
+    if precision == "fp32":
+        if next(model.parameters()).dtype != torch.float32:
+            return copy.deepcopy(model).float().eval()
+        return model
+    clone = copy.deepcopy(model).eval()  # deepcopy keeps the head tied to the embedding
+    if precision == "int8":
+        return _quantize_dynamic(clone.float())
+    return clone.to(DTYPES[precision])
+
+
+def weights_memory_bytes(model: nn.Module, precision: str) -> int:
+    """Bytes the model's weights take in a precision (tied weights counted once per copy).
+
+    int8 counts what dynamic quantization really keeps: each Linear weight as int8 (the head as its
+    own int8 copy of the tied embedding), biases, LayerNorms and embedding tables in fp32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision in ("fp32", "bf16", "fp16"):
+        seen: set[int] = set()
+        total = 0
+        for p in model.parameters():  # parameters() yields a tied tensor once
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+        return total * torch.tensor([], dtype=DTYPES[precision]).element_size()
+    total = 0
+    linear_weights = set()
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            linear_weights.add(id(module.weight))
+            total += module.weight.numel() + 8  # int8 values plus one scale and zero point
+            if module.bias is not None:
+                total += module.bias.numel() * 4
+    counted: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            continue
+        for p in module.parameters(recurse=False):
+            if id(p) not in counted:  # the embedding stays fp32 even though the head shares it
+                counted.add(id(p))
+                total += p.numel() * 4
+    return total
+
+
+@dataclass(frozen=True)
+class AgreementReport:
+    """How closely greedy decoding in a precision follows fp32.
+
+    teacher_forced: fraction of positions, along fp32's own greedy continuation, where the
+    precision's arg-max equals fp32's (the per-step agreement, independent of earlier steps).
+    first_divergence: index of the first new token where free-running greedy outputs differ
+    (n_tokens if never). free_run_match: fraction of new tokens equal in the two free runs.
+    """
+
+    precision: str
+    n_tokens: int
+    teacher_forced: float
+    first_divergence: int
+    free_run_match: float
+
+
+def greedy_agreement(model: nn.Module, tokenizer, prompt: str, precision: str,
+                     n_tokens: int = 256) -> AgreementReport:
+    """Compare greedy generation in `precision` with fp32 over n_tokens new tokens."""
+    from .generation import generate, prompt_token_ids
+    from .sampling import SamplingConfig
+
+    config = SamplingConfig(greedy=True, max_new_tokens=n_tokens)
+    reference = generate(model, tokenizer, prompt, config, precision="fp32")
+    other = generate(model, tokenizer, prompt, config, precision=precision)
+    a, b = reference.ids, other.ids
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    free = sum(x == y for x, y in zip(a, b)) / max(1, len(a))
+
+    # Teacher forcing: feed fp32's sequence to both and compare arg-maxes at every new position.
+    context = model.config.context_length
+    ids = (prompt_token_ids(tokenizer, prompt, model.config) + a)[-context:]
+    n_new = min(len(a), len(ids) - 1)
+    idx = torch.tensor([ids], device=model_device(model))
+    prepared = prepare_for_inference(model, precision)
+    with torch.inference_mode():
+        ref_logits = _eval_logits(model, idx)
+        other_logits = _eval_logits(prepared, idx)
+    positions = slice(len(ids) - 1 - n_new, len(ids) - 1)
+    agree = (ref_logits[0, positions].argmax(-1) == other_logits[0, positions].argmax(-1)).float().mean()
+    return AgreementReport(precision=precision, n_tokens=len(a), teacher_forced=float(agree) if n_new else 1.0,
+                           first_divergence=first, free_run_match=free)
+
+
+def _eval_logits(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    try:
+        return model(idx)[0].float()
+    finally:
+        model.train(was_training)
