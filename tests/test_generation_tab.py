@@ -1,0 +1,221 @@
+"""Generation tab (pytest-qt, offscreen): streaming into columns, the distribution view, Stop, edge cases."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from app.state import AppState
+from app.tabs.generation import GenerationTab, window_length
+from app.widgets.gen_presets import SamplingSettings
+from app.worker import JobRunner
+from engine.config import ModelConfig
+from engine.model import GPT
+from engine.tokenizers import CharTokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+ALPHABET = "abcdefghijklmnopqrstuvwxyz .,\n"
+
+
+def small_model(context_length: int = 32, alphabet: str = ALPHABET, seed: int = 0) -> tuple[GPT, CharTokenizer]:
+    tokenizer = CharTokenizer.from_text(alphabet)
+    torch.manual_seed(seed)
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=context_length, emb_dim=32, n_heads=2,
+                         n_layers=2, drop_rate=0.0)
+    return GPT(config).eval(), tokenizer
+
+
+@pytest.fixture
+def tab(qtbot):
+    state, runner = AppState(), JobRunner()
+    widget = GenerationTab(state, runner)
+    qtbot.addWidget(widget)
+    model, tokenizer = small_model()
+    state.set_model(model, tokenizer)
+    widget.prompt.setPlainText("the cat sat on the mat. ")
+    yield widget
+    runner.stop_all()
+
+
+def generate(qtbot, tab: GenerationTab, max_tokens: int = 12, timeout: int = 20_000) -> None:
+    tab.max_tokens.setValue(max_tokens)
+    with qtbot.waitSignal(tab.generation_finished, timeout=timeout):
+        tab.generate()
+
+
+def test_two_columns_both_receive_text(qtbot, tab):
+    assert [c.preset_box.currentText() for c in tab.columns] == ["Greedy", "Balanced"]
+    generate(qtbot, tab, max_tokens=12)
+    done = tab.run.done
+    assert done is not None
+    for i, column in enumerate(tab.columns):
+        assert column.output.token_count() == 12
+        # what streamed in equals the engine's final decode of that row
+        assert column.output.generated_text() == done.texts[i]
+        assert column.output.generated_text()
+        assert "12 tokens" in column.info.text()
+    assert "tokens/s" in tab.speed.text()
+    assert tab.generate_button.isEnabled() and not tab.stop_button.isEnabled()
+
+
+def test_dragging_a_slider_updates_the_distribution_view(qtbot, tab):
+    generate(qtbot, tab, max_tokens=6)
+    balanced = tab.columns[1]
+    tab.select_step(1, 2)
+    before = tab.distribution.data
+    assert before is not None and "step 3" in before.title
+    vocab = tab.state.config.vocab_size
+    assert before.removed_counts["top_k"] == 0  # Balanced's k = 50 is above this vocabulary of 30
+
+    row = balanced.rows["top_k"]
+    row.slider.setSliderDown(True)  # a drag in progress: the view must follow without generating
+    row.slider.setValue(row._to_position(3))
+    assert row.value() == 3
+    after = tab.distribution.data
+    assert after is not before
+    assert after.removed_counts["top_k"] == vocab - 3
+    assert np.count_nonzero(after.final) <= 3
+    assert balanced.preset_box.currentText() == "Custom"
+    assert not tab.is_generating()
+    row.slider.setSliderDown(False)
+    assert not tab.is_generating()  # live regenerate is off
+
+
+def test_live_regenerate_on_slider_release(qtbot, tab):
+    generate(qtbot, tab, max_tokens=4)
+    tab.live_toggle.setChecked(True)
+    row = tab.columns[1].rows["temperature"]
+    with qtbot.waitSignal(tab.generation_finished, timeout=20_000):
+        row.slider.setSliderDown(True)
+        row.slider.setValue(row._to_position(1.5))
+        row.slider.setSliderDown(False)  # release: regenerate
+        assert tab.is_generating()
+
+
+def test_clicking_a_token_selects_its_step(qtbot, tab):
+    tab.resize(1200, 800)
+    tab.show()
+    qtbot.waitExposed(tab)
+    generate(qtbot, tab, max_tokens=8)
+    view = tab.columns[1].output
+    step = next(i for i, r in enumerate(tab.run.records[1]) if r.piece.strip())  # a visible character
+    rect = view.token_rect(step)
+    assert view.step_at(rect.center().toPoint()) == step
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center().toPoint())
+    assert tab.distribution.data is not None
+    assert "Decoder 2" in tab.distribution.data.title and f"step {step + 1}" in tab.distribution.data.title
+
+
+@pytest.mark.parametrize("prompt_chars", [0, 100])
+def test_distribution_matches_what_the_engine_saw(qtbot, tab, prompt_chars):
+    """Empty prompt and a prompt longer than the context (32): the view's recomputed raw
+    probabilities equal the engine's own record of that step, also after the window slid."""
+    tab.prompt.setPlainText(("the cat sat on the mat. " * 5)[:prompt_chars])
+    if prompt_chars > 32:
+        assert "longer than the context" in tab.prompt_info.text()
+    generate(qtbot, tab, max_tokens=40)
+    assert all(c.output.token_count() == 40 for c in tab.columns)
+    assert "Cannot" not in tab.status.text() and "failed" not in tab.status.text()
+    for step in (0, 39):
+        tab.select_step(1, step)
+        record = tab.run.records[1][step]
+        stages_raw = tab.distribution.data
+        assert stages_raw is not None
+        logits = tab._raw_logits(1, step, tab.run.prompt_ids + tab.run.ids[1][:step])
+        raw = torch.softmax(logits, -1).numpy()
+        np.testing.assert_allclose(raw[list(record.top_ids)], record.top_raw, atol=1e-5)
+
+
+def test_window_length_follows_the_sliding_window():
+    assert window_length(5, 0, 8) == 5
+    assert window_length(5, 3, 8) == 8  # full
+    assert window_length(5, 4, 8) == 4  # refilled with the last half
+    assert window_length(5, 5, 8) == 5
+
+
+def test_stop_mid_generation(qtbot, tab):
+    tab.max_tokens.setValue(4096)
+    with qtbot.waitSignal(tab.generation_finished, timeout=30_000):
+        tab.generate()
+        qtbot.waitUntil(lambda: tab.columns[0].output.token_count() >= 5, timeout=10_000)
+        qtbot.mouseClick(tab.stop_button, Qt.MouseButton.LeftButton)
+    count = tab.columns[0].output.token_count()
+    assert 5 <= count < 4096
+    assert "stopped" in tab.columns[0].info.text()
+    assert tab.generate_button.isEnabled() and not tab.stop_button.isEnabled()
+    assert not tab.is_generating()
+
+
+def test_no_model_and_bad_precision_give_a_message_not_a_job(qtbot):
+    state, runner = AppState(), JobRunner()
+    tab = GenerationTab(state, runner)
+    qtbot.addWidget(tab)
+    assert not tab.generate_button.isEnabled()
+    tab.generate()
+    assert not tab.is_generating() and "No model" in tab.status.text()
+    model, tokenizer = small_model()
+    state.set_model(model, tokenizer)
+    fp16 = tab.precision.model().item(tab.precision.findData("fp16"))
+    assert not fp16.isEnabled() and "GPU" in fp16.toolTip()  # a CPU model
+    tab.precision.setCurrentIndex(tab.precision.findData("fp16"))  # forced anyway
+    tab.generate()
+    assert not tab.is_generating() and "fp16" in tab.status.text()
+
+
+def test_switching_the_model_while_idle_updates_the_tab(qtbot, tab):
+    generate(qtbot, tab, max_tokens=4)
+    tab.select_step(0, 1)
+    fp32_before = tab.precision.itemText(0)
+    model, tokenizer = small_model(context_length=64, alphabet=ALPHABET + "ABCDEFGHIJ0123456789")
+    tab.state.set_model(model, tokenizer)
+    vocab = tokenizer.vocab_size
+    assert all(c.rows["top_k"].maximum() == vocab for c in tab.columns)
+    assert "context 64" in tab.prompt_info.text()
+    assert tab.precision.itemText(0) != fp32_before and "KB" in tab.precision.itemText(0)
+    assert all(c.output.token_count() == 0 for c in tab.columns)
+    assert tab.distribution.data is None
+    generate(qtbot, tab, max_tokens=4)  # and the new model generates
+    assert tab.columns[0].output.token_count() == 4
+
+
+def test_presets_save_and_load(qtbot, tab, tmp_path, monkeypatch):
+    column = tab.columns[1]
+    column.set_settings(SamplingSettings(temperature=0.9, top_k=7, top_p=0.8, min_p=0.1, repetition_penalty=1.3))
+    path = tmp_path / "mine.json"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), ""))
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
+    column.save_preset()
+    saved = json.loads(path.read_text())
+    assert saved["top_k"] == 7 and saved["repetition_penalty"] == pytest.approx(1.3)
+
+    column.apply_preset("Greedy")
+    assert column.settings().temperature == 0
+    column.load_preset()
+    assert column.settings() == SamplingSettings(0.9, 7, 0.8, 0.1, 1.3)
+
+    warnings = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: warnings.append(a[2]))
+    path.write_text('{"temperature": 5}')
+    column.load_preset()
+    assert warnings and "temperature" in warnings[0]
+    assert column.settings().temperature == pytest.approx(0.9)  # unchanged
+
+
+def test_columns_add_and_remove(qtbot, tab):
+    while tab.add_button.isEnabled():
+        tab.add_button.click()
+    assert len(tab.columns) == 4
+    tab.remove_column(tab.columns[0])
+    assert [c.name for c in tab.columns] == ["Decoder 1", "Decoder 2", "Decoder 3"]
+    generate(qtbot, tab, max_tokens=3)
+    assert all(c.output.token_count() == 3 for c in tab.columns)
