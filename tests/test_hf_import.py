@@ -39,6 +39,9 @@ def test_logits_match_transformers():
 def test_hub_names_without_prefix_load_too():
     hf = small_hf_gpt2()
     hub_style = {k.removeprefix("transformer."): v for k, v in hf.state_dict().items() if k != "lm_head.weight"}
+    # Older exports also carry each layer's causal-mask buffers; they are not weights.
+    hub_style["h.0.attn.bias"] = torch.ones(1, 1, 64, 64).tril()
+    hub_style["h.0.attn.masked_bias"] = torch.tensor(-1e4)
     ours = gpt_from_hf(hub_style, hf.config.to_dict())
     idx = torch.arange(20).unsqueeze(0)
     with torch.no_grad():
