@@ -88,19 +88,19 @@ class _Maps:
         return self.rollout
 
 
-def default_text(corpus: Corpus | None) -> str:
-    """A passage of the current corpus; for a synthetic task, a few of its lines (patterns show best)."""
+def default_text(corpus: Corpus | None, max_chars: int = 400) -> str:
+    """A passage of the current corpus; for a synthetic task, a few whole lines (patterns show best)."""
     if corpus is None:
-        return FALLBACK_TEXT
+        return FALLBACK_TEXT[:max_chars]
     if corpus.source in SYNTHETIC_TASKS or corpus.name in SYNTHETIC_TASKS:
-        lines = [ln for ln in corpus.text().splitlines()[:12] if ln.strip()]
+        limit = min(120, max_chars)
         text = ""
-        for line in lines:
-            if len(text) + len(line) > 120:
+        for line in corpus.text().splitlines()[:12]:
+            if len(text) + len(line) + 1 > limit:
                 break
             text += line + "\n"
-        return text or corpus.sample_passage(120)
-    return corpus.sample_passage(400)
+        return text or corpus.sample_passage(limit)
+    return corpus.sample_passage(max_chars)
 
 
 class AttentionTab(QWidget):
@@ -112,7 +112,7 @@ class AttentionTab(QWidget):
         self._text_maps: _Maps | None = None
         self._shown: _Maps | None = None
         self._query = -1
-        self._default_text = default_text(state.corpus)
+        self._default_text = self._make_default_text()
         self._rerun_when_shown = False
         self._rerun_after_job = False
 
@@ -122,7 +122,7 @@ class AttentionTab(QWidget):
         self._on_probes_changed()
 
         state.model_changed.connect(self._on_model_changed)
-        state.corpus_changed.connect(self._on_corpus_changed)
+        state.corpus_changed.connect(self._update_default_text)
         state.attention_probes_changed.connect(self._on_probes_changed)
 
     # ------------------------------------------------------------ layout
@@ -139,7 +139,7 @@ class AttentionTab(QWidget):
         self.run_button.clicked.connect(self.run)
         self.sample_button = QPushButton("Sample text")
         self.sample_button.setToolTip("Put a passage of the current corpus back in the box")
-        self.sample_button.clicked.connect(lambda: self.text.setPlainText(default_text(self.state.corpus)))
+        self.sample_button.clicked.connect(lambda: self.text.setPlainText(self._make_default_text()))
         QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.run)
         buttons = QVBoxLayout()
         buttons.addWidget(self.run_button)
@@ -190,6 +190,7 @@ class AttentionTab(QWidget):
         self.probe_check.setToolTip("Show the probe text's attention recorded at each evaluation of the last "
                                     "training run instead of a run on the text above")
         self.probe_slider = QSlider(Qt.Orientation.Horizontal)
+        self.probe_slider.setRange(0, 0)
         self.probe_slider.setToolTip("Training step at which the maps were recorded")
         self.probe_slider.setPageStep(1)
         self.probe_label = QLabel()
@@ -231,7 +232,7 @@ class AttentionTab(QWidget):
         tv.addWidget(_heading("What one token attends to"))
         tv.addWidget(self.query_label)
         tv.addWidget(self.text_view, 1)
-        right = QSplitter(Qt.Orientation.Vertical)
+        self.right_splitter = right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(overview_box)
         right.addWidget(text_box)
         right.setStretchFactor(0, 3)
@@ -333,13 +334,25 @@ class AttentionTab(QWidget):
             spin.blockSignals(True)
             spin.setRange(0, n - 1)
             spin.blockSignals(False)
+        shape = self.overview._shape
         self.overview.set_thumbnails(maps.thumbs)
+        if self.overview._shape != shape:
+            self._fit_overview()
         if self.text_view.pieces != maps.pieces:
             self.text_view.set_tokens(maps.pieces)
             self._query = T - 1  # the last token sees the whole text: the most telling default
         self._query = min(self._query, T - 1)
         self._update_controls()
         self._refresh_views()
+
+    def _fit_overview(self) -> None:
+        """Give the overview the height its grid needs (few layers: more room for the text)."""
+        total = sum(self.right_splitter.sizes())
+        if total <= 0:
+            return
+        want = self.overview.preferred_height() + 30  # + the heading
+        top = max(total // 3, min(want, total * 3 // 4))
+        self.right_splitter.setSizes([top, total - top])
 
     @property
     def view_mode(self) -> str:
@@ -461,6 +474,8 @@ class AttentionTab(QWidget):
         else:
             self.play_button.setChecked(False)
             self._show(self._text_maps)
+            self.status.setText(" " if self._text_maps is None else
+                                f"{self._text_maps.maps.shape[-1]:,} tokens of your text.")
 
     @Slot(int)
     def _on_probe_step(self, index: int) -> None:
@@ -473,8 +488,11 @@ class AttentionTab(QWidget):
         if not self.probe_check.isChecked():
             return
         maps = np.asarray(probe.maps, dtype=np.float32)
-        tokens = list(probe.tokens)
-        self._show(_Maps(maps, tokens, tokens, thumbnails(maps), step=probe.step))
+        labels = [str(t) for t in probe.tokens]  # render_token strings: "\n" arrives escaped
+        pieces = [t.replace("\\n", "\n").replace("\\t", "\t") for t in labels]
+        self._show(_Maps(maps, labels, pieces, thumbnails(maps), step=probe.step))
+        self.status.setText(f"Probe text as the model saw it at training step {probe.step:,} "
+                            f"({len(labels)} tokens). Untick \"Over training\" to go back to your text.")
 
     @Slot(bool)
     def _on_play_toggled(self, playing: bool) -> None:
@@ -499,6 +517,7 @@ class AttentionTab(QWidget):
 
     @Slot()
     def _on_model_changed(self) -> None:
+        self._update_default_text()
         self._text_maps = None
         if not self.probe_check.isChecked():
             self._show(None)
@@ -515,9 +534,15 @@ class AttentionTab(QWidget):
         # Training runs the same model in another thread: leave it alone rather than compete for it.
         return any(job.name != JOB_NAME for job in self.runner.running())
 
+    def _make_default_text(self) -> str:
+        # A char model reads one token per character: keep the sample within its context.
+        context = self.state.config.context_length if self.state.config is not None else 400
+        return default_text(self.state.corpus, max_chars=min(400, context))
+
     @Slot()
-    def _on_corpus_changed(self) -> None:
-        new_default = default_text(self.state.corpus)
+    def _update_default_text(self) -> None:
+        """A new corpus or model: replace the sample text unless the user typed their own."""
+        new_default = self._make_default_text()
         if self.text.toPlainText() in (self._default_text, ""):
             self.text.setPlainText(new_default)
         self._default_text = new_default

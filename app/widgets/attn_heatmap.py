@@ -31,6 +31,11 @@ def palette_colours(widget: QWidget) -> tuple[QColor, QColor]:
     return palette.color(QPalette.ColorRole.Base), palette.color(QPalette.ColorRole.Text)
 
 
+def _mix(a: QColor, b: QColor, t: float) -> QColor:
+    """t of colour a over (1 - t) of b (an opaque "faded" text colour; titles take no alpha)."""
+    return QColor(*(int(t * x + (1 - t) * y) for x, y in zip(a.getRgb()[:3], b.getRgb()[:3])))
+
+
 def nice_step(minimum: float) -> int:
     """The smallest of 1, 2, 5, 10, 20, 50, ... that is at least `minimum`."""
     if minimum <= 1:
@@ -128,11 +133,9 @@ class AttentionHeatmap(QWidget):
 
     def _set_title(self, text: str, muted: bool = False) -> None:
         self._title = (text, muted)
-        _, fg = palette_colours(self)
-        colour = QColor(fg)
-        if muted:
-            colour.setAlphaF(0.6)
-        self.plot.setTitle(text, color=colour.name(QColor.NameFormat.HexArgb), size="10pt")
+        bg, fg = palette_colours(self)
+        colour = _mix(fg, bg, 0.6) if muted else fg
+        self.plot.setTitle(text, color=colour.name(), size="10pt")
 
     def changeEvent(self, event: QEvent) -> None:
         super().changeEvent(event)
@@ -162,15 +165,16 @@ class AttentionHeatmap(QWidget):
         self.bottom_axis.set_labels(self.tokens)
         self._set_title(title)
         vb = self.plot.getViewBox()
-        vb.setLimits(xMin=-0.5 - n * 0.05, xMax=n - 0.5 + n * 0.05, yMin=-0.5 - n * 0.05,
-                     yMax=n - 0.5 + n * 0.05, minXRange=min(4, n), minYRange=min(4, n))
+        # Generous limits: tight ones fight the locked aspect ratio in a wide window and crop the map.
+        vb.setLimits(xMin=-n, xMax=2 * n, yMin=-n, yMax=2 * n, minXRange=min(4, n), minYRange=min(4, n))
         if not same_size:  # keep the user's zoom while flipping through heads of the same text
-            vb.setRange(xRange=(-0.5, n - 0.5), yRange=(-0.5, n - 0.5), padding=0.02)
+            self.reset_zoom()
 
     def reset_zoom(self) -> None:
-        if self.matrix is not None:
-            n = self.matrix.shape[0]
-            self.plot.getViewBox().setRange(xRange=(-0.5, n - 0.5), yRange=(-0.5, n - 0.5), padding=0.02)
+        """Fit the whole matrix, and keep fitting it on resize until the user zooms or pans."""
+        vb = self.plot.getViewBox()
+        vb.enableAutoRange()
+        vb.autoRange(padding=0.02)
 
     def cell_at(self, scene_pos: QPointF) -> tuple[int, int]:
         if self.matrix is None or not self.plot.sceneBoundingRect().contains(scene_pos):

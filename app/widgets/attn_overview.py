@@ -117,6 +117,14 @@ class AttentionOverview(pg.GraphicsLayoutWidget):
         for row in range(1, layers + 1):
             grid.setRowFixedHeight(row, size)
 
+    def preferred_height(self) -> int:
+        """Height that shows every layer with square cells at the current width."""
+        if self._shape is None:
+            return 0
+        layers, heads = self._shape
+        cell = max(MIN_CELL, (self.viewport().width() - LABEL_WIDTH - (heads + 2) * 3 - 8) / (heads + 1))
+        return int(HEADER_HEIGHT + layers * (cell + 3) + 12)
+
     def changeEvent(self, event: QEvent) -> None:
         super().changeEvent(event)
         if event.type() == QEvent.Type.PaletteChange and hasattr(self, "cells"):  # (not during __init__)

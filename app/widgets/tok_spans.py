@@ -329,7 +329,8 @@ class EncodingPanel(QFrame):
         self.ids.blockSignals(True)
         self.ids.clear()
         for k, tid in enumerate(data.ids[:MAX_SHOWN_TOKENS]):
-            item = QListWidgetItem(f"{tid:>7}  {render_bytes(data.token_bytes[k])}")
+            # quoted, so a token's leading or trailing spaces can be seen
+            item = QListWidgetItem(f"{tid:>7}  '{render_bytes(data.token_bytes[k])}'")
             self.ids.addItem(item)
         self.ids.blockSignals(False)
         self.hover.setText(" ")
