@@ -340,7 +340,8 @@ class AttentionTab(QWidget):
             self._fit_overview()
         if self.text_view.pieces != maps.pieces:
             self.text_view.set_tokens(maps.pieces)
-            self._query = T - 1  # the last token sees the whole text: the most telling default
+            # The last token that isn't whitespace: it sees (nearly) the whole text.
+            self._query = next((k for k in range(T - 1, -1, -1) if maps.pieces[k].strip()), T - 1)
         self._query = min(self._query, T - 1)
         self._update_controls()
         self._refresh_views()

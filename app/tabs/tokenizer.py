@@ -128,6 +128,7 @@ class TokenizerTab(QWidget):
         self._bpe_result: Tokenizer | None = None
         self._chart_job = None
         self._chart_again = False
+        self._chart_stale = True
         self._corpus_char: tuple[int, CharTokenizer] | None = None  # (id of the corpus, its char tokenizer)
         self.panels: dict[str, EncodingPanel] = {}
         self._merge_items: list[tuple[str, Tokenizer]] = []
@@ -136,7 +137,7 @@ class TokenizerTab(QWidget):
         self._build_ui()
         self._refresh_timer = QTimer(self, singleShot=True, interval=REFRESH_MS)
         self._refresh_timer.timeout.connect(self.refresh)
-        self._chart_timer = QTimer(self, singleShot=True, interval=4 * REFRESH_MS)
+        self._chart_timer = QTimer(self, singleShot=True, interval=2 * REFRESH_MS)
         self._chart_timer.timeout.connect(self.update_chart)
         self.text.textChanged.connect(self._refresh_timer.start)
         self.show_ws.toggled.connect(self.refresh)
@@ -268,10 +269,14 @@ class TokenizerTab(QWidget):
 
     def encodings(self) -> list[Encoding]:
         """Every encoding row, in display order."""
-        rows = [self._char_encoding()]
-        if self.state.tokenizer is not None:
-            tok = self.state.tokenizer
-            rows.append(Encoding("model", f"model: {tok.name}", tok, detail=f"{tok.vocab_size:,} tokens"))
+        char = self._char_encoding()
+        model_tok = self.state.tokenizer
+        same_chars = (isinstance(model_tok, CharTokenizer) and char.tokenizer is not None
+                      and model_tok.chars == char.tokenizer.chars)
+        rows = [] if same_chars else [char]  # the model's own char tokenizer says the same
+        if model_tok is not None:
+            rows.append(Encoding("model", f"model: {model_tok.name}", model_tok,
+                                 detail=f"{model_tok.vocab_size:,} tokens"))
         for i, tok in enumerate(self.trained):
             rows.append(Encoding(f"trained:{i}", tok.name, tok, detail=f"trained here · {tok.vocab_size:,} tokens"))
         for enc in self._named:
@@ -334,6 +339,8 @@ class TokenizerTab(QWidget):
         if not self._named_requested:
             self._named_requested = True
             QTimer.singleShot(0, self.load_named_encodings)
+            self._chart_stale = True
+        if self._chart_stale:
             self._chart_timer.start()
 
     @Slot()
@@ -544,6 +551,10 @@ class TokenizerTab(QWidget):
     @Slot()
     def update_chart(self) -> None:
         """Measure bytes per token of every available encoding on a sample of the corpus (in a job)."""
+        if not self.isVisible():
+            self._chart_stale = True  # measured when the tab is shown
+            return
+        self._chart_stale = False
         if self._chart_job is not None:
             self._chart_again = True
             return

@@ -18,7 +18,6 @@ class BytesPerTokenChart(pg.PlotWidget):
         self.hideButtons()
         plot = self.getPlotItem()
         plot.setLabel("bottom", "bytes per token")
-        plot.showGrid(x=True, y=False, alpha=0.3)
         plot.getAxis("left").setStyle(tickLength=0)
         plot.invertY(True)  # the first encoding on top, as in the list
         self._bars: pg.BarGraphItem | None = None
@@ -27,6 +26,7 @@ class BytesPerTokenChart(pg.PlotWidget):
         self._title = ""
         self.setMinimumHeight(140)
         self._restyle()
+        self.set_values([], "measuring…")
 
     def _restyle(self) -> None:
         bg, fg = palette_colours(self)
@@ -55,6 +55,9 @@ class BytesPerTokenChart(pg.PlotWidget):
         self._title = title
         bg, fg = palette_colours(self)
         plot.setTitle(title, size="9pt", color=fg.name())
+        plot.showGrid(x=bool(values), y=False, alpha=0.3)
+        plot.getAxis("left").setStyle(showValues=bool(values))
+        plot.getAxis("bottom").setStyle(showValues=bool(values))
         if not values:
             plot.getAxis("left").setTicks([[]])
             return
@@ -70,7 +73,7 @@ class BytesPerTokenChart(pg.PlotWidget):
         plot.getAxis("left").setTicks([[(y, _short(name)) for y, (name, _) in zip(ys, values)]])
         top = max(widths) if widths else 1.0
         plot.setXRange(0, top * 1.25 + 0.1, padding=0)
-        plot.setYRange(-0.6, len(values) - 0.4, padding=0)
+        plot.setYRange(-0.6, max(len(values), 4) - 0.4, padding=0)  # a lone bar stays bar-sized
 
 
 def _short(name: str, limit: int = 22) -> str:
