@@ -174,10 +174,18 @@ class JobRunner(QObject):
         """
         handle = Job(name, job, self)
         self._jobs.append(handle)
-        handle.finished.connect(lambda h=handle: self._forget(h))
+        # A bound slot, not a lambda holding the handle: a closure that owns the last reference to a
+        # QObject being deleted crashes PySide inside ~QObject.
+        handle.finished.connect(self._on_job_finished)
         handle.start()
         self.job_started.emit(name)
         return handle
+
+    @Slot()
+    def _on_job_finished(self) -> None:
+        handle = self.sender()
+        if isinstance(handle, Job):
+            self._forget(handle)
 
     def _forget(self, handle: Job) -> None:
         if handle in self._jobs:
