@@ -41,6 +41,7 @@ DEFAULT_TEXT = (
 CHART_SAMPLE_CHARS = 200_000  # bytes-per-token is measured on this much of the corpus
 BPE_TEXT_CAP = 20_000_000  # characters of a corpus a BPE is trained on at most
 REFRESH_MS = 250
+MAX_TEXT_CHARS = 100_000  # characters of the text box that are tokenized and shown
 CURRENT_CORPUS = "__current__"
 
 
@@ -131,6 +132,7 @@ class TokenizerTab(QWidget):
         self._chart_stale = True
         self._corpus_char: tuple[int, CharTokenizer] | None = None  # (id of the corpus, its char tokenizer)
         self.panels: dict[str, EncodingPanel] = {}
+        self._encoded_by: dict[str, Tokenizer] = {}  # the tokenizer each panel's spans came from
         self._merge_items: list[tuple[str, Tokenizer]] = []
         self._bpe_seconds = 0.0
 
@@ -297,7 +299,8 @@ class TokenizerTab(QWidget):
     @Slot()
     def refresh(self) -> None:
         """Re-tokenize the text with every available encoding and rebuild the rows."""
-        text = self.text.toPlainText()
+        full = self.text.toPlainText()
+        text = full[:MAX_TEXT_CHARS]  # beyond this the window would stall on every keystroke
         rows = self.encodings()
         keys = [r.key for r in rows]
         if list(self.panels) != keys:
@@ -316,14 +319,19 @@ class TokenizerTab(QWidget):
                 panel.set_unavailable(row.name, row.reason or "unavailable")
                 continue
             panel.set_title(row.name, row.detail)
-            try:
-                data = tokenize_for_display(row.tokenizer, text, row.name)
-            except Exception as e:  # a broken tokenizer file must not take the tab down
-                panel.set_unavailable(row.name, f"could not encode: {e}")
-                continue
+            data = panel.data
+            # Only the text or the tokenizer changing needs a new encoding (not the whitespace toggle).
+            if data is None or data.text != text or self._encoded_by.get(row.key) is not row.tokenizer:
+                try:
+                    data = tokenize_for_display(row.tokenizer, text, row.name)
+                except Exception as e:  # a broken tokenizer file must not take the tab down
+                    panel.set_unavailable(row.name, f"could not encode: {e}")
+                    continue
+                self._encoded_by[row.key] = row.tokenizer
             panel.set_tokenized(data, self.show_ws.isChecked())
             counts.append(f"{row.name}: {data.num_tokens:,}")
-        self.summary.setText(f"{len(text):,} characters · tokens — " + ", ".join(counts))
+        cut = f" (the first {MAX_TEXT_CHARS:,} of {len(full):,})" if len(full) > MAX_TEXT_CHARS else ""
+        self.summary.setText(f"{len(text):,} characters{cut} · tokens — " + ", ".join(counts))
 
     def panel(self, name: str) -> EncodingPanel | None:
         """The row of an encoding by its shown name (or key)."""

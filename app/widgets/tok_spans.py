@@ -12,10 +12,12 @@ import bisect
 import html
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QEvent, QObject, Qt, Signal, Slot
+import numpy as np
+
+from PySide6.QtCore import QAbstractListModel, QEvent, QModelIndex, QObject, Qt, Signal, Slot
 from PySide6.QtGui import QColor, QFont, QPalette, QTextCharFormat, QTextCursor, QTextFormat
 from PySide6.QtWidgets import (
-    QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QSizePolicy, QTextEdit, QToolTip, QVBoxLayout, QWidget,
+    QFrame, QHBoxLayout, QLabel, QListView, QSizePolicy, QTextEdit, QToolTip, QVBoxLayout, QWidget,
 )
 
 from app.widgets.attn_tokens import span_under
@@ -27,7 +29,7 @@ HIGHLIGHT = QColor("#E65100")
 UNKNOWN_COLOUR = "#FF8A80"
 MIN_VIEW_HEIGHT = 48
 MAX_VIEW_HEIGHT = 320
-MAX_SHOWN_TOKENS = 20_000  # spans past this are left out of the view (counts still cover everything)
+MAX_SHOWN_TOKENS = 10_000  # spans past this are left out of the view (ids and counts still cover everything)
 VISIBLE_WHITESPACE = {" ": "\u00b7", "\t": "\u2192", "\n": "\u21b5\n", "\r": "\u240d"}
 
 
@@ -85,14 +87,11 @@ class TokenizedText:
         return f"id {tid} · bytes {hexed or '(none)'} · {render_bytes(data)!r}"
 
 
-def _char_byte_starts(text: str) -> dict[int, int]:
-    """Byte offset of each character boundary -> character index (the end of the text included)."""
-    starts, offset = {}, 0
-    for i, ch in enumerate(text):
-        starts[offset] = i
-        offset += len(ch.encode("utf-8", errors="surrogatepass"))
-    starts[offset] = len(text)
-    return starts
+def _char_byte_starts(text: str) -> np.ndarray:
+    """Byte offset (in UTF-8) where each character starts, and the text's length in bytes last."""
+    code_points = np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)
+    sizes = 1 + (code_points >= 0x80).astype(np.int64) + (code_points >= 0x800) + (code_points >= 0x10000)
+    return np.concatenate(([0], np.cumsum(sizes)))
 
 
 def tokenize_for_display(tokenizer: Tokenizer, text: str, name: str | None = None) -> TokenizedText:
@@ -101,15 +100,16 @@ def tokenize_for_display(tokenizer: Tokenizer, text: str, name: str | None = Non
     pieces = [tokenizer.token_bytes(i) for i in ids]
     result = TokenizedText(name or tokenizer.name, text, ids, [], pieces)
     if b"".join(pieces) == text.encode("utf-8", errors="surrogatepass"):
-        boundaries = _char_byte_starts(text)
-        offset, span_start, pending = 0, 0, []
-        for k, piece in enumerate(pieces):
-            offset += len(piece)
-            pending.append(k)
-            end = boundaries.get(offset)
-            if end is not None:  # this token ends on a character boundary: close the span
-                result.spans.append(Span(span_start, end, pending))
-                span_start, pending = end, []
+        # A span closes after each token that ends on a character boundary (vectorised: texts are long).
+        char_starts = _char_byte_starts(text)
+        token_ends = np.cumsum([len(p) for p in pieces], dtype=np.int64)
+        chars = np.searchsorted(char_starts, token_ends)
+        chars_c = np.minimum(chars, len(char_starts) - 1)
+        closes = np.flatnonzero(char_starts[chars_c] == token_ends)
+        first_token, first_char = 0, 0
+        for k, end_char in zip(closes.tolist(), chars_c[closes].tolist()):
+            result.spans.append(Span(first_char, end_char, list(range(first_token, k + 1))))
+            first_token, first_char = k + 1, end_char
         return result
     if isinstance(tokenizer, CharTokenizer) and len(ids) == len(text):
         # One token per character; characters the vocabulary lacks became the unknown id 0.
@@ -251,6 +251,56 @@ class TokenSpanView(QTextEdit):
         return super().eventFilter(obj, event)
 
 
+class _IdModel(QAbstractListModel):
+    """One row per token, its text made only when shown (a long text has tens of thousands)."""
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.data_: TokenizedText | None = None
+
+    def set_data(self, data: TokenizedText | None) -> None:
+        self.beginResetModel()
+        self.data_ = data
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() or self.data_ is None else len(self.data_.ids)
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if role != Qt.ItemDataRole.DisplayRole or self.data_ is None:
+            return None
+        k = index.row()
+        # quoted, so a token's leading or trailing spaces can be seen
+        return f"{self.data_.ids[k]:>7}  '{render_bytes(self.data_.token_bytes[k])}'"
+
+
+class IdList(QListView):
+    """The ids of an encoding in order; selecting one emits its index."""
+
+    currentRowChanged = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setUniformItemSizes(True)
+        self.model_ = _IdModel(self)
+        self.setModel(self.model_)
+        self.selectionModel().currentRowChanged.connect(lambda cur, _: self.currentRowChanged.emit(cur.row()))
+
+    def set_data(self, data: TokenizedText | None) -> None:
+        self.model_.set_data(data)
+
+    def count(self) -> int:
+        return self.model_.rowCount()
+
+    def currentRow(self) -> int:
+        return self.currentIndex().row()
+
+    def setCurrentRow(self, row: int) -> None:
+        index = self.model_.index(row, 0)
+        self.setCurrentIndex(index)
+        self.scrollTo(index)
+
+
 class EncodingPanel(QFrame):
     """One encoding: name and counts, the coloured spans, and the list of ids."""
 
@@ -264,8 +314,7 @@ class EncodingPanel(QFrame):
         self.counts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.counts.setAlignment(Qt.AlignmentFlag.AlignTop)
         self.spans = TokenSpanView()
-        self.ids = QListWidget()
-        self.ids.setUniformItemSizes(True)
+        self.ids = IdList()
         self.ids.setToolTip("Token ids in order; click one to highlight its span")
         self.ids.setFont(QFont("monospace"))
         self.ids.setFixedWidth(210)
@@ -326,13 +375,7 @@ class EncodingPanel(QFrame):
         self.counts.setTextFormat(Qt.TextFormat.RichText)
         self.counts.setText("<br>".join(lines) + notes)
         self.counts.setWordWrap(True)
-        self.ids.blockSignals(True)
-        self.ids.clear()
-        for k, tid in enumerate(data.ids[:MAX_SHOWN_TOKENS]):
-            # quoted, so a token's leading or trailing spaces can be seen
-            item = QListWidgetItem(f"{tid:>7}  '{render_bytes(data.token_bytes[k])}'")
-            self.ids.addItem(item)
-        self.ids.blockSignals(False)
+        self.ids.set_data(data)
         self.hover.setText(" ")
 
     def set_unavailable(self, name: str, reason: str) -> None:
@@ -344,7 +387,7 @@ class EncodingPanel(QFrame):
         self.counts.setText("")
         self.spans.set_tokenized(None)
         self.spans.setVisible(False)
-        self.ids.clear()
+        self.ids.set_data(None)
         self.ids.setVisible(False)
         self.hover.setVisible(False)
         self.reason.setText(f"Not available: {reason}")
@@ -363,7 +406,6 @@ class EncodingPanel(QFrame):
     @Slot(int)
     def _on_span_clicked(self, token_index: int) -> None:
         self.ids.setCurrentRow(token_index)  # highlights the span too
-        self.ids.scrollToItem(self.ids.item(token_index))
 
     @Slot(int)
     def _on_span_hovered(self, token_index: int) -> None:
