@@ -158,13 +158,15 @@ class Decoder:
     def __init__(self, model: GPT):
         self.config: ModelConfig = model.config
         self.model = model  # keeps the prepared (copied / quantized) model alive
-        self.tok_emb = model.tok_emb.weight.detach()
-        self.pos_emb = model.pos_emb.weight.detach()
+        # Plain tables are indexed directly; quantized (int8) embeddings are called as modules.
+        plain = type(model.tok_emb) is nn.Embedding and type(model.pos_emb) is nn.Embedding
+        self.tok_emb = model.tok_emb.weight.detach() if plain else None
+        self.pos_emb = model.pos_emb.weight.detach() if plain else None
         self.layers = [_Layer(b) for b in model.blocks]
         self.ln_f = (model.ln_f.weight.detach(), model.ln_f.bias.detach(), model.ln_f.eps)
         self.head = _Linear(model.head)
-        self.dtype = self.pos_emb.dtype
-        self.device = self.pos_emb.device
+        self.dtype = self.ln_f[0].dtype
+        self.device = self.ln_f[0].device
 
     def new_cache(self, batch: int) -> KVCache:
         return KVCache.empty(self.config, batch, self.device, self.dtype)
@@ -182,7 +184,11 @@ class Decoder:
             raise ValueError(f"{start + T} tokens do not fit the context of {self.config.context_length}")
         if T > 1 and start != 0:
             raise ValueError("a multi-token forward must start an empty cache")
-        x = (self.tok_emb[ids] + self.pos_emb[start:start + T]).view(B * T, C)
+        if self.tok_emb is not None:
+            x = (self.tok_emb[ids] + self.pos_emb[start:start + T]).view(B * T, C)
+        else:
+            positions = torch.arange(start, start + T, device=self.device)
+            x = (self.model.tok_emb(ids) + self.model.pos_emb(positions)).view(B * T, C)
         for i, layer in enumerate(self.layers):
             h = F.layer_norm(x, (C,), *layer.ln1)
             qkv = layer.qkv(h)  # (B*T, 3C)

@@ -3,10 +3,11 @@
 - fp32: the weights as trained.
 - bf16 / fp16: a copy of the model cast to 16-bit floats (half the memory). fp16 needs a CUDA GPU;
   bf16 also runs on CPUs (slowly where the CPU lacks bf16 instructions).
-- int8: dynamic quantization of every `nn.Linear` (PyTorch's `quantize_dynamic`, CPU only): weights
-  stored as 8-bit integers with one scale per matrix, activations quantized on the fly. The output head
-  shares its weights with the token embedding, so the quantized head is an int8 *copy* while the
-  embedding table stays fp32 for the lookups; `weights_memory_bytes` counts both.
+- int8: PyTorch's `quantize_dynamic` (CPU only): every `nn.Linear` gets int8 weights with one scale per
+  matrix (activations quantized on the fly), and the embedding tables int8 rows with one scale and
+  offset per row (weight-only). The output head shares its weights with the token embedding; quantized,
+  they become two int8 copies (the head's packed for matmuls, the table's for lookups), which
+  `weights_memory_bytes` counts.
 
 `prepare_for_inference` never changes the model it is given (the app may be training it).
 """
@@ -40,13 +41,15 @@ def check_precision(precision: str, device: torch.device | str) -> None:
 
 def _quantize_dynamic(model: nn.Module) -> nn.Module:
     try:
-        from torch.ao.quantization import quantize_dynamic
+        from torch.ao.quantization import (default_dynamic_qconfig, float_qparams_weight_only_qconfig,
+                                           quantize_dynamic)
     except ImportError:  # pragma: no cover - a future torch without the eager-mode API
         raise ValueError("this PyTorch build has no dynamic quantization; int8 is unavailable") from None
+    spec = {nn.Linear: default_dynamic_qconfig, nn.Embedding: float_qparams_weight_only_qconfig}
     with warnings.catch_warnings():
         # torch 2.10+ marks eager-mode quantization deprecated (moving to torchao); it still works.
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def prepare_for_inference(model: nn.Module, precision: str) -> nn.Module:
@@ -68,8 +71,9 @@ def prepare_for_inference(model: nn.Module, precision: str) -> nn.Module:
 def weights_memory_bytes(model: nn.Module, precision: str) -> int:
     """Bytes the model's weights take in a precision (tied weights counted once per copy).
 
-    int8 counts what dynamic quantization really keeps: each Linear weight as int8 (the head as its
-    own int8 copy of the tied embedding), biases, LayerNorms and embedding tables in fp32.
+    int8 counts what `prepare_for_inference` really keeps: each Linear weight as int8 plus a scale
+    (the head as its own copy of the tied embedding), embedding tables as int8 rows plus a scale and
+    offset per row, biases and LayerNorms in fp32.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -82,21 +86,15 @@ def weights_memory_bytes(model: nn.Module, precision: str) -> int:
                 total += p.numel()
         return total * torch.tensor([], dtype=DTYPES[precision]).element_size()
     total = 0
-    linear_weights = set()
     for module in model.modules():
         if isinstance(module, nn.Linear):
-            linear_weights.add(id(module.weight))
             total += module.weight.numel() + 8  # int8 values plus one scale and zero point
             if module.bias is not None:
                 total += module.bias.numel() * 4
-    counted: set[int] = set()
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            continue
-        for p in module.parameters(recurse=False):
-            if id(p) not in counted:  # the embedding stays fp32 even though the head shares it
-                counted.add(id(p))
-                total += p.numel() * 4
+        elif isinstance(module, nn.Embedding):
+            total += module.weight.numel() + module.weight.shape[0] * 8  # int8 rows, fp32 scale and offset each
+        else:
+            total += sum(p.numel() * 4 for p in module.parameters(recurse=False))
     return total
 
 
