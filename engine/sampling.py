@@ -257,21 +257,49 @@ def next_token_probs(logits: torch.Tensor, config: SamplingConfig | Sequence[Sam
     return probs_from_logits(logits.float(), rows, seen)
 
 
+_FIRST_CANDIDATES = 64  # sample_inverse_cdf looks among this many top tokens before sorting them all
+
+
+def _draw_from_sorted(sorted_probs: torch.Tensor, order: torch.Tensor, target: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(position, token) where the cumulative sum of sorted_probs first exceeds target (B, 1)."""
+    cdf = sorted_probs.cumsum(dim=-1)
+    position = torch.searchsorted(cdf, target, right=True)
+    # Rounding can put the target past the last token that has any probability: take that one.
+    last_nonzero = (sorted_probs > 0).sum(dim=-1, keepdim=True).clamp_(min=1) - 1
+    position = torch.minimum(position, last_nonzero)
+    return position, order.gather(1, position)
+
+
 def sample_inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """Draw one token per row from (B, V) probs with one uniform in [0, 1) per row.
 
-    The cumulative distribution runs over tokens sorted from most to least probable, so the same
-    uniform picks "the same quantile" in every row: rows that share a seed differ only where their
-    settings make them differ (u below the top token's probability always gives the top token).
+    The cumulative distribution runs over tokens sorted from most to least probable (ties by id), so
+    the same uniform picks "the same quantile" in every row: rows that share a seed differ only where
+    their settings make them differ (u below the top token's probability always gives the top token).
     Tokens with zero probability are never drawn.
+
+    Sorting a 50k vocabulary every step costs more than a small model's forward, so the draw first
+    looks among the top 64 tokens (where almost all draws land after top-k/top-p/min-p, and most
+    draws from a trained model) and sorts the whole row only when it lands beyond them.
     """
-    sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
-    cdf = sorted_probs.cumsum(dim=-1)
-    target = (uniforms.to(cdf.dtype) * cdf[:, -1]).unsqueeze(1)
-    position = torch.searchsorted(cdf, target, right=True)
-    last_nonzero = (sorted_probs > 0).sum(dim=-1, keepdim=True).clamp_(min=1) - 1
-    position = torch.minimum(position, last_nonzero)
-    return order.gather(1, position).squeeze(1)
+    batch, vocab = probs.shape
+    target = (uniforms.to(probs.dtype) * probs.sum(dim=-1)).unsqueeze(1)  # (B, 1)
+    k = min(vocab, _FIRST_CANDIDATES)
+    values, index = probs.topk(k, dim=-1)  # the k most probable, ties in no particular order
+    index, by_id = index.sort(dim=-1)
+    values = values.gather(1, by_id)
+    values, by_value = values.sort(dim=-1, descending=True, stable=True)  # by probability, ties by id
+    index = index.gather(1, by_value)
+    position, chosen = _draw_from_sorted(values, index, target)
+    # Exact unless the draw reached tokens tied with the k-th value (some of those may lie outside).
+    kth = values[:, -1:]
+    exact = (values.gather(1, position) > kth) | (kth == 0) | (k == vocab)
+    if not bool(exact.all()):
+        rows = (~exact[:, 0]).nonzero()[:, 0]
+        sorted_probs, order = torch.sort(probs[rows], dim=-1, descending=True, stable=True)
+        chosen[rows] = _draw_from_sorted(sorted_probs, order, target[rows])[1]
+    return chosen[:, 0]
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,38 @@ def test_inverse_cdf_sampling_follows_the_distribution_and_never_draws_zeros():
     torch.testing.assert_close(freq, probs[0], atol=0.015, rtol=0)
 
 
+def reference_draw(probs: torch.Tensor, u: float) -> int:
+    """Inverse CDF over the whole row sorted by (probability desc, id asc), in plain Python."""
+    p = probs.tolist()
+    order = sorted(range(len(p)), key=lambda i: (-p[i], i))
+    target = u * sum(p)
+    cumulative = 0.0
+    for i in order:
+        cumulative += p[i]
+        if cumulative > target and p[i] > 0:
+            return i
+    return max((i for i in order if p[i] > 0), key=order.index)
+
+
+@pytest.mark.parametrize("kind", ["flat", "peaked", "filtered", "ties"])
+def test_fast_draw_equals_the_full_sort(kind):
+    g = torch.Generator().manual_seed(hash(kind) % 1000)
+    vocab = 500
+    if kind == "flat":
+        logits = torch.randn(6, vocab, generator=g) * 0.1
+    elif kind == "peaked":
+        logits = torch.randn(6, vocab, generator=g) * 4
+    elif kind == "filtered":
+        logits = torch.randn(6, vocab, generator=g).masked_fill(torch.rand(6, vocab, generator=g) < 0.95, -1e9)
+    else:  # whole blocks of equal probability, straddling the 64th place
+        logits = torch.randint(0, 3, (6, vocab), generator=g).float()
+    probs = logits.double().softmax(-1)  # float64: the reference's Python sums match exactly
+    for _ in range(40):
+        u = torch.rand(6, generator=g, dtype=torch.float64)
+        drawn = sample_inverse_cdf(probs, u).tolist()
+        assert drawn == [reference_draw(probs[r], float(u[r])) for r in range(6)]
+
+
 def test_shared_uniform_picks_the_same_token_when_the_settings_agree_on_it():
     logits = torch.randn(1, 50, generator=torch.Generator().manual_seed(3)).expand(3, -1)
     rows = [SamplingConfig(), SamplingConfig(top_k=10), SamplingConfig(greedy=True)]
