@@ -197,7 +197,7 @@ def _fail(path: Path, message: str) -> CheckpointError:
     return CheckpointError(f"{path.name}: {message}")
 
 
-def _read_raw_header(path: Path) -> tuple[dict[str, Any], int]:
+def _read_raw_header(path: Path) -> tuple[dict[str, Any], int, int]:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -222,7 +222,7 @@ def _read_raw_header(path: Path) -> tuple[dict[str, Any], int]:
         raise _fail(path, "not a safetensors checkpoint (the header is not valid JSON)") from None
     if not isinstance(header, dict):
         raise _fail(path, "not a safetensors checkpoint (the header is not a JSON object)")
-    return header, size - 8 - n
+    return header, size - 8 - n, size
 
 
 def _parse_json_field(path: Path, metadata: dict[str, str], key: str, required: bool) -> Any:
@@ -268,7 +268,7 @@ def _check_tensor_entry(path: Path, name: str, entry: Any, data_bytes: int) -> N
 
 def _read_header(path: str | os.PathLike) -> _Header:
     path = Path(path).expanduser()
-    header, data_bytes = _read_raw_header(path)
+    header, data_bytes, file_bytes = _read_raw_header(path)
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise _fail(path, "not a safetensors checkpoint (malformed metadata)")
@@ -318,7 +318,7 @@ def _read_header(path: str | os.PathLike) -> _Header:
         want = () if key == "step" else param_shapes[param]
         if tuple(header[name]["shape"]) != want:
             raise _fail(path, f"optimizer tensor {name!r} has the wrong shape")
-    return _Header(path, 8 + data_bytes, metadata, header, config, tokenizer_dict, train_state, optimizer_meta)
+    return _Header(path, file_bytes, metadata, header, config, tokenizer_dict, train_state, optimizer_meta)
 
 
 def _build_tokenizer(h: _Header) -> Tokenizer:
