@@ -157,11 +157,12 @@ class Decoder:
 
     def __init__(self, model: GPT):
         self.config: ModelConfig = model.config
-        self.model = model  # keeps the prepared (copied / quantized) model alive
-        # Plain tables are indexed directly; quantized (int8) embeddings are called as modules.
+        # Only tensors are kept (never the module), so a model the app drops can be freed; quantized
+        # (int8) embeddings are called as modules, plain tables indexed directly.
         plain = type(model.tok_emb) is nn.Embedding and type(model.pos_emb) is nn.Embedding
         self.tok_emb = model.tok_emb.weight.detach() if plain else None
         self.pos_emb = model.pos_emb.weight.detach() if plain else None
+        self.embedding_modules = None if plain else (model.tok_emb, model.pos_emb)
         self.layers = [_Layer(b) for b in model.blocks]
         self.ln_f = (model.ln_f.weight.detach(), model.ln_f.bias.detach(), model.ln_f.eps)
         self.head = _Linear(model.head)
@@ -188,7 +189,8 @@ class Decoder:
             x = (self.tok_emb[ids] + self.pos_emb[start:start + T]).view(B * T, C)
         else:
             positions = torch.arange(start, start + T, device=self.device)
-            x = (self.model.tok_emb(ids) + self.model.pos_emb(positions)).view(B * T, C)
+            tok_emb, pos_emb = self.embedding_modules
+            x = (tok_emb(ids) + pos_emb(positions)).view(B * T, C)
         for i, layer in enumerate(self.layers):
             h = F.layer_norm(x, (C,), *layer.ln1)
             qkv = layer.qkv(h)  # (B*T, 3C)

@@ -270,3 +270,15 @@ def test_decoding_ignores_dropout_of_a_model_in_training_mode(byte_model):
     a = generate(model, ByteTokenizer(), "xy", cfg).ids
     assert a == generate(byte_model, ByteTokenizer(), "xy", cfg).ids
     assert model.training  # left as it was
+
+
+def test_decoder_cache_does_not_keep_a_dropped_model_alive(byte_model):
+    import gc
+    import weakref
+
+    model = GPT(byte_model.config)
+    generate(model, ByteTokenizer(), "ab", SamplingConfig(greedy=True, max_new_tokens=3))
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
