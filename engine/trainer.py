@@ -19,7 +19,7 @@ import base64
 import math
 import time
 from dataclasses import asdict
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from .device import autocast_context, check_precision, device_name, enable_fast_
 from .events import (AttentionProbeEvent, CheckpointEvent, ErrorEvent, EvalEvent, Event, FinishedEvent,
                      ProgressEvent, SampleEvent, StartedEvent, StepEvent)
 from .model import GPT, KVCache
+
+if TYPE_CHECKING:
+    from .distributed import DistContext
 
 PROBE_TOKENS = 64  # attention maps of at most this many probe tokens (64 x 64 per head is readable)
 SAMPLE_TEMPERATURE = 0.8
@@ -73,12 +76,19 @@ class Trainer:
 
     def __init__(self, model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset, *,
                  model: GPT | None = None, resume: Checkpoint | dict | None = None,
-                 probe_text: str | None = None, tokenizer_spec: str | None = None):
+                 probe_text: str | None = None, tokenizer_spec: str | None = None,
+                 dist: "DistContext | None" = None):
         self.train_config = train_config
         self.dataset = dataset
+        self.dist = dist  # under torchrun (engine/distributed.py): this rank's place in the job
+        if dist is not None:  # this rank's slice of each global batch
+            self.dataset = dist.shard_dataset(dataset)
         self.tokenizer = dataset.tokenizer
         self.tokenizer_spec = tokenizer_spec or self.tokenizer.name
         self.device = pick_device(train_config.device)
+        if dist is not None:  # each process has its own GPU (LOCAL_RANK) or the CPU
+            dist.check(train_config)
+            self.device = dist.device
         check_precision(self.device, train_config.precision)
         enable_fast_math(self.device)
 
@@ -103,21 +113,29 @@ class Trainer:
                              f"tokenizer's ({self.tokenizer.vocab_size:,})")
         dataset.check_fits(self.config.context_length)
         self.model: GPT = model.to(self.device)
+        if dist is not None:  # FSDP shards in place, before the optimizer sees the parameters
+            self.model = dist.shard(self.model)
         self.optimizer = self.model.configure_optimizer(
             train_config.lr, train_config.weight_decay, (train_config.beta1, train_config.beta2), self.device.type)
         self.scaler = torch.amp.GradScaler("cuda") if train_config.precision == "fp16" and \
             self.device.type == "cuda" else None
         self._forward = torch.compile(self.model) if train_config.compile else self.model
+        if dist is not None:  # training forward passes go through DDP
+            self._forward = dist.wrap(self._forward)
 
         self.batch_generator = torch.Generator().manual_seed(train_config.seed)
         self.step = 0
         self.history = empty_history()
         self.elapsed_before = 0.0  # training seconds of earlier sessions (resume)
+        if dist is not None and resume_optimizer is not None:
+            resume_optimizer = dist.shard_optimizer_state(resume_optimizer, self.model)
         if resume_state:
             self._restore(resume_state, resume_optimizer)
 
         context = self.config.context_length
         self.tokens_per_step = train_config.batch_size * train_config.grad_accum * context
+        if dist is not None:  # batch_size is per rank: count the global batch
+            self.tokens_per_step *= dist.world_size
         self.probe_ids: list[int] = []
         if probe_text:
             self.probe_ids = self.tokenizer.encode(probe_text)[: min(PROBE_TOKENS, context)]
@@ -162,6 +180,10 @@ class Trainer:
 
     def save(self, path, *, include_optimizer: bool = True) -> CheckpointEvent:
         """Save weights, tokenizer, training state and (by default) optimizer state, atomically."""
+        if self.dist is not None:  # every rank calls this (FSDP gathers the shards); rank 0 alone writes
+            self.dist.save_checkpoint(path, self.model, self.tokenizer, train_state=self.state(),
+                                      optimizer=self.optimizer if include_optimizer else None)
+            return CheckpointEvent(step=self.step, path=str(path))
         save_checkpoint(path, self.model, self.tokenizer, train_state=self.state(),
                         optimizer=self.optimizer if include_optimizer else None)
         return CheckpointEvent(step=self.step, path=str(path))
@@ -182,6 +204,8 @@ class Trainer:
                            train_config=asdict(cfg))
         if self._peak is None:
             self._peak = peak_flops(self.device, cfg.precision)
+            if self.dist is not None:  # the job's peak: one device per rank
+                self._peak *= self.dist.world_size
         flops_per_step = model.flops_per_token() * self.tokens_per_step
         t_start = time.perf_counter()
         step_times: list[float] = []
@@ -241,8 +265,12 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
+        if self.dist is not None:
+            self.dist.seed_dropout(cfg.seed, self.step)
         total = None
-        for _ in range(cfg.grad_accum):
+        for micro in range(cfg.grad_accum):
+            if self.dist is not None:  # DDP: all-reduce gradients once, in the last micro-batch's backward
+                self.dist.set_grad_sync(self._forward, micro == cfg.grad_accum - 1)
             x, y = self.dataset.get_batch("train", cfg.batch_size, self.config.context_length,
                                           self.batch_generator, self.device)
             with autocast_context(self.device, cfg.precision):
@@ -257,6 +285,9 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if self.dist is not None:  # the loss averaged over ranks; a stop asked on any rank stops them all
+            grad_norm = self.dist.full(grad_norm)
+            total, self._stop = self.dist.mean_and_any(total, self._stop)
         # The one CPU-device sync point of the step: read loss and grad norm together.
         loss_value, norm_value = torch.stack([total.float(), grad_norm.float()]).tolist()
         if math.isfinite(loss_value) and (math.isfinite(norm_value) or self.scaler is not None):
@@ -302,6 +333,8 @@ class Trainer:
                 # A yield per batch keeps a long evaluation pausable and stoppable.
                 yield ProgressEvent(job="eval", done=done, total=total, message=f"evaluating at step {self.step}")
             means[split] = torch.stack(losses).mean()
+        if self.dist is not None:  # each rank evaluated its slice of the same batches
+            means = self.dist.mean_values(means)
         val_loss, train_loss = torch.stack([means["val"], means["train"]]).tolist()
         tokens_seen = self.step * self.tokens_per_step
         self._record(val_step=self.step, val_loss=val_loss, val_tokens_seen=tokens_seen)
