@@ -201,7 +201,7 @@ class DistContext:
         """Give each rank its own dropout masks, derived from (seed, step, rank) so that a resumed run
         draws the same masks as an uninterrupted one. One process keeps torch's stream untouched."""
         if self.world_size > 1:
-            torch.manual_seed((seed * 1_000_003 + step) * 1_009 + self.rank)
+            torch.manual_seed(((seed * 1_000_003 + step) * 1_009 + self.rank) % 2**63)
 
     def barrier(self) -> None:
         if self.device.type == "cuda":

@@ -5,10 +5,10 @@ time limit so a hang fails the test instead of blocking the suite. Models and ru
 mostly process start-up.
 
 Why the losses can be compared tightly: a rank's batch is its slice of one global batch drawn from a
-generator every rank shares (engine/distributed.py), so 2 ranks x batch 4 train on exactly the rows that one
-process draws with batch 8. The only differences are the order of floating-point sums (an all-reduce of two
-half-batch gradient means instead of one full-batch mean): ~1e-7 relative per step, measured ≤ 5e-7 on the
-weights after 6 steps. A real mistake (ranks training on the same rows, a missing all-reduce, an
+generator every rank shares (engine/distributed.py), so 2 ranks x batch 2 train on exactly the rows that one
+process draws with batch 4 (with 2 micro-batches per step here, so gradient accumulation is covered too).
+The only differences are the order of floating-point sums (an all-reduce of two half-batch gradient means
+instead of one full-batch mean): ~1e-7 relative per step, measured ≤ 5e-7 on the weights after 6 steps. A real mistake (ranks training on the same rows, a missing all-reduce, an
 un-averaged loss, a wrong learning rate) moves the loss by 1e-2 or more, so 1e-4 separates the two cleanly.
 """
 from __future__ import annotations
@@ -49,6 +49,10 @@ MODEL = ["--preset", "tiny", "--n-layers", "2", "--emb-dim", "64", "--context-le
 RUN = ["--corpus", "python-docs", "--lr", "0.3", "--warmup-steps", "100", "--eval-interval", "6",
        "--sample-interval", "0", "--device", "cpu", "--json"]
 DIST = ["--dist-timeout", "60"]  # a stuck collective fails in 60 s, inside LIMIT_S
+# The same global batch, 8 sequences per step in 2 micro-batches of 4: one process with batch 4, or two
+# with batch 2 each (DDP syncs gradients in the second micro-batch only).
+ONE_PROCESS = ["--batch-size", "4", "--grad-accum", "2"]
+TWO_RANKS = ["--batch-size", "2", "--grad-accum", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +115,10 @@ def _train_here(args: list[str], cache: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, cache) -> dict:
-    """One process, batch 8: 6 steps straight, and 3 steps saved for resuming."""
+    """One process, batch 4 x 2 micro-batches: 6 steps straight, and 3 steps saved for resuming."""
     folder = tmp_path_factory.mktemp("reference")
-    full = _train_here([*MODEL, *RUN, "--batch-size", "8", "--steps", "6", "--out", str(folder / "six.safetensors")],
-                       cache)
-    _train_here([*MODEL, *RUN, "--batch-size", "8", "--steps", "3", "--out", str(folder / "three.safetensors")], cache)
+    full = _train_here([*MODEL, *RUN, *ONE_PROCESS, "--steps", "6", "--out", str(folder / "six.safetensors")], cache)
+    _train_here([*MODEL, *RUN, *ONE_PROCESS, "--steps", "3", "--out", str(folder / "three.safetensors")], cache)
     return {"events": full, "six": load_checkpoint(folder / "six.safetensors"), "three": folder / "three.safetensors"}
 
 
@@ -141,7 +144,7 @@ def _generate(checkpoint, n: int = 8) -> str:
 
 def test_ddp_on_two_ranks_matches_one_process_and_saves_one_file(reference, cache, tmp_path):
     out = tmp_path / "ddp.safetensors"
-    job = _torchrun(["-m", "engine", "train", *MODEL, *RUN, *DIST, "--batch-size", "4", "--steps", "6",
+    job = _torchrun(["-m", "engine", "train", *MODEL, *RUN, *DIST, *TWO_RANKS, "--steps", "6",
                      "--out", str(out)], cache, tmp_path)
     assert job.returncode == 0, job.stderr[-3000:]
 
@@ -149,7 +152,7 @@ def test_ddp_on_two_ranks_matches_one_process_and_saves_one_file(reference, cach
     kinds = [e["event"] for e in events]
     assert kinds.count("started") == 1 and kinds.count("checkpoint") == 1  # rank 0 alone prints
     started = events[0]
-    assert started["tokens_per_step"] == 8 * 32  # the global batch: 4 per rank x 2 ranks x 32 tokens
+    assert started["tokens_per_step"] == 8 * 32  # the global batch: 2 per rank x 2 micro-batches x 2 ranks
 
     steps, evals = _losses(events)
     ref_steps, ref_evals = _losses(reference["events"])
@@ -172,7 +175,7 @@ def test_fsdp_resumes_exactly_and_saves_a_full_state_dict(reference, cache, tmp_
     start = tmp_path / "three.safetensors"
     shutil.copy(reference["three"], start)
     out = tmp_path / "fsdp.safetensors"
-    job = _torchrun(["-m", "engine", "train", "--resume", str(start), "--fsdp", *DIST, "--batch-size", "4",
+    job = _torchrun(["-m", "engine", "train", "--resume", str(start), "--fsdp", *DIST, *TWO_RANKS,
                      "--steps", "6", "--json", "--out", str(out)], cache, tmp_path)
     assert job.returncode == 0, job.stderr[-3000:]
 
