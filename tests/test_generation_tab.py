@@ -68,6 +68,23 @@ def test_two_columns_both_receive_text(qtbot, tab):
     assert tab.generate_button.isEnabled() and not tab.stop_button.isEnabled()
 
 
+def test_greedy_column_equals_the_cli(qtbot, tab, tmp_path):
+    from engine.checkpoint import save_checkpoint
+
+    path = tmp_path / "tiny.safetensors"
+    save_checkpoint(path, tab.state.model, tab.state.tokenizer)
+    prompt = "the cat sat on the mat. "
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8"}
+    cli = subprocess.Popen([sys.executable, "-m", "engine", "generate", str(path), "--prompt", prompt,
+                            "--max-new-tokens", "30", "--greedy"], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+    generate(qtbot, tab, max_tokens=30)  # while the CLI starts up
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0, err
+    assert tab.columns[0].preset_box.currentText() == "Greedy"
+    assert out == prompt + tab.columns[0].output.generated_text() + "\n"
+
+
 def test_dragging_a_slider_updates_the_distribution_view(qtbot, tab):
     generate(qtbot, tab, max_tokens=6)
     balanced = tab.columns[1]
@@ -172,12 +189,16 @@ def test_no_model_and_bad_precision_give_a_message_not_a_job(qtbot):
     assert not tab.is_generating() and "fp16" in tab.status.text()
 
 
-def test_switching_the_model_while_idle_updates_the_tab(qtbot, tab):
+def test_switching_the_model_while_idle_updates_the_tab(qtbot, tab, tmp_path):
+    from engine.checkpoint import load_checkpoint, save_checkpoint
+
     generate(qtbot, tab, max_tokens=4)
     tab.select_step(0, 1)
     fp32_before = tab.precision.itemText(0)
     model, tokenizer = small_model(context_length=64, alphabet=ALPHABET + "ABCDEFGHIJ0123456789")
-    tab.state.set_model(model, tokenizer)
+    save_checkpoint(tmp_path / "other.safetensors", model, tokenizer)
+    opened = load_checkpoint(tmp_path / "other.safetensors")  # as File > Open does
+    tab.state.set_model(opened.model, opened.tokenizer, path=opened.path)
     vocab = tokenizer.vocab_size
     assert all(c.rows["top_k"].maximum() == vocab for c in tab.columns)
     assert "context 64" in tab.prompt_info.text()

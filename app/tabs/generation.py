@@ -35,7 +35,7 @@ from engine.sampling import SamplingConfig, filter_stages
 
 JOB_NAME = "generate"
 MAX_COLUMNS = 4
-CHUNK_SECONDS = 0.05  # token events are grouped this long before they cross to the GUI thread
+CHUNK_SECONDS = 0.08  # token events are grouped this long before they cross to the GUI thread
 TOP_CANDIDATES = 20
 LOGITS_CACHE = 64  # recomputed raw logits kept for quick re-selection
 STOP_REASONS = {"max_new_tokens": "reached max new tokens", "eot": "stopped at end of text",

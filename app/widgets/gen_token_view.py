@@ -1,19 +1,23 @@
 """A column's output text, streamed token by token, optionally coloured by each token's probability.
 
-Each generated token is inserted with its own character format that carries an anchor naming its
-step, so hovering or clicking a token tells the tab which step to show in the distribution view.
-The prompt is shown first, greyed, so the continuation reads in context.
+The view remembers where each token starts in the document, so the character under the mouse
+(an exact hit test, not the nearest position) tells the tab which step to show in the distribution
+view. Formats are shared per colour bucket and a batch of tokens is one edit block: streaming costs
+a few microseconds per token on the GUI thread. The prompt is shown first, greyed, so the
+continuation reads in context.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
-from PySide6.QtCore import QPoint, QRectF, Qt, Signal
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (QColor, QFont, QLinearGradient, QMouseEvent, QPainter, QPalette, QTextCharFormat,
                            QTextCursor)
-from PySide6.QtWidgets import QSizePolicy, QTextEdit, QWidget
+from PySide6.QtWidgets import QSizePolicy, QTextEdit, QToolTip, QWidget
 
 PROMPT_SHOWN_CHARS = 400  # a long prompt is shown by its last characters
+COLOUR_BUCKETS = 32  # probabilities are coloured in this many steps (one shared format each)
 
 # Probability colour ramp (low -> high). Pastels, so dark text stays readable on them in any theme.
 RAMP = ((0.0, QColor("#f28b82")), (0.35, QColor("#fbbc6a")), (0.65, QColor("#fff08a")), (1.0, QColor("#a8dab5")))
@@ -62,19 +66,19 @@ class TokenView(QTextEdit):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setPlaceholderText("Generated text appears here, token by token.")
         self._tokens: list[_Token] = []
+        self._starts: list[int] = []  # document position of each token, ascending
         self._by_step: dict[int, int] = {}
         self._texts: list[str] = []
         self._colour = True
         self._selected: int | None = None  # index into _tokens
-        self._prompt = ""
+        self._formats: dict[int, QTextCharFormat] = {}
 
     # content -------------------------------------------------------------------------------
 
     def start(self, prompt: str) -> None:
         """Clear and show the prompt (greyed) before the first token arrives."""
         self.clear()
-        self._tokens, self._by_step, self._texts, self._selected = [], {}, [], None
-        self._prompt = prompt
+        self._tokens, self._starts, self._by_step, self._texts, self._selected = [], [], {}, [], None
         shown = prompt if len(prompt) <= PROMPT_SHOWN_CHARS else "…" + prompt[-PROMPT_SHOWN_CHARS:]
         if shown:
             fmt = QTextCharFormat()
@@ -88,12 +92,15 @@ class TokenView(QTextEdit):
         follow = bar.value() >= bar.maximum() - 4
         cursor = QTextCursor(self.document())
         cursor.movePosition(QTextCursor.MoveOperation.End)
+        cursor.beginEditBlock()  # one layout pass for the whole batch
         for step, text, prob in tokens:
             start = cursor.position()
-            cursor.insertText(text, self._format(step, prob, selected=False))
+            cursor.insertText(text, self._format(prob, selected=False))
+            self._by_step[step] = len(self._tokens)
             self._tokens.append(_Token(step, start, cursor.position(), prob))
-            self._by_step[step] = len(self._tokens) - 1
+            self._starts.append(start)
             self._texts.append(text)
+        cursor.endEditBlock()
         if follow:
             bar.setValue(bar.maximum())
 
@@ -107,8 +114,12 @@ class TokenView(QTextEdit):
 
     def set_colour_by_probability(self, on: bool) -> None:
         self._colour = on
+        self._formats.clear()
+        cursor = QTextCursor(self.document())
+        cursor.beginEditBlock()
         for i in range(len(self._tokens)):
-            self._restyle(i)
+            self._restyle(i, cursor)
+        cursor.endEditBlock()
 
     def select_step(self, step: int | None) -> None:
         """Highlight the token of that step (None clears)."""
@@ -121,38 +132,52 @@ class TokenView(QTextEdit):
     def _index_of_step(self, step: int | None) -> int | None:
         return None if step is None else self._by_step.get(step)
 
-    def _restyle(self, i: int) -> None:
+    def _restyle(self, i: int, cursor: QTextCursor | None = None) -> None:
         token = self._tokens[i]
-        cursor = QTextCursor(self.document())
+        cursor = cursor or QTextCursor(self.document())
         cursor.setPosition(token.start)
         cursor.setPosition(token.end, QTextCursor.MoveMode.KeepAnchor)
-        cursor.setCharFormat(self._format(token.step, token.prob, selected=i == self._selected))
+        cursor.setCharFormat(self._format(token.prob, selected=i == self._selected))
 
-    def _format(self, step: int, prob: float, *, selected: bool) -> QTextCharFormat:
-        fmt = QTextCharFormat()
-        fmt.setAnchor(True)
-        fmt.setAnchorHref(str(step))
-        fmt.setToolTip(f"step {step + 1} · p = {prob:.3f}")
-        if selected:
-            fmt.setBackground(SELECTED_BG)
-            fmt.setForeground(SELECTED_FG)
-        elif self._colour:
-            fmt.setBackground(probability_colour(prob))
-            fmt.setForeground(INK)
-        else:
-            fmt.setForeground(self.palette().color(QPalette.ColorRole.Text))
+    def _format(self, prob: float, *, selected: bool) -> QTextCharFormat:
+        """The shared format of a colour bucket (-1: selected, -2: uncoloured)."""
+        key = -1 if selected else round(min(max(prob, 0.0), 1.0) * COLOUR_BUCKETS) if self._colour else -2
+        fmt = self._formats.get(key)
+        if fmt is None:
+            fmt = QTextCharFormat()
+            if selected:
+                fmt.setBackground(SELECTED_BG)
+                fmt.setForeground(SELECTED_FG)
+            elif self._colour:
+                fmt.setBackground(probability_colour(key / COLOUR_BUCKETS))
+                fmt.setForeground(INK)
+            else:
+                fmt.setForeground(self.palette().color(QPalette.ColorRole.Text))
+            self._formats[key] = fmt
         return fmt
 
     # mouse ---------------------------------------------------------------------------------
 
     def step_at(self, pos: QPoint) -> int | None:
-        href = self.anchorAt(pos)
-        return int(href) if href.isdigit() else None
+        """The step of the token under a viewport point (None over the prompt or empty space)."""
+        if not self._tokens:
+            return None
+        offset = QPointF(self.horizontalScrollBar().value(), self.verticalScrollBar().value())
+        position = self.document().documentLayout().hitTest(QPointF(pos) + offset, Qt.HitTestAccuracy.ExactHit)
+        if position < self._starts[0]:
+            return None
+        i = bisect.bisect_right(self._starts, position) - 1
+        token = self._tokens[i]
+        return token.step if token.start <= position < token.end else None
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
         step = self.step_at(event.position().toPoint())
         if step is not None:
+            token = self._tokens[self._by_step[step]]
+            QToolTip.showText(event.globalPosition().toPoint(), f"step {step + 1} · p = {token.prob:.3f}", self)
             self.step_hovered.emit(step)
+        else:
+            QToolTip.hideText()
         super().mouseMoveEvent(event)
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
