@@ -240,3 +240,61 @@ def test_columns_add_and_remove(qtbot, tab):
     assert [c.name for c in tab.columns] == ["Decoder 1", "Decoder 2", "Decoder 3"]
     generate(qtbot, tab, max_tokens=3)
     assert all(c.output.token_count() == 3 for c in tab.columns)
+
+
+def test_every_control_explains_itself(tab):
+    from PySide6.QtWidgets import (QAbstractButton, QAbstractSlider, QAbstractSpinBox, QComboBox, QPlainTextEdit)
+
+    controls = tab.findChildren(QAbstractSlider) + tab.findChildren(QAbstractSpinBox) + \
+        tab.findChildren(QComboBox) + tab.findChildren(QAbstractButton) + tab.findChildren(QPlainTextEdit)
+    controls = [c for c in controls if c.isVisibleTo(tab) and not c.parent().inherits("QAbstractSpinBox")
+                and not c.inherits("QScrollBar")]
+    assert len(controls) > 30
+    missing = [f"{type(c).__name__} {c.objectName() or getattr(c, 'text', lambda: '')()}" for c in controls
+               if not c.toolTip()]
+    assert not missing
+    assert "logits" in tab.columns[0].rows["temperature"].slider.toolTip()
+    assert "top token" in tab.columns[0].rows["min_p"].box.toolTip()
+
+
+def test_prompt_templates_copy_and_dice(qtbot, tab):
+    from PySide6.QtGui import QGuiApplication
+
+    from app.tabs.generation import TEMPLATES
+
+    tab.prompt.setPlainText("")
+    actions = {a.text(): a for a in tab.templates_button.menu().actions()}
+    assert set(actions) == {"Zero-shot", "One-shot", "Few-shot"}
+    actions["Few-shot"].trigger()
+    assert tab.prompt.toPlainText() == TEMPLATES["Few-shot"][1]
+    assert tab.prompt.toPlainText().count("=>") == 4  # three worked examples and the query
+    actions["Zero-shot"].trigger()  # appended on a new line, the few-shot text kept
+    assert tab.prompt.toPlainText().startswith(TEMPLATES["Few-shot"][1] + "\n")
+
+    generate(qtbot, tab, max_tokens=5)
+    tab.columns[1].copy_action.trigger()
+    assert QGuiApplication.clipboard().text() == tab.columns[1].output.generated_text()
+
+    seeds = set()
+    for _ in range(5):
+        tab.dice.click()
+        seeds.add(tab.seed.value())
+    assert len(seeds) > 1
+
+
+def test_generation_works_while_training_runs(qtbot, tab):
+    import threading
+
+    release = threading.Event()
+
+    def training_job():  # stands in for the Training tab's job
+        while not release.wait(0.02):
+            yield object()
+
+    job = tab.runner.start("training", training_job())
+    assert "Training is running" in tab.status.text()
+    generate(qtbot, tab, max_tokens=5)
+    assert all(c.output.token_count() == 5 for c in tab.columns)
+    with qtbot.waitSignal(job.finished, timeout=10_000):
+        release.set()
+    assert "Training is running" not in tab.status.text()

@@ -9,6 +9,7 @@ distribution view shows that step's candidates before and after the column's fil
 from __future__ import annotations
 
 import contextlib
+import html
 import random
 import time
 from collections import OrderedDict
@@ -143,6 +144,7 @@ class GenerationTab(QWidget):
         self.job: Job | None = None
         self.run: _Run | None = None
         self._restart_after_stop = False
+        self._training_note = False
         self._selection: tuple[int, int] | None = None  # (column, step)
         self._logits_cache: OrderedDict[tuple[int, int, int], torch.Tensor] = OrderedDict()
         self.columns: list[DecoderColumn] = []
@@ -308,7 +310,7 @@ class GenerationTab(QWidget):
         self.splitter.setStretchFactor(0, 0)
         self.splitter.setStretchFactor(1, 3)
         self.splitter.setStretchFactor(2, 2)
-        self.splitter.setSizes([150, 420, 260])
+        self.splitter.setSizes([130, 440, 260])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
         layout.addWidget(self.splitter)
@@ -441,11 +443,16 @@ class GenerationTab(QWidget):
 
     @Slot(str)
     def _on_other_jobs(self, _name: str = "") -> None:
-        others = [j for j in self.runner.running() if j.name != JOB_NAME]
-        if others and self.state.model is not None:
-            self.status.setText(f"<span style='color:#D55E00'>A {others[0].name} job is running: generation "
-                                f"uses the model as it is right now, and its weights may change under it.</span>")
-        elif self.state.model is not None and not self.is_generating():
+        """While training runs, Generate still works on the current model; say so (once per change)."""
+        training = any("train" in job.name for job in self.runner.running())
+        if training == self._training_note:
+            return
+        self._training_note = training
+        if training:
+            self.status.setText("<span style='color:#D55E00'>Training is running. Generate uses the current "
+                                "model (if it is the one being fine-tuned, its weights change as it "
+                                "learns); the trained model replaces it when training ends.</span>")
+        elif self.state.model is not None:
             self.status.setText(self._model_line())
 
     # ---------------------------------------------------------------------------------- prompt
@@ -669,24 +676,28 @@ class GenerationTab(QWidget):
         chosen_id = run.ids[col][step]
         if chosen_id not in order:
             order = np.append(order[:-1], chosen_id)
-        labels = [_display(tokenizer.render_token(int(t))) for t in order]
+        labels = [_token_label(tokenizer.render_token(int(t))) for t in order]
         chosen = int(np.flatnonzero(order == chosen_id)[0])
         kept = int((final > 0).sum())
         counts = {key: int((stages.removed_by == key).sum()) for key in ("top_k", "top_p", "min_p", "greedy")}
         counts["penalty"] = int(stages.penalised.sum())
         record = run.records[col][step]
-        before = tokenizer.decode((run.prompt_ids + run.ids[col][:step])[-24:])
+        before = _context(tokenizer.decode((run.prompt_ids + run.ids[col][:step])[-24:]))
+        chosen_text = html.escape(_token_label(tokenizer.render_token(chosen_id)))
         parts = [f"{counts[k]:,} by {name}" for k, name in
                  (("top_k", "top-k"), ("top_p", "top-p"), ("min_p", "min-p"), ("greedy", "greedy decoding"))
                  if counts.get(k)]
-        summary = (f"After “{_display(before)}” it chose “{_display(tokenizer.render_token(chosen_id))}” "
-                   f"(p = {float(record.prob):.3f} when generated). With the column's current settings "
-                   f"{kept:,} of {len(raw):,} tokens remain" + (f"; removed {', '.join(parts)}." if parts else "."))
+        summary = (f"After “{before}” it chose “{chosen_text}” (p = {float(record.prob):.3f} when generated). "
+                   f"With the column's current settings {kept:,} of {len(raw):,} tokens remain"
+                   + (f"; removed {', '.join(parts)}" if parts else "")
+                   + (f"; the repetition penalty lowered {counts['penalty']:,} seen tokens." if counts["penalty"]
+                      else "."))
         title = (f"Next-token distribution · <span style='color:{column.colour}'>{column.name}</span> · "
                  f"step {step + 1}")
         return DistributionData(labels=labels, raw=raw[order], final=final[order],
                                 removed_by=[str(r) for r in stages.removed_by[order]],
-                                penalised=[bool(p) for p in stages.penalised[order]], chosen=chosen, title=title, summary=summary, removed_counts=counts)
+                                penalised=[bool(p) for p in stages.penalised[order]],
+                                chosen=chosen, title=title, summary=summary, removed_counts=counts)
 
     # ---------------------------------------------------------------------------------- messages
 
@@ -702,6 +713,11 @@ class GenerationTab(QWidget):
         super().closeEvent(event)
 
 
-def _display(text: str) -> str:
-    """Whitespace made visible for labels: a space shows as ␣, a newline as ↵."""
-    return text.replace("\n", "↵").replace(" ", "␣") if text.strip() == "" or text != text.strip() else text
+def _token_label(text: str) -> str:
+    """A token for a label: spaces shown as ␣ (render_token already escapes newlines and tabs)."""
+    return text.replace(" ", "␣")
+
+
+def _context(text: str) -> str:
+    """Text before a step, on one line, HTML-safe."""
+    return html.escape(text.replace("\n", "↵").replace("\t", "→"))

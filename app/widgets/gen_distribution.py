@@ -22,7 +22,7 @@ FILTER_COLOURS = {
     "top_k": ("top-k", "#E69F00"),
     "top_p": ("top-p", "#D55E00"),
     "min_p": ("min-p", "#009E73"),
-    "greedy": ("greedy", "#56B4E9"),
+    "greedy": ("greedy", "#8E6BBF"),
 }
 RAW_COLOUR = "#9aa0a6"
 FINAL_COLOUR = "#1a73e8"
@@ -63,7 +63,8 @@ class DistributionView(QWidget):
         self.plot.showGrid(y=True, alpha=0.2)
         self.plot.setLabel("left", "probability")
         self.plot.getAxis("left").enableAutoSIPrefix(False)
-        self.plot.getAxis("bottom").setStyle(tickTextOffset=6)
+        self.plot.getAxis("bottom").setStyle(tickTextOffset=4)
+        self.plot.getAxis("bottom").setHeight(30)  # room for the token labels
         self.plot.setMinimumHeight(170)
         self.plot.setToolTip("Top candidates for the selected step. Grey: the model's raw probability. "
                              "Blue: the probability after this column's filters (what is sampled from). "
@@ -80,12 +81,12 @@ class DistributionView(QWidget):
         legend.setSpacing(14)
         legend.addWidget(_swatch(RAW_COLOUR, "raw"))
         legend.addWidget(_swatch(FINAL_COLOUR, "final (sampled from)"))
-        legend.addSpacing(10)
-        self.removed_title = QLabel("removed by:")
-        legend.addWidget(self.removed_title)
         self.removed_labels: dict[str, QLabel] = {}
         for key, (text, colour) in FILTER_COLOURS.items():
-            label = _swatch(colour, text, outline=key == "penalty")
+            if key == "top_k":
+                legend.addSpacing(10)
+                legend.addWidget(QLabel("removed by:"))
+            label = _swatch(colour, _legend_text(key, 0), outline=key == "penalty")
             self.removed_labels[key] = label
             legend.addWidget(label)
         legend.addStretch(1)
@@ -151,9 +152,13 @@ class DistributionView(QWidget):
         self.title.setText(data.title)
         self.summary.setText(data.summary)
         for key, label in self.removed_labels.items():
-            count = data.removed_counts.get(key, 0)
-            text, colour = FILTER_COLOURS[key]
-            label.setText(_swatch_html(colour, f"{text} ({count:,})" if count else text, outline=key == "penalty"))
+            label.setText(_swatch_html(FILTER_COLOURS[key][1], _legend_text(key, data.removed_counts.get(key, 0)),
+                                       outline=key == "penalty"))
+
+
+def _legend_text(key: str, count: int) -> str:
+    text = "lowered by the repetition penalty" if key == "penalty" else FILTER_COLOURS[key][0]
+    return f"{text} ({count:,})" if count else text
 
 
 def _short(label: str) -> str:

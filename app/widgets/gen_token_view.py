@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (QColor, QFont, QLinearGradient, QMouseEvent, QPainter, QPalette, QTextCharFormat,
-                           QTextCursor)
+                           QTextCursor, QTextOption)
 from PySide6.QtWidgets import QSizePolicy, QTextEdit, QToolTip, QWidget
 
 PROMPT_SHOWN_CHARS = 400  # a long prompt is shown by its last characters
@@ -59,6 +59,10 @@ class TokenView(QTextEdit):
         self.viewport().setMouseTracking(True)
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.setLineWrapMode(QTextEdit.LineWrapMode.WidgetWidth)
+        # Generated text can hold long runs without spaces: wrap them anywhere. Qt never wraps a line
+        # made only of spaces (they hang past the edge), so no horizontal scroll bar for them either.
+        self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         font = QFont("DejaVu Sans Mono")
         font.setStyleHint(QFont.StyleHint.Monospace)
         font.setPointSizeF(max(self.font().pointSizeF(), 10.0))
