@@ -146,11 +146,35 @@ def test_distribution_matches_what_the_engine_saw(qtbot, tab, prompt_chars):
     for step in (0, 39):
         tab.select_step(1, step)
         record = tab.run.records[1][step]
-        stages_raw = tab.distribution.data
-        assert stages_raw is not None
-        logits = tab._raw_logits(1, step, tab.run.prompt_ids + tab.run.ids[1][:step])
+        assert tab.distribution.data is not None
+        logits = tab._logits_cache[(id(tab.state.model), 1, step)]
         raw = torch.softmax(logits, -1).numpy()
         np.testing.assert_allclose(raw[list(record.top_ids)], record.top_raw, atol=1e-5)
+
+
+def test_big_model_steps_are_computed_off_the_gui_thread(qtbot, tab, monkeypatch):
+    import app.tabs.generation as generation
+
+    generate(qtbot, tab, max_tokens=6)
+    monkeypatch.setattr(generation, "INLINE_FLOPS", 0)  # every forward counts as big
+    tab.select_step(1, 4)
+    tab.select_step(1, 5)  # the latest request wins
+    assert tab.distribution.data is None or "step 6" not in tab.distribution.data.title
+    qtbot.waitUntil(lambda: tab.distribution.data is not None and "step 6" in tab.distribution.data.title,
+                    timeout=10_000)
+    record = tab.run.records[1][5]
+    raw = torch.softmax(tab._logits_cache[(id(tab.state.model), 1, 5)], -1).numpy()
+    np.testing.assert_allclose(raw[list(record.top_ids)], record.top_raw, atol=1e-5)
+
+
+def test_hovering_a_token_selects_it_once_the_mouse_rests(qtbot, tab):
+    generate(qtbot, tab, max_tokens=6)
+    column = tab.columns[0]
+    with qtbot.waitSignal(column.step_selected, timeout=2000) as blocker:
+        column.output.step_hovered.emit(2)
+        column.output.step_hovered.emit(3)  # passed over 2, resting on 3
+    assert blocker.args == [3]
+    assert "step 4" in tab.distribution.data.title
 
 
 def test_window_length_follows_the_sliding_window():

@@ -39,6 +39,9 @@ MAX_COLUMNS = 4
 CHUNK_SECONDS = 0.08  # token events are grouped this long before they cross to the GUI thread
 TOP_CANDIDATES = 20
 LOGITS_CACHE = 64  # recomputed raw logits kept for quick re-selection
+LOGITS_JOB_NAME = "generate-distribution"
+# A step's forward pass costing more than this (2 x params x tokens) runs in a job, not on the GUI thread.
+INLINE_FLOPS = 5e8
 STOP_REASONS = {"max_new_tokens": "reached max new tokens", "eot": "stopped at end of text",
                 "stop_string": "stopped at a stop string"}
 PRECISIONS = (("fp32", "FP32"), ("bf16", "BF16"), ("fp16", "FP16"), ("int8", "INT8"))
@@ -98,6 +101,26 @@ def generation_job(model, tokenizer, prompt: str, configs: list[SamplingConfig],
                                        prompt_ids=prompt_ids))
 
 
+def step_logits(model, precision: str, window_ids: list[int]) -> torch.Tensor:
+    """The logits (V,) the engine computes after these tokens: its own inference forward and precision."""
+    decoder = decoder_for(model, precision)
+    ids = torch.tensor([window_ids], dtype=torch.long, device=decoder.device)
+    with torch.inference_mode():
+        return decoder.forward(ids, decoder.new_cache(1))[0].float().cpu()
+
+
+@dataclass(frozen=True)
+class LogitsReady:
+    kind = "gen_logits"
+    key: tuple[int, int, int]  # (id of the model, column, step)
+    logits: torch.Tensor
+
+
+def logits_job(model, precision: str, key: tuple[int, int, int], window_ids: list[int]) -> Iterator[LogitsReady]:
+    """One step's logits, off the GUI thread (a forward pass of a big model takes seconds)."""
+    yield LogitsReady(key, step_logits(model, precision, window_ids))
+
+
 def window_length(prompt_length: int, step: int, context: int) -> int:
     """How many of the latest tokens the engine's forward saw when it chose the token of `step`.
 
@@ -147,6 +170,8 @@ class GenerationTab(QWidget):
         self._training_note = False
         self._selection: tuple[int, int] | None = None  # (column, step)
         self._logits_cache: OrderedDict[tuple[int, int, int], torch.Tensor] = OrderedDict()
+        self._logits_job: Job | None = None
+        self._wanted_logits: tuple[tuple[int, int, int], list[int]] | None = None
         self.columns: list[DecoderColumn] = []
         self._build()
         state.model_changed.connect(self._on_model_changed)
@@ -383,6 +408,7 @@ class GenerationTab(QWidget):
             self._restart_after_stop = False
             self.stop()
         self._logits_cache.clear()
+        self._wanted_logits = None
         self.run = None
         self._select(None)
         model, config = self.state.model, self.state.config
@@ -630,42 +656,76 @@ class GenerationTab(QWidget):
 
     def refresh_distribution(self) -> None:
         """Recompute the distribution view for the selected step with its column's current settings."""
-        run, selection = self.run, self._selection
-        if run is None or selection is None:
+        run, selection, model = self.run, self._selection, self.state.model
+        if run is None or selection is None or model is None:
             return
         col, step = selection
         if col >= len(run.ids) or step >= len(run.ids[col]):
             return
-        column = self.columns[col]
+        key = (id(model), col, step)
+        logits = self._logits_cache.get(key)
+        if logits is None:
+            window_ids = self._window_ids(col, step)
+            if 2 * model.config.num_params() * len(window_ids) > INLINE_FLOPS:
+                self._request_logits(key, window_ids)  # a big model: one forward would freeze the window
+                return
+            try:
+                logits = step_logits(model, run.precision, window_ids)
+            except (ValueError, RuntimeError) as e:
+                self.distribution.clear(f"Cannot show this step: {e}")
+                return
+            self._remember_logits(key, logits)
         prev_ids = run.prompt_ids + run.ids[col][:step]
         try:
-            logits = self._raw_logits(col, step, prev_ids)
-            config = sampling_config(column.settings(), 1, 0)
-            stages = filter_stages(logits, config, prev_ids)
-        except (ValueError, RuntimeError) as e:
+            stages = filter_stages(logits, sampling_config(self.columns[col].settings(), 1, 0), prev_ids)
+        except ValueError as e:
             self.distribution.clear(f"Cannot show this step: {e}")
             return
         self.distribution.show_data(self._distribution_data(col, step, stages))
 
-    def _raw_logits(self, col: int, step: int, prev_ids: list[int]) -> torch.Tensor:
-        """The logits the engine chose the step's token from: the same window of tokens through the
-        same inference forward and precision, recomputed (one forward pass) and cached per step."""
-        model, run = self.state.model, self.run
-        if model is None or run is None:
-            raise ValueError("no model")
-        key = (id(model), col, step)
-        if key in self._logits_cache:
-            self._logits_cache.move_to_end(key)
-            return self._logits_cache[key]
-        decoder = decoder_for(model, run.precision)
-        window = window_length(len(run.prompt_ids), step, model.config.context_length)
-        ids = torch.tensor([prev_ids[-window:]], dtype=torch.long, device=decoder.device)
-        with torch.inference_mode():
-            result = decoder.forward(ids, decoder.new_cache(1))[0].float().cpu()
-        self._logits_cache[key] = result
+    def _window_ids(self, col: int, step: int) -> list[int]:
+        """The tokens the engine's forward saw when it chose this step's token."""
+        run = self.run
+        ids = run.prompt_ids + run.ids[col][:step]
+        return ids[-window_length(len(run.prompt_ids), step, self.state.config.context_length):]
+
+    def _remember_logits(self, key: tuple[int, int, int], logits: torch.Tensor) -> None:
+        self._logits_cache[key] = logits
+        self._logits_cache.move_to_end(key)
         if len(self._logits_cache) > LOGITS_CACHE:
             self._logits_cache.popitem(last=False)
-        return result
+
+    def _request_logits(self, key: tuple[int, int, int], window_ids: list[int]) -> None:
+        """Compute a step's logits in a job; only the latest request matters while one runs."""
+        self._wanted_logits = (key, window_ids)
+        self.distribution.summary.setText("Computing the distribution of this step…")
+        if self._logits_job is not None:
+            return
+        job = self.runner.start(LOGITS_JOB_NAME, logits_job(self.state.model, self.run.precision, key, window_ids))
+        job.events.connect(self._on_logits_events)
+        job.failed.connect(self._on_logits_failed)
+        job.finished.connect(self._on_logits_finished)
+        self._logits_job = job
+
+    @Slot(list)
+    def _on_logits_events(self, batch: list) -> None:
+        for event in batch:
+            self._remember_logits(event.key, event.logits)
+            if self.state.model is not None and self._selection is not None \
+                    and event.key == (id(self.state.model), *self._selection):
+                self.refresh_distribution()
+
+    @Slot(str)
+    def _on_logits_failed(self, message: str) -> None:
+        self.distribution.clear(f"Cannot show this step: {message}")
+
+    @Slot()
+    def _on_logits_finished(self) -> None:
+        self._logits_job = None
+        wanted, self._wanted_logits = self._wanted_logits, None
+        if wanted is not None and wanted[0] not in self._logits_cache and self.run is not None \
+                and self.state.model is not None and wanted[0][0] == id(self.state.model):
+            self._request_logits(*wanted)
 
     def _distribution_data(self, col: int, step: int, stages: Any) -> DistributionData:
         run = self.run

@@ -6,7 +6,7 @@ when a drag is released (live regenerate), and which step the mouse is on.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import Signal, Slot
+from PySide6.QtCore import QTimer, Signal, Slot
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QMenu, QMessageBox, QSizePolicy,
                                QToolButton, QVBoxLayout, QWidget)
@@ -16,6 +16,7 @@ from .gen_presets import (CUSTOM, SamplingSettings, builtin_presets, load_preset
 from .gen_slider import SliderRow, SliderSpec
 from .gen_token_view import TokenView
 
+HOVER_MS = 60
 COLUMN_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7")  # Okabe-Ito, one per column
 
 SLIDERS = (
@@ -98,7 +99,14 @@ class DecoderColumn(QFrame):
         self.info = QLabel(" ")
         self.info.setObjectName("columnInfo")
         self.output = TokenView()
-        self.output.step_hovered.connect(self.step_selected)
+        # Hovering selects a step once the mouse rests on a token, so sweeping across the text does not
+        # recompute the distribution for every token passed over; a click selects at once.
+        self._hovered_step = -1
+        self._hover_timer = QTimer(self)
+        self._hover_timer.setSingleShot(True)
+        self._hover_timer.setInterval(HOVER_MS)
+        self._hover_timer.timeout.connect(self._on_hover_rest)
+        self.output.step_hovered.connect(self._on_hover)
         self.output.step_clicked.connect(self.step_selected)
 
         layout = QVBoxLayout(self)
@@ -172,6 +180,16 @@ class DecoderColumn(QFrame):
         self.preset_box.blockSignals(False)
 
     # output ----------------------------------------------------------------------------------
+
+    @Slot(int)
+    def _on_hover(self, step: int) -> None:
+        if step != self._hovered_step:
+            self._hovered_step = step
+            self._hover_timer.start()
+
+    @Slot()
+    def _on_hover_rest(self) -> None:
+        self.step_selected.emit(self._hovered_step)
 
     def start_output(self, prompt: str) -> None:
         self.output.start(prompt)
