@@ -219,12 +219,14 @@ def test_switching_the_model_while_idle_updates_the_tab(qtbot, tab, tmp_path):
     generate(qtbot, tab, max_tokens=4)
     tab.select_step(0, 1)
     fp32_before = tab.precision.itemText(0)
-    model, tokenizer = small_model(context_length=64, alphabet=ALPHABET + "ABCDEFGHIJ0123456789")
+    model, tokenizer = small_model(context_length=64, alphabet=ALPHABET + "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
     save_checkpoint(tmp_path / "other.safetensors", model, tokenizer)
     opened = load_checkpoint(tmp_path / "other.safetensors")  # as File > Open does
     tab.state.set_model(opened.model, opened.tokenizer, path=opened.path)
     vocab = tokenizer.vocab_size
     assert all(c.rows["top_k"].maximum() == vocab for c in tab.columns)
+    assert vocab > 50 and tab.columns[1].settings().top_k == 50  # Balanced's k, clamped to 30 before
+    assert tab.columns[1].preset_box.currentText() == "Balanced"
     assert "context 64" in tab.prompt_info.text()
     assert tab.precision.itemText(0) != fp32_before and "KB" in tab.precision.itemText(0)
     assert all(c.output.token_count() == 0 for c in tab.columns)

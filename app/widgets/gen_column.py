@@ -159,7 +159,11 @@ class DecoderColumn(QFrame):
             self.set_settings(self.presets[name])
 
     def set_vocab_size(self, vocab_size: int) -> None:
+        """Top-k reaches the vocabulary; a column on a preset keeps it (its k clamped to the vocabulary)."""
+        preset = self.preset_box.currentText()
         self.rows["top_k"].setMaximum(max(1, vocab_size))
+        if preset in self.presets:
+            self.rows["top_k"].setValue(self.presets[preset].top_k)
         self._sync_preset_box()
 
     @Slot(str)
