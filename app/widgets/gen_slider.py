@@ -134,8 +134,7 @@ class SliderRow(QWidget):
         if not self.slider.isSliderDown():  # a click on the groove or a key press: done at once
             self._emit_released()
 
-    @Slot()
-    def _on_box(self, *_args) -> None:
+    def _on_box(self, _value: float) -> None:  # int or float, as the spin box's type gives it
         self.slider.blockSignals(True)
         self.slider.setValue(self._to_position(self.value()))
         self.slider.blockSignals(False)
