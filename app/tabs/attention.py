@@ -466,7 +466,10 @@ class AttentionTab(QWidget):
             return
         self.probe_check.setToolTip("Show the probe text's attention recorded at each evaluation of the last "
                                     "training run instead of a run on the text above")
-        self._on_probe_step(self.probe_slider.value())
+        if self._text_maps is None and self._job is None and not self.probe_check.isChecked():
+            self.probe_check.setChecked(True)  # nothing else to show: watch the heads form during training
+        else:
+            self._on_probe_step(self.probe_slider.value())
 
     @Slot(bool)
     def _on_source_changed(self, probes: bool) -> None:
