@@ -12,7 +12,10 @@ import torch
 from PySide6.QtCore import Qt
 
 from app.state import AppState
-from app.tabs.attention import MODE_HEAD, MODE_MEAN, MODE_ROLLOUT, AttentionTab, default_text
+from app.tabs.attention import (MODE_HEAD, MODE_MEAN, MODE_ROLLOUT, AttentionResult, AttentionTab, RolloutResult,
+                                default_text)
+from app.widgets.attn_overview import thumbnails
+from engine.attention import attention_rollout
 from app.widgets.attn_overview import MEAN
 from app.worker import JobRunner
 from engine.config import ModelConfig
@@ -109,6 +112,20 @@ def test_rollout_and_mean_rows_sum_to_one(qtbot, tab):
     assert "rollout" in tab.current_title().lower()
     assert np.allclose(tab.heatmap.matrix, tab._shown.get_rollout())
     assert not tab.layer.isEnabled() and not tab.head.isEnabled()
+
+
+def test_maps_show_before_the_rollout_arrives(tab):
+    rng = np.random.default_rng(1)
+    maps = np.tril(rng.random((3, 4, 6, 6), dtype=np.float32))
+    maps /= maps.sum(-1, keepdims=True)
+    tab.mode.setCurrentIndex(tab.mode.findData(MODE_ROLLOUT))
+    tab._on_job_events([AttentionResult(maps, thumbnails(maps), tuple("abcdef"), tuple("abcdef"), 0)])
+    assert tab.heatmap.matrix is None and "rollout" in tab.heatmap.plot.titleLabel.text.lower()
+    tab.mode.setCurrentIndex(tab.mode.findData(MODE_HEAD))
+    assert np.array_equal(tab.heatmap.matrix, maps[0, 0])  # the heads are there already
+    tab.mode.setCurrentIndex(tab.mode.findData(MODE_ROLLOUT))
+    tab._on_job_events([RolloutResult(attention_rollout(maps))])
+    assert np.allclose(tab.heatmap.matrix, attention_rollout(maps))
 
 
 def test_per_token_view_tints_by_the_query_row(qtbot, tab):

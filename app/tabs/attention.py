@@ -7,7 +7,8 @@ training", the maps come from the probe text recorded at each evaluation of the 
 run, and a slider walks through the steps: heads can be watched forming.
 
 The model runs in a job (engine.attention.attention_maps), never on the GUI thread; the job also
-prepares the overview thumbnails and the rollout so that switching views is instant.
+prepares the overview thumbnails, then the rollout (as costly as the maps at 1024 tokens, so it
+follows in a second event instead of holding the maps back).
 """
 from __future__ import annotations
 
@@ -46,25 +47,30 @@ class AttentionResult:
     kind = "attention_result"
     maps: np.ndarray  # [L, H, T, T]
     thumbs: np.ndarray  # [L, H + 1, t, t]
-    rollout: np.ndarray  # [T, T]
     labels: tuple[str, ...]  # axis labels, one per token
     pieces: tuple[str, ...]  # the text of each token
     truncated_from: int  # token count before cutting to the context length (0: not cut)
 
 
+@dataclass(frozen=True)
+class RolloutResult:
+    kind = "attention_rollout"
+    rollout: np.ndarray  # [T, T]
+
+
 def attention_job(model: Any, tokenizer: Any, ids: list[int], truncated_from: int = 0):
-    """A job: the model's attention on `ids`, with thumbnails and rollout, as one event."""
+    """A job: the model's attention on `ids` with thumbnails, then the rollout."""
     from engine.attention import attention_maps, attention_rollout
 
     maps = np.asarray(attention_maps(model, ids), dtype=np.float32)
     yield AttentionResult(
         maps=maps,
         thumbs=thumbnails(maps),
-        rollout=np.asarray(attention_rollout(maps), dtype=np.float32),
         labels=tuple(tokenizer.render_token(i) for i in ids),
         pieces=tuple(tokenizer.decode_bytes([i]).decode("utf-8", errors="replace") for i in ids),
         truncated_from=truncated_from,
     )
+    yield RolloutResult(np.asarray(attention_rollout(maps), dtype=np.float32))
 
 
 # ---------------------------------------------------------------- what is on screen
@@ -79,9 +85,11 @@ class _Maps:
     thumbs: np.ndarray
     rollout: np.ndarray | None = None
     step: int | None = None  # the training step of a probe
+    rollout_pending: bool = False  # a job is still computing it
 
-    def get_rollout(self) -> np.ndarray:
-        if self.rollout is None:
+    def get_rollout(self) -> np.ndarray | None:
+        """The rollout, computed here if no job brings it (probes are short); None while pending."""
+        if self.rollout is None and not self.rollout_pending:
             from engine.attention import attention_rollout
 
             self.rollout = np.asarray(attention_rollout(self.maps), dtype=np.float32)
@@ -293,13 +301,18 @@ class AttentionTab(QWidget):
         for event in events:
             if getattr(event, "kind", "") == AttentionResult.kind:
                 self._text_maps = _Maps(event.maps, list(event.labels), list(event.pieces), event.thumbs,
-                                        event.rollout)
+                                        rollout_pending=True)
                 if not self.probe_check.isChecked():
                     self._show(self._text_maps)
                 T = event.maps.shape[-1]
                 note = (f" (cut from {event.truncated_from:,} to the model's context of {T:,})"
                         if event.truncated_from else "")
                 self.status.setText(f"{T:,} tokens{note}. Hover the map for weights; scroll to zoom.")
+            elif getattr(event, "kind", "") == RolloutResult.kind and self._text_maps is not None:
+                self._text_maps.rollout = event.rollout
+                self._text_maps.rollout_pending = False
+                if self._shown is self._text_maps and self.view_mode == MODE_ROLLOUT:
+                    self._refresh_views()
 
     @Slot(str)
     def _on_job_failed(self, message: str) -> None:
@@ -308,6 +321,8 @@ class AttentionTab(QWidget):
     @Slot()
     def _on_job_finished(self) -> None:
         self._job = None
+        if self._text_maps is not None and self._text_maps.rollout_pending:  # the job failed or stopped
+            self._text_maps.rollout_pending = False
         self._set_busy(False)
         if self._rerun_after_job:
             self._rerun_after_job = False
@@ -390,6 +405,8 @@ class AttentionTab(QWidget):
         self._update_controls()
         matrix = self.current_matrix()
         if matrix is None:
+            if self._shown is not None:
+                self.heatmap.clear("Computing the rollout…")
             return
         self.heatmap.set_matrix(matrix, self._shown.labels, self.current_title())
         if self.view_mode == MODE_ROLLOUT:
