@@ -570,6 +570,8 @@ class AttentionTab(QWidget):
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
+        if self._shown is not None:
+            QTimer.singleShot(0, self._fit_overview)  # sizes are only final once shown
         if self._rerun_when_shown and self._job is None and not self._other_jobs_running():
             self._rerun_when_shown = False
             QTimer.singleShot(0, self.run)
