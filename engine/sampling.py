@@ -135,6 +135,7 @@ class RowSettings:
         self.temperature = column(temps) if any(t != 1.0 for t in temps) else None
         top_k = [0 if g else c.top_k for c, g in zip(configs, greedy)]
         self.top_k = top_k if any(top_k) else None
+        self._top_k_index: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}  # per vocabulary size
         # transformers compares the cumulative probability with (1 - top_p) computed in Python.
         top_p = [1.0 if g else float(c.top_p) for c, g in zip(configs, greedy)]
         if any(p < 1.0 for p in top_p):
@@ -153,6 +154,15 @@ class RowSettings:
 
     def __len__(self) -> int:
         return len(self.configs)
+
+    def top_k_index(self, vocab: int, device) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(B, 1) index of each row's k-th value, (B, 1) rows without top-k, and the largest k."""
+        if vocab not in self._top_k_index:
+            k = [min(k, vocab) if k else 0 for k in self.top_k]
+            index = torch.tensor([max(x, 1) - 1 for x in k], device=device).unsqueeze(1)
+            off = torch.tensor([x == 0 for x in k], device=device).unsqueeze(1)
+            self._top_k_index[vocab] = (index, off, max(k))
+        return self._top_k_index[vocab]
 
 
 def seen_mask(prev_ids: torch.Tensor | None, batch: int, vocab_size: int,
@@ -191,12 +201,9 @@ def apply_warpers(scores: torch.Tensor, rows: RowSettings,
     if stages is not None:
         stages["temperature"] = scores
     if rows.top_k is not None:
-        vocab = scores.shape[-1]
-        k = [min(k, vocab) if k else 0 for k in rows.top_k]
-        kth = torch.topk(scores, max(k), dim=-1).values  # (B, max k), descending
-        index = torch.tensor([max(x, 1) - 1 for x in k], device=scores.device).unsqueeze(1)
-        threshold = kth.gather(1, index)
-        threshold.masked_fill_(torch.tensor([x == 0 for x in k], device=scores.device).unsqueeze(1), neg_inf)
+        index, off, k_max = rows.top_k_index(scores.shape[-1], scores.device)
+        kth = torch.topk(scores, k_max, dim=-1).values  # (B, largest k), descending
+        threshold = kth.gather(1, index).masked_fill_(off, neg_inf)  # each row's k-th value
         scores = scores.masked_fill(scores < threshold, neg_inf)
     if stages is not None:
         stages["top_k"] = scores
