@@ -146,11 +146,13 @@ def _prepare(args: argparse.Namespace):
             raise UsageError(f"{args.resume} has no training or optimizer state to resume "
                              "(saved with --no-optimizer-state?); use --init to fine-tune from it instead")
         train_config = _train_config(args, state.get("train_config"))
-        done = int(state.get("step", 0))
+        done, saved_corpus = state.get("step", 0), state.get("corpus", "")
+        if not isinstance(done, int) or not isinstance(saved_corpus, str):
+            raise UsageError(f"{args.resume} has a malformed training state")
         if done >= train_config.steps:
             raise UsageError(f"{args.resume} already has all {train_config.steps:,} steps; pass --steps with a "
                              f"larger total (more than {done:,}) to train further")
-        corpus = load_corpus(args.corpus or state.get("corpus", ""))
+        corpus = load_corpus(args.corpus or saved_corpus)
         tokenizer, model_config = source.tokenizer, source.config
         spec = state.get("tokenizer_spec")
     elif args.init:

@@ -150,7 +150,20 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
         if self.steps > 10_000_000:
             raise ValueError(f"steps must be at most 10,000,000, got {self.steps:,}")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr <= 1):
+        # Wrong types (e.g. from a hand-edited checkpoint) are a ValueError too, never a TypeError.
+        for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        for name in ("warmup_steps", "sample_interval", "sample_tokens", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+        if not isinstance(self.sample_prompt, str) or not isinstance(self.compile, bool):
+            raise ValueError("sample_prompt must be text and compile true or false")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if not 0 < self.lr <= 1:
             raise ValueError(f"lr must be in (0, 1], got {self.lr!r}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
@@ -177,5 +190,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        if not isinstance(data, dict):
+            raise ValueError("train config must be a JSON object")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

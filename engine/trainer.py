@@ -157,7 +157,7 @@ class Trainer:
                 self.batch_generator.set_state(_rng_from_str(rng["batch"]))
             if "cuda" in rng and self.device.type == "cuda":
                 torch.cuda.set_rng_state(_rng_from_str(rng["cuda"]), self.device)
-        except (TypeError, ValueError, RuntimeError) as e:
+        except (AttributeError, TypeError, ValueError, RuntimeError) as e:
             raise ValueError(f"the saved training state is unusable: {e}") from None
         if optimizer_state is not None:
             load_optimizer_state(self.optimizer, self.model, optimizer_state)

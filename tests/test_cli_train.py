@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +94,11 @@ def _bad_inputs(tmp_path: Path, trained: Path) -> dict[str, list]:
     short.write_text("too short\n")
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(trained.read_bytes()[:1000])
+    hostile = tmp_path / "hostile.safetensors"
+    ck = load_checkpoint(trained)
+    optimizer = ck.model.configure_optimizer(1e-3, 0.1, (0.9, 0.95), "cpu")
+    save_checkpoint(hostile, ck.model, ck.tokenizer, optimizer=optimizer,
+                    train_state={"step": 1, "corpus": "copy", "train_config": {"steps": 5, "lr": "fast"}})
     base = ["train", *TINY, "--steps", "2"]
     return {
         "missing corpus": [*base, "--corpus", tmp_path / "nope.txt"],
@@ -107,6 +113,7 @@ def _bad_inputs(tmp_path: Path, trained: Path) -> dict[str, list]:
         "no preset": ["train", "--corpus", "copy", "--steps", "2"],
         "fp16 on cpu": [*base, "--corpus", "copy", "--device", "cpu", "--precision", "fp16"],
         "corrupt resume": ["train", "--resume", corrupt],
+        "hostile resume state": ["train", "--resume", hostile],
         "missing init": ["train", "--init", tmp_path / "nope.safetensors", "--corpus", "copy", "--steps", "2"],
         "shape with init": ["train", "--init", trained, "--n-layers", "3", "--corpus", "copy", "--steps", "2"],
         "unknown tokenizer": [*base, "--corpus", "copy", "--tokenizer", "morse"],
@@ -125,7 +132,7 @@ def test_bad_input_is_one_line_and_leaves_out_untouched(trained, tmp_path, capsy
         assert len(lines) == 1 and lines[0].startswith("error: "), (name, err)
         assert out_path.read_bytes() == b"keep me", name
     assert sorted(os.listdir(tmp_path)) == sorted(["existing.safetensors", "binary.txt", "empty.txt", "short.txt",
-                                                   "corrupt.safetensors"])
+                                                   "corrupt.safetensors", "hostile.safetensors"])
 
 
 def test_out_folder_must_exist(tmp_path, capsys):
