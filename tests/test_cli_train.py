@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,26 @@ class _no_exit:
 
     def __exit__(self, *exc):
         return False
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_stops_and_saves_a_resumable_run(tmp_path):
+    out_path = tmp_path / "stopped.safetensors"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "train", *TINY, "--corpus", "copy", "--steps", "100000",
+                             "--json", "--out", str(out_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    try:
+        for line in proc.stdout:
+            if json.loads(line)["event"] == "step":
+                proc.send_signal(signal.SIGINT)
+                break
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    events = [json.loads(line) for line in rest.splitlines()]
+    assert events[-2]["event"] == "finished" and events[-2]["reason"] == "stopped"
+    assert events[-1]["event"] == "checkpoint" and out_path.exists()
+    state = load_checkpoint(out_path).train_state
+    assert 1 <= state["step"] < 100000 and state["train_config"]["steps"] == 100000
