@@ -317,6 +317,16 @@ def _describe(info: dict[str, Any]) -> str:
         f"tokenizer:  {info['tokenizer']['description']}",
     ]
     state = info.get("train_state")
+    try:
+        lines += _describe_training(state)
+    except (AttributeError, KeyError, TypeError, ValueError):  # a hand-edited state: say so, do not crash
+        lines.append("training:   (the training state in this file is malformed)")
+    lines.append(f"optimizer:  {'saved (resumable)' if info['has_optimizer_state'] else 'not saved'}")
+    return "\n".join(lines)
+
+
+def _describe_training(state: dict[str, Any] | None) -> list[str]:
+    lines = []
     if state:
         tc = state.get("train_config", {})
         history = state.get("history", {})
@@ -333,8 +343,7 @@ def _describe(info: dict[str, Any]) -> str:
             lines.append(f"last:       {last}, {last_val}")
     else:
         lines.append("training:   no training state (weights only)")
-    lines.append(f"optimizer:  {'saved (resumable)' if info['has_optimizer_state'] else 'not saved'}")
-    return "\n".join(lines)
+    return lines
 
 
 def run_info(args: argparse.Namespace) -> int:

@@ -188,3 +188,11 @@ def test_ctrl_c_stops_and_saves_a_resumable_run(tmp_path):
     assert events[-1]["event"] == "checkpoint" and out_path.exists()
     state = load_checkpoint(out_path).train_state
     assert 1 <= state["step"] < 100000 and state["train_config"]["steps"] == 100000
+
+
+def test_info_survives_a_malformed_training_state(trained, tmp_path, capsys):
+    ck = load_checkpoint(trained)
+    path = tmp_path / "odd.safetensors"
+    save_checkpoint(path, ck.model, ck.tokenizer, train_state={"step": "many", "history": [1, 2]})
+    code, out, err = run(capsys, "info", path)
+    assert code == 0 and "malformed" in out and not err
