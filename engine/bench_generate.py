@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", metavar="CKPT",
                         help="also measure greedy agreement of bf16 / int8 with fp32 on this trained checkpoint")
     parser.add_argument("--agreement-tokens", type=int, default=256, help="tokens for the agreement run")
+    parser.add_argument("--agreement-prompt", default="The ", help="prompt for the agreement run")
 
 
 def _hf_and_ours(name: str):
@@ -143,20 +144,18 @@ def print_memory() -> None:
         print(f"  {name:10s} {sizes}")
 
 
-def bench_agreement(path: str, n_tokens: int) -> None:
+def bench_agreement(path: str, n_tokens: int, prompt: str = "The ") -> None:
     from .checkpoint import load_checkpoint
-    from .precision import greedy_agreement
+    from .precision import greedy_agreement, weights_memory_bytes
 
     checkpoint = load_checkpoint(path)
     precisions = ["bf16", "int8"] + (["fp16"] if torch.cuda.is_available() else [])
-    prompt = ""
-    if checkpoint.train_state and isinstance(checkpoint.train_state.get("train_config"), dict):
-        prompt = str(checkpoint.train_state["train_config"].get("sample_prompt") or "")
     for precision in precisions:
         r = greedy_agreement(checkpoint.model, checkpoint.tokenizer, prompt, precision, n_tokens)
-        print(f"  {precision}: per-step (teacher-forced) agreement {r.teacher_forced:.1%}, free-running greedy "
-              f"identical for the first {r.first_divergence} of {r.n_tokens} tokens ({r.free_run_match:.1%} "
-              f"positions equal)", flush=True)
+        print(f"  {precision:5s} {weights_memory_bytes(checkpoint.model, precision) / 1e6:6.2f} MB: per-step "
+              f"(teacher-forced) arg-max agreement {r.teacher_forced:.1%}; free-running greedy identical for the "
+              f"first {r.first_divergence} of {r.n_tokens} tokens ({r.free_run_match:.1%} of positions equal)",
+              flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,5 +175,6 @@ def run(args: argparse.Namespace) -> int:
     print_memory()
     if getattr(args, "checkpoint", None):
         print(f"greedy agreement with fp32 on {args.checkpoint}:")
-        bench_agreement(args.checkpoint, getattr(args, "agreement_tokens", 256))
+        bench_agreement(args.checkpoint, getattr(args, "agreement_tokens", 256),
+                        getattr(args, "agreement_prompt", "The "))
     return 0

@@ -102,8 +102,9 @@ def weights_memory_bytes(model: nn.Module, precision: str) -> int:
 class AgreementReport:
     """How closely greedy decoding in a precision follows fp32.
 
-    teacher_forced: fraction of positions, along fp32's own greedy continuation, where the
-    precision's arg-max equals fp32's (the per-step agreement, independent of earlier steps).
+    teacher_forced: fraction of positions of the text (the prompt, then fp32's own greedy
+    continuation) where the precision's next-token arg-max equals fp32's: the per-step agreement,
+    independent of earlier steps.
     first_divergence: index of the first new token where free-running greedy outputs differ
     (n_tokens if never). free_run_match: fraction of new tokens equal in the two free runs.
     """
@@ -128,18 +129,18 @@ def greedy_agreement(model: nn.Module, tokenizer, prompt: str, precision: str,
     first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     free = sum(x == y for x, y in zip(a, b)) / max(1, len(a))
 
-    # Teacher forcing: feed fp32's sequence to both and compare arg-maxes at every new position.
+    # Teacher forcing: feed the text to both, window by window, and compare arg-maxes everywhere.
     context = model.config.context_length
-    ids = (prompt_token_ids(tokenizer, prompt, model.config) + a)[-context:]
-    n_new = min(len(a), len(ids) - 1)
-    idx = torch.tensor([ids], device=model_device(model))
+    ids = torch.tensor(prompt_token_ids(tokenizer, prompt, model.config) + a, device=model_device(model))
     prepared = prepare_for_inference(model, precision)
+    same = total = 0
     with torch.inference_mode():
-        ref_logits = _eval_logits(model, idx)
-        other_logits = _eval_logits(prepared, idx)
-    positions = slice(len(ids) - 1 - n_new, len(ids) - 1)
-    agree = (ref_logits[0, positions].argmax(-1) == other_logits[0, positions].argmax(-1)).float().mean()
-    return AgreementReport(precision=precision, n_tokens=len(a), teacher_forced=float(agree) if n_new else 1.0,
+        for begin in range(0, len(ids), context):
+            idx = ids[begin:begin + context].unsqueeze(0)
+            ref, other = _eval_logits(model, idx), _eval_logits(prepared, idx)
+            same += int((ref[0].argmax(-1) == other[0].argmax(-1)).sum())
+            total += idx.shape[1]
+    return AgreementReport(precision=precision, n_tokens=len(a), teacher_forced=same / total,
                            first_divergence=first, free_run_match=free)
 
 
