@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
         description=f"Speed benchmarks; they print figures.\n\n{lines}\n\n"
                     "`python -m engine bench WHAT --help` lists the flags of one benchmark.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=list(BENCHMARKS), metavar="WHAT", help=", ".join(BENCHMARKS))
+    p.add_argument("what", nargs="?", choices=list(BENCHMARKS), metavar="WHAT", help=", ".join(BENCHMARKS))
     p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=run_bench)
 
@@ -46,6 +46,8 @@ def _load(what: str):
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if args.what is None:
+        raise BenchUnavailable(f"name a benchmark: python -m engine bench {{{','.join(BENCHMARKS)}}} [flags]")
     module = _load(args.what)
     parser = argparse.ArgumentParser(prog=f"python -m engine bench {args.what}",
                                      description=f"Benchmark: {BENCHMARKS[args.what][1]}.")

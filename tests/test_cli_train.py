@@ -196,3 +196,23 @@ def test_info_survives_a_malformed_training_state(trained, tmp_path, capsys):
     save_checkpoint(path, ck.model, ck.tokenizer, train_state={"step": "many", "history": [1, 2]})
     code, out, err = run(capsys, "info", path)
     assert code == 0 and "malformed" in out and not err
+
+
+def test_bench_dispatches_to_its_modules(monkeypatch, capsys):
+    import types
+
+    from engine import bench
+
+    seen = {}
+    fake = types.ModuleType("engine.fake_bench")
+    fake.add_arguments = lambda parser: parser.add_argument("--rounds", type=int, default=1)
+    fake.run = lambda args: seen.setdefault("rounds", args.rounds) and 0
+    monkeypatch.setitem(sys.modules, "engine.fake_bench", fake)
+    monkeypatch.setitem(bench.BENCHMARKS, "generate", ("engine.fake_bench", "fake"))
+    monkeypatch.setitem(bench.BENCHMARKS, "tokenizer", ("engine.no_such_bench", "missing"))
+    assert main(["bench", "generate", "--rounds", "3"]) == 0 and seen == {"rounds": 3}
+    assert main(["bench", "tokenizer"]) == 2
+    assert "not available" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "generate", "--bogus"])
+    assert capsys.readouterr().err.startswith("error: unrecognized arguments")
