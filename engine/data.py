@@ -238,7 +238,8 @@ def cached_encode(corpus: Corpus, tokenizer: Tokenizer) -> np.ndarray:
     if len(ids) >= MMAP_MIN_TOKENS:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npy")
+            # A name of this process's own: ranks of a torchrun job may encode the same corpus at once.
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
             np.save(tmp, ids)
             os.replace(tmp, path)
             return np.load(path, mmap_mode="r")

@@ -830,6 +830,7 @@ class TrainingTab(QWidget):
         self._stopping = False
         if self._run is not None and self._run.num_steps == 0 and not self._run.val_step:
             self.plots.remove_run(self._run)  # nothing happened (failed while preparing)
+        self.plots.redraw()  # the last points, whatever the paint budget skipped
         if training is not None and training.trainer is not None:
             step = training.trainer.step
             self.progress.setValue(min(step, self.progress.maximum()) if self.progress.maximum() else 0)

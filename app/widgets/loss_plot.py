@@ -7,6 +7,7 @@ since the app started stays in the runs list, in its own colour, and can be hidd
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ from app import dialogs, theme
 from app.widgets.run_data import DebiasedEMA, RunData, write_csv
 
 REDRAW_MS = 66  # ~15 Hz
+# Painting must not steal the training's CPU: after a paint that took t ms, wait at least
+# PAINT_DUTY_FACTOR * t ms before the next one (at most ~5% of one core), however fast events arrive.
+# A 3 ms paint keeps the full timer rate; a 30 ms one (a slow or busy machine) redraws about 1.6 times a second.
+PAINT_DUTY_FACTOR = 20
 
 
 def format_si(x: float) -> str:
@@ -61,6 +66,21 @@ def _curve(color: str, *, width: float = 1.5, alpha: int = 255, dashed: bool = F
         item.setClipToView(True)
         item.setDownsampling(auto=True, method="peak")
     return item
+
+
+class _TimedGraphics(pg.GraphicsLayoutWidget):
+    """Remembers how long its last paint took (the redraw budget depends on it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_paint_ms = 0.0
+        self.last_paint_end = 0.0
+
+    def paintEvent(self, event) -> None:
+        start = time.perf_counter()
+        super().paintEvent(event)
+        self.last_paint_end = time.perf_counter()
+        self.last_paint_ms = (self.last_paint_end - start) * 1000
 
 
 class TrainingPlots(QWidget):
@@ -117,7 +137,7 @@ class TrainingPlots(QWidget):
         controls.addWidget(self.csv_button)
 
         # ---- plots
-        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics = _TimedGraphics()
         self.graphics.setMinimumHeight(260)
         self.loss_plot: pg.PlotItem = self.graphics.addPlot(row=0, col=0, colspan=2, title="Loss")
         self.lr_plot: pg.PlotItem = self.graphics.addPlot(row=1, col=0, title="Learning rate")
@@ -126,6 +146,9 @@ class TrainingPlots(QWidget):
         self.graphics.ci.layout.setRowStretchFactor(1, 2)
         for plot in self._plots():
             plot.showGrid(x=True, y=True, alpha=0.15)
+            for name in ("left", "bottom"):
+                # Grid lines at major ticks only: a third of the paint time of the default three levels.
+                plot.getAxis(name).setStyle(maxTickLevel=0)
             plot.setMenuEnabled(True)
         self.lr_plot.getAxis("left").setWidth(52)
         self.loss_plot.getAxis("left").setWidth(52)
@@ -190,7 +213,7 @@ class TrainingPlots(QWidget):
 
         self._timer = QTimer(self)
         self._timer.setInterval(REDRAW_MS)
-        self._timer.timeout.connect(self.redraw)
+        self._timer.timeout.connect(self._on_timer)
         self._timer.start()
         self._on_smoothing(self.smoothing_slider.value())
         self._restyle()
@@ -334,10 +357,15 @@ class TrainingPlots(QWidget):
     # ------------------------------------------------------------------ drawing
 
     @Slot()
-    def redraw(self) -> None:
-        """Push every changed run to its curves (called by the timer; cheap when nothing changed)."""
+    def redraw(self, force: bool = True) -> None:
+        """Push every changed run to its curves (cheap when nothing changed). The timer calls it with
+        force=False, which also waits out the paint budget."""
         if self._restyle_pending:
             self._restyle()
+        if not force and (time.perf_counter() - self.graphics.last_paint_end) * 1000 < \
+                PAINT_DUTY_FACTOR * self.graphics.last_paint_ms:
+            return
+        changed = False
         for run in self.runs:
             curves = self._curves[id(run)]
             if curves.drawn_version == run.version:
@@ -353,6 +381,20 @@ class TrainingPlots(QWidget):
             curves.speed.setData(x, run.tokens_per_s.view())
             vx = run.val_tokens_seen.view() if self._x_tokens else run.val_step.view()
             curves.val.setData(vx, run.val_loss.view())
+            changed = True
+        if changed:
+            self._range_speed_from_zero()
+
+    def _range_speed_from_zero(self) -> None:
+        """Throughput on a y axis from 0, so small wobbles do not look like big swings."""
+        tops = [np.nanmax(r.tokens_per_s.view()) for r in self.runs if r.visible and r.num_steps]
+        tops = [t for t in tops if np.isfinite(t) and t > 0]
+        if tops:
+            self.speed_plot.setYRange(0, max(tops) * 1.1, padding=0)
+
+    @Slot()
+    def _on_timer(self) -> None:
+        self.redraw(force=False)
 
     def drawn_points(self, run: RunData | None = None) -> int:
         """How many points the smoothed loss curve of a run shows now."""

@@ -35,6 +35,8 @@ class LRPreview(pg.PlotWidget):
         self.setMenuEnabled(False)
         item = self.getPlotItem()
         item.showGrid(x=True, y=True, alpha=0.15)
+        for name in ("left", "bottom"):
+            item.getAxis(name).setStyle(maxTickLevel=0)
         item.getAxis("left").setWidth(48)
         item.setTitle("Learning-rate schedule", size="9pt")
         self.curve = self.plot(pen=pg.mkPen(theme.series_color("lr"), width=2),
