@@ -154,9 +154,9 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, tokenizer: 
         raise CheckpointError(f"cannot save to {path}: the folder {folder} does not exist")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     os.close(fd)
-    _set_default_permissions(tmp_name)
     try:
         save_file(tensors, tmp_name, metadata=metadata)
+        _set_default_permissions(tmp_name)  # after writing: safetensors recreates the file
         fd = os.open(tmp_name, os.O_RDWR)
         try:
             os.fsync(fd)  # the bytes are on disk before the name points at them
@@ -171,12 +171,20 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, tokenizer: 
     return path
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# Read once, at import: os.umask can only be read by setting it, which would race with other threads' files.
+_UMASK = _read_umask() if os.name == "posix" else 0
+
+
 def _set_default_permissions(file_name: str) -> None:
     # mkstemp creates the file private (0600); a saved model should get the usual rights (0666 - umask).
     if os.name == "posix":
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(file_name, 0o666 & ~umask)
+        os.chmod(file_name, 0o666 & ~_UMASK)
 
 
 # ---------------------------------------------------------------- reading and validating

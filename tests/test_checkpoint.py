@@ -119,6 +119,13 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["model.safetensors"]  # no temp file left behind
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_saved_file_gets_the_usual_permissions(tmp_path):
+    # The temp file is private while it is written; the finished checkpoint is readable as any saved file.
+    path = save_checkpoint(tmp_path / "m.safetensors", GPT(CONFIG), CharTokenizer("abc"))
+    assert path.stat().st_mode & 0o777 == 0o666 & ~ckpt_module._UMASK
+
+
 def test_save_into_missing_folder(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         save_checkpoint(tmp_path / "no" / "m.safetensors", GPT(CONFIG), CharTokenizer("abc"))
