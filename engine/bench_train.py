@@ -125,7 +125,7 @@ def bench_precision(args: argparse.Namespace, device: torch.device, precision: s
         for name, step in steps.items():
             times[name] += _time_steps(step, args.steps, device)
 
-    peak = peak_flops(device, precision)
+    peak = peak_flops(device, precision, refresh=True)  # a fresh probe: a stale low one would inflate MFU
     flops_per_step = ours.flops_per_token() * B * T
     result: dict[str, Any] = {"precision": precision, "device": device_name(device), "preset": args.preset,
                               "vocab_size": config.vocab_size, "batch_size": B, "context_length": T,

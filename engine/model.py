@@ -76,6 +76,8 @@ class CausalSelfAttention(nn.Module):
             scores = scores.masked_fill(~mask, float("-inf"))
             weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
             y = weights @ v
+        elif start == 0 and q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled():
+            y = _causal_attention_bf16_cpu(q, k, v, self.drop_rate if self.training else 0.0)
         elif start == 0:
             y = F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, dropout_p=self.drop_rate if self.training else 0.0
@@ -88,6 +90,23 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_drop(self.out_proj(y)), weights
+
+
+def _causal_attention_bf16_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    """Causal attention as two batched matmuls, for bf16 training on a CPU.
+
+    There, PyTorch's fused (flash) CPU kernel takes about twice as long forward + backward as plain bf16
+    matmuls at the context lengths this app trains (measured 23.6 vs 11.0 ms at 8 x 6 heads x 256 x 64);
+    the T x T scores it materialises are small there. The mask is added inside the first matmul (baddbmm).
+    """
+    B, H, T, D = q.shape
+    mask = torch.full((T, T), float("-inf"), device=q.device, dtype=q.dtype).triu(1)
+    scores = torch.baddbmm(mask.expand(B * H, T, T), q.reshape(B * H, T, D), k.reshape(B * H, T, D).transpose(1, 2),
+                           alpha=1.0 / math.sqrt(D))
+    weights = torch.softmax(scores, dim=-1)
+    if dropout_p > 0:
+        weights = F.dropout(weights, p=dropout_p)
+    return (weights @ v.reshape(B * H, T, D)).view(B, H, T, D)
 
 
 class MLP(nn.Module):
