@@ -25,9 +25,9 @@ from app.widgets.run_data import DebiasedEMA, RunData, write_csv
 
 REDRAW_MS = 66  # ~15 Hz
 # Painting must not steal the training's CPU: after a paint that took t ms, wait at least
-# PAINT_DUTY_FACTOR * t ms before the next one (at most ~5% of one core), however fast events arrive.
-# A 3 ms paint keeps the full timer rate; a 30 ms one (a slow or busy machine) redraws about 1.6 times a second.
-PAINT_DUTY_FACTOR = 20
+# PAINT_DUTY_FACTOR * t ms before the next one (at most ~2.5% of one core), however fast events arrive.
+# A 1.5 ms paint keeps the full timer rate; a 20 ms one (a slow or busy machine) redraws about once a second.
+PAINT_DUTY_FACTOR = 40
 
 
 def format_si(x: float) -> str:
