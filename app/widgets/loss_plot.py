@@ -24,10 +24,11 @@ from app import dialogs, theme
 from app.widgets.run_data import DebiasedEMA, RunData, write_csv
 
 REDRAW_MS = 66  # ~15 Hz
-# Painting must not steal the training's CPU: after a paint that took t ms, wait at least
+# Painting must not steal the training's CPU: after a redraw whose paints took t ms, wait at least
 # PAINT_DUTY_FACTOR * t ms before the next one (at most ~2.5% of one core), however fast events arrive.
-# A 1.5 ms paint keeps the full timer rate; a 20 ms one (a slow or busy machine) redraws about once a second.
+# 1.5 ms of painting keeps the full timer rate; 20 ms (a slow or busy machine) redraws about once a second.
 PAINT_DUTY_FACTOR = 40
+MAX_PAINT_WAIT_MS = 1500  # one slow paint (the first one loads fonts) must not freeze the plots for long
 
 
 def format_si(x: float) -> str:
@@ -69,18 +70,16 @@ def _curve(color: str, *, width: float = 1.5, alpha: int = 255, dashed: bool = F
 
 
 class _TimedGraphics(pg.GraphicsLayoutWidget):
-    """Remembers how long its last paint took (the redraw budget depends on it)."""
+    """Adds up the time its paints take (the redraw budget depends on it)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.last_paint_ms = 0.0
-        self.last_paint_end = 0.0
+        self.paint_ms_total = 0.0
 
     def paintEvent(self, event) -> None:
         start = time.perf_counter()
         super().paintEvent(event)
-        self.last_paint_end = time.perf_counter()
-        self.last_paint_ms = (self.last_paint_end - start) * 1000
+        self.paint_ms_total += (time.perf_counter() - start) * 1000
 
 
 class TrainingPlots(QWidget):
@@ -211,6 +210,8 @@ class TrainingPlots(QWidget):
         self.runs_list.itemChanged.connect(self._on_run_item_changed)
         self.clear_button.clicked.connect(self.clear_earlier_runs)
 
+        self._last_redraw = 0.0
+        self._paint_ms_at_redraw = 0.0
         self._timer = QTimer(self)
         self._timer.setInterval(REDRAW_MS)
         self._timer.timeout.connect(self._on_timer)
@@ -362,8 +363,12 @@ class TrainingPlots(QWidget):
         force=False, which also waits out the paint budget."""
         if self._restyle_pending:
             self._restyle()
-        if not force and (time.perf_counter() - self.graphics.last_paint_end) * 1000 < \
-                PAINT_DUTY_FACTOR * self.graphics.last_paint_ms:
+        # Every paint since the last redraw (the redraw's own and those it set off, such as auto-range)
+        # counts against the budget.
+        now = time.perf_counter()
+        spent_ms = self.graphics.paint_ms_total - self._paint_ms_at_redraw
+        wait_ms = min(PAINT_DUTY_FACTOR * spent_ms, MAX_PAINT_WAIT_MS)
+        if not force and (now - self._last_redraw) * 1000 < wait_ms:
             return
         changed = False
         for run in self.runs:
@@ -384,6 +389,8 @@ class TrainingPlots(QWidget):
             changed = True
         if changed:
             self._range_speed_from_zero()
+            self._last_redraw = now
+            self._paint_ms_at_redraw = self.graphics.paint_ms_total
 
     def _range_speed_from_zero(self) -> None:
         """Throughput on a y axis from 0, so small wobbles do not look like big swings."""
