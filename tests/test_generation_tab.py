@@ -340,3 +340,21 @@ def test_other_precisions_generate_and_explain(qtbot, tab, precision):
     # int8 quantizes activations with a range measured per call, so a one-row recomputation differs a
     # little from the batched step; bf16 rounds the same way both times.
     np.testing.assert_allclose(raw[list(record.top_ids)], record.top_raw, atol=2e-3 if precision == "int8" else 1e-4)
+
+
+def test_starter_prompt_comes_from_the_corpus_once(qtbot):
+    from engine.data import Corpus
+
+    state, runner = AppState(), JobRunner()
+    widget = GenerationTab(state, runner)
+    qtbot.addWidget(widget)
+    model, tokenizer = small_model()
+    state.set_model(model, tokenizer)
+    assert widget.prompt.toPlainText() == ""  # no corpus yet: nothing to offer
+    state.set_corpus(Corpus("notes", ["***\n\nthe cat sat on the mat and slept\nmore text"], "", "test"))
+    assert widget.prompt.toPlainText() == "the cat sat on "
+    widget.prompt.setPlainText("")  # a person cleared it: an empty prompt stays empty
+    state.set_corpus(Corpus("other", ["a dog ran in the park"], "", "test"))
+    state.set_model(*small_model(seed=1))
+    assert widget.prompt.toPlainText() == ""
+    runner.stop_all()

@@ -175,6 +175,8 @@ class GenerationTab(QWidget):
         self.columns: list[DecoderColumn] = []
         self._build()
         state.model_changed.connect(self._on_model_changed)
+        state.corpus_changed.connect(self._offer_starter_prompt)
+        self._starter_offered = False
         runner.job_started.connect(self._on_other_jobs)
         runner.job_finished.connect(self._on_other_jobs)
         for preset in ("Greedy", "Balanced"):
@@ -403,7 +405,23 @@ class GenerationTab(QWidget):
         return self.job is not None
 
     @Slot()
+    @Slot()
+    def _offer_starter_prompt(self) -> None:
+        """Once per session, an empty prompt gets the start of a line from the corpus, so a first
+        Generate shows the model continuing text it knows (a person may clear it for an empty prompt)."""
+        corpus = self.state.corpus
+        if self._starter_offered or corpus is None or self.prompt.toPlainText():
+            return
+        for document in corpus.documents[:50]:
+            for line in document.splitlines():
+                words = line.split()
+                if len(words) >= 3 and sum(c.isalpha() for c in line) > len(line) / 2:
+                    self._starter_offered = True
+                    self.prompt.setPlainText(" ".join(words[:4]) + " ")
+                    return
+
     def _on_model_changed(self) -> None:
+        self._offer_starter_prompt()
         if self.is_generating():
             self._restart_after_stop = False
             self.stop()
