@@ -298,7 +298,7 @@ def _run_train(args: argparse.Namespace, dist: distributed.DistContext | None = 
         val = f", val loss {finished.final_val_loss:.4f}" if finished and finished.final_val_loss is not None else ""
         print(f"saved {out} (step {trainer.step:,}{val})")
     if finished is not None and finished.reason == "stopped":
-        if not args.json:
+        if not args.json and distributed.is_main_process():  # once, not from every torchrun process
             print(f"stopped early; continue with: python -m engine train --resume {out} --out {out}",
                   file=sys.stderr)
         return 130
