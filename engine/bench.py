@@ -11,6 +11,8 @@ import importlib
 import sys
 from typing import Any
 
+from .cli import one_line_errors
+
 BENCHMARKS = {
     "train": ("engine.bench_train", "a training step of our GPT against transformers' GPT2LMHeadModel"),
     "tokenizer": ("engine.bench_tokenizer", "tokenizer encoding speed"),
@@ -31,6 +33,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="?", choices=list(BENCHMARKS), metavar="WHAT", help=", ".join(BENCHMARKS))
     p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    one_line_errors(p)
     p.set_defaults(func=run_bench)
 
 
@@ -53,9 +56,5 @@ def run_bench(args: argparse.Namespace) -> int:
                                      description=f"Benchmark: {BENCHMARKS[args.what][1]}.")
     if hasattr(module, "add_arguments"):
         module.add_arguments(parser)
-
-    def error(message: str):  # one line, like the rest of the command line
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-    parser.error = error  # type: ignore[method-assign]
+    one_line_errors(parser)  # one line, like the rest of the command line
     return int(module.run(parser.parse_args(args.args)) or 0)

@@ -13,12 +13,8 @@ import json
 import sys
 from typing import Any
 
+from .cli import one_line_errors
 from .precision import PRECISIONS
-
-
-def _error(message: str):
-    print(f"error: {message} (see --help)", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def register(subparsers: Any) -> None:
@@ -27,7 +23,7 @@ def register(subparsers: Any) -> None:
         description="Generate text from a checkpoint. Filters apply in this order, as in Hugging Face "
                     "transformers: repetition penalty, temperature, top-k, top-p, min-p. An empty prompt starts "
                     "from the end-of-text token (or a newline); a prompt longer than the context keeps its end.")
-    p.error = _error  # type: ignore[method-assign]
+    one_line_errors(p)
     p.add_argument("checkpoint", metavar="CKPT", help="a .safetensors checkpoint")
     p.add_argument("--prompt", required=True, metavar="TEXT", help="text to continue (may be empty)")
     p.add_argument("--max-new-tokens", type=int, default=100, metavar="N", help="tokens to generate (default 100)")

@@ -18,18 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .cli import one_line_errors
 from .events import ProgressEvent
 
 SPINNER = "|/-\\"
-
-
-def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Report a bad flag as one `error:` line (exit 2) instead of usage + message."""
-    def error(message: str):
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-    parser.error = error  # type: ignore[method-assign]
-    return parser
 
 
 class ProgressBar:
@@ -63,7 +55,7 @@ def register(subparsers: Any) -> None:
     tok_sub = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION")
     tok_sub.required = True
 
-    p = _one_line_errors(tok_sub.add_parser(
+    p = one_line_errors(tok_sub.add_parser(
         "train", help="train a byte-level BPE on a corpus",
         description="Train a byte-level BPE (GPT-2 or GPT-4 pre-tokenization) and write a tokenizer file."))
     p.add_argument("--corpus", required=True, metavar="NAME|PATH", help="built-in corpus or a text file / folder")
@@ -76,11 +68,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per event")
     p.set_defaults(func=cmd_train)
 
-    p = _one_line_errors(tok_sub.add_parser("list", help="named tiktoken encodings and whether they are available"))
+    p = one_line_errors(tok_sub.add_parser("list", help="named tiktoken encodings and whether they are available"))
     p.add_argument("--download", action="store_true", help="fetch the ones not in the cache yet")
     p.set_defaults(func=cmd_list)
 
-    p = _one_line_errors(subparsers.add_parser(
+    p = one_line_errors(subparsers.add_parser(
         "tokenize", help="show how a tokenizer splits a text",
         description="Print the tokens of TEXT ('-' reads stdin). Special-token text such as <|endoftext|> is "
                     "encoded as ordinary text."))
@@ -94,7 +86,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("text", metavar="TEXT")
     p.set_defaults(func=cmd_tokenize)
 
-    p = _one_line_errors(subparsers.add_parser(
+    p = one_line_errors(subparsers.add_parser(
         "import-hf", help="turn a Hugging Face GPT-2 folder into a checkpoint",
         description="Read config.json, model.safetensors, vocab.json and merges.txt from DIR and write one "
                     "playground checkpoint (tokenizer rebuilt as a tiktoken encoding; works offline)."))

@@ -15,9 +15,10 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .checkpoint import Checkpoint, load_checkpoint, read_checkpoint_info
+from .cli import one_line_errors
 from . import distributed
 from .config import PRESETS, ModelConfig, TrainConfig, preset
 from .distributed import DEFAULT_TIMEOUT_S
@@ -34,17 +35,8 @@ class UsageError(ValueError):
     """Bad combination of flags: one line for the user."""
 
 
-def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Make argparse report a bad flag as one `error:` line (exit 2) instead of usage + message."""
-    def error(message: str):
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-    parser.error = error  # type: ignore[method-assign]
-    return parser
-
-
 def register(subparsers: Any) -> None:
-    p = _one_line_errors(subparsers.add_parser(
+    p = one_line_errors(subparsers.add_parser(
         "train", help="train a GPT (new, fine-tuned with --init, or continued with --resume)",
         description="Train a GPT and save it as one .safetensors checkpoint. The first Ctrl-C stops after the "
                     "current step and saves (resumable with --resume); a second Ctrl-C aborts without saving."))
@@ -92,7 +84,7 @@ def register(subparsers: Any) -> None:
     out.add_argument("--json", action="store_true", help="print one JSON object per event instead of a progress bar")
     p.set_defaults(func=run_train)
 
-    i = _one_line_errors(subparsers.add_parser("info", help="describe a checkpoint without loading its weights"))
+    i = one_line_errors(subparsers.add_parser("info", help="describe a checkpoint without loading its weights"))
     i.add_argument("checkpoint", metavar="CKPT")
     i.add_argument("--json", action="store_true", help="print the description as JSON")
     i.set_defaults(func=run_info)
@@ -182,9 +174,9 @@ def _prepare(args: argparse.Namespace):
 class _Progress:
     """Human output: a one-line progress bar redrawn with a carriage return (plain lines when piped)."""
 
-    def __init__(self, stream=sys.stdout):
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout  # looked up now, not at import: sys.stdout may have been replaced
+        self.tty = self.stream.isatty()
         self.val: float | None = None
         self.last_draw = 0.0
         self.line_open = False
