@@ -201,6 +201,13 @@ def test_peak_flops_is_measured_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(device_module, "_peak_memo", {})  # a new process: reads the cache file
     assert device_module.peak_flops(cpu, "fp32") == 1e11
     assert calls == ["fp32"] and (tmp_path / "peak_flops.json").exists()
+    # A probe taken on a busy machine reads low: a refresh (the benchmarks) keeps the higher figure.
+    monkeypatch.setattr(device_module, "measure_peak_flops", lambda d, p: 3e11)
+    assert device_module.peak_flops(cpu, "fp32", refresh=True) == 3e11
+    monkeypatch.setattr(device_module, "measure_peak_flops", lambda d, p: 2e11)
+    assert device_module.peak_flops(cpu, "fp32", refresh=True) == 3e11
+    monkeypatch.setattr(device_module, "_peak_memo", {})
+    assert device_module.peak_flops(cpu, "fp32") == 3e11  # and the cache file has it
 
 
 def test_learns_the_copy_task():
