@@ -213,3 +213,28 @@ def test_default_text_is_a_pattern_for_synthetic_tasks():
     assert text.startswith("abcdef|abcdef\n") and len(text) <= 120
     prose = Corpus("prose", ["short", "A much longer document that is long enough to be a passage. " * 20])
     assert default_text(prose).startswith("A much longer document")
+
+
+def test_run_button_stops_a_run_in_progress(qtbot, tab, monkeypatch):
+    import time
+
+    from app.tabs import attention as attention_module
+    from engine.events import ProgressEvent
+
+    real_job = attention_module.attention_job
+
+    def slow_job(*args):  # a big model: the forward takes a while before the maps arrive
+        yield ProgressEvent(job="attention", done=0, total=1, message="working")
+        time.sleep(0.5)
+        yield from real_job(*args)
+
+    monkeypatch.setattr(attention_module, "attention_job", slow_job)
+    tab.text.setPlainText(TEXT)
+    tab.run_button.click()
+    assert tab.busy and tab.run_button.text() == "Stop" and tab.run_button.isEnabled()
+    tab.run_button.click()
+    qtbot.waitUntil(lambda: not tab.busy, timeout=20_000)
+    assert tab._text_maps is None  # the stopped run shows nothing
+    assert "Stopped" in tab.status.text() and tab.run_button.text() == "Run"
+    run_on(qtbot, tab, TEXT)  # and the next run works
+    assert tab._text_maps is not None

@@ -32,6 +32,7 @@ from app.worker import JobRunner
 from engine.data import Corpus
 
 JOB_NAME = "attention"
+RUN_TOOLTIP = "Run the current model on the text and capture the attention of every head"
 MODE_HEAD, MODE_MEAN, MODE_ROLLOUT = "head", "mean", "rollout"
 SYNTHETIC_TASKS = ("copy", "reverse", "sort", "addition")
 FALLBACK_TEXT = "The cat sat on the mat. The cat sat on the mat again, because the mat was warm."
@@ -123,6 +124,7 @@ class AttentionTab(QWidget):
         self._default_text = self._make_default_text()
         self._rerun_when_shown = False
         self._rerun_after_job = False
+        self._stopping = False
 
         self._build_ui()
         self.text.setPlainText(self._default_text)
@@ -143,8 +145,8 @@ class AttentionTab(QWidget):
         self.text.setMaximumHeight(80)
         self.run_button = QPushButton("Run")
         self.run_button.setDefault(True)
-        self.run_button.setToolTip("Run the current model on the text and capture the attention of every head")
-        self.run_button.clicked.connect(self.run)
+        self.run_button.setToolTip(RUN_TOOLTIP)
+        self.run_button.clicked.connect(self.on_run_clicked)
         self.sample_button = QPushButton("Sample text")
         self.sample_button.setToolTip("Put a passage of the current corpus back in the box")
         self.sample_button.clicked.connect(lambda: self.text.setPlainText(self._make_default_text()))
@@ -268,10 +270,23 @@ class AttentionTab(QWidget):
         return self._job is not None
 
     @Slot()
+    def on_run_clicked(self) -> None:
+        """The button runs the model, or stops the run in progress (a big model on a long text takes seconds)."""
+        if self._job is None:
+            self.run()
+            return
+        self._rerun_after_job = False
+        self._stopping = True
+        self._job.stop()
+        self.run_button.setEnabled(False)
+        self.status.setText("Stopping…")
+
+    @Slot()
     def run(self) -> None:
         """Run the current model on the text box (in a job)."""
         if self._job is not None:
             return
+        self._stopping = False
         model, tokenizer = self.state.model, self.state.tokenizer
         if model is None or tokenizer is None:
             self._notify("No model yet: train one in the Training tab or open a checkpoint.")
@@ -298,6 +313,8 @@ class AttentionTab(QWidget):
 
     @Slot(list)
     def _on_job_events(self, events: list) -> None:
+        if self._stopping:
+            return  # stopped by the user: what was already computed is dropped
         for event in events:
             if getattr(event, "kind", "") == AttentionResult.kind:
                 self._text_maps = _Maps(event.maps, list(event.labels), list(event.pieces), event.thumbs,
@@ -321,6 +338,8 @@ class AttentionTab(QWidget):
     @Slot()
     def _on_job_finished(self) -> None:
         self._job = None
+        if self._stopping:
+            self.status.setText("Stopped. Press Run to run the model on the text.")
         if self._text_maps is not None and self._text_maps.rollout_pending:  # the job failed or stopped
             self._text_maps.rollout_pending = False
         self._set_busy(False)
@@ -329,8 +348,9 @@ class AttentionTab(QWidget):
             self.run()
 
     def _set_busy(self, busy: bool, message: str = "") -> None:
-        self.run_button.setEnabled(not busy)
-        self.run_button.setText("Running…" if busy else "Run")
+        self.run_button.setEnabled(True)
+        self.run_button.setText("Stop" if busy else "Run")
+        self.run_button.setToolTip("Stop this run" if busy else RUN_TOOLTIP)
         if message:
             self.status.setText(message)
 
