@@ -7,6 +7,7 @@ current model (with its training history, so Save keeps the curves).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ OPEN_FILE = "\x00open-file"  # corpus combo item that opens a file dialog
 CURRENT = "\x00current"  # tokenizer combo item: the current model's tokenizer
 PENDING = "\x00pending"  # tokenizer combo item: the one the Tokenizer tab handed over
 BPE_SIZES = (256 + 256, 1024, 2048, 4096, 8192)
+STATS_INTERVAL_S = 0.25  # how often the progress bar and the throughput line change while training
 KNOWN_VOCAB = {"gpt2": 50257, "r50k_base": 50257, "p50k_base": 50281, "cl100k_base": 100277, "o200k_base": 200019}
 
 
@@ -74,6 +76,8 @@ class TrainingTab(QWidget):
         self._adopting = False
         self._adopted = False
         self._stopping = False
+        self._pending_step = None  # the latest step event not shown yet (see _on_events)
+        self._step_shown_at = 0.0
         self._corpus_job: Job | None = None
         self._corpus_wanted: str | None = None
         self._corpus_chars: dict[str, int] = {}  # source -> distinct characters (char vocab estimate)
@@ -773,7 +777,18 @@ class TrainingTab(QWidget):
             elif kind == "error":
                 self._show_error_once("Training stopped", event.message + (f"\n\n{event.hint}" if event.hint else ""))
         if last_step is not None:
-            self._show_step(last_step)
+            self._pending_step = last_step
+            # The progress bar repaints at once on every change: ~4 times a second is plenty, and spares
+            # the training's CPU on small machines.
+            if time.monotonic() - self._step_shown_at >= STATS_INTERVAL_S:
+                self._flush_step()
+
+    def _flush_step(self) -> None:
+        """Show the latest step that is not on screen yet."""
+        if self._pending_step is not None:
+            self._show_step(self._pending_step)
+            self._pending_step = None
+            self._step_shown_at = time.monotonic()
 
     def _progress_text(self, step: int, eta: float | None) -> str:
         total = self._started_event.total_steps if self._started_event else 0
@@ -813,6 +828,7 @@ class TrainingTab(QWidget):
 
     @Slot()
     def _on_paused(self) -> None:
+        self._flush_step()
         self.message_label.setText("Paused")
         self.pause_button.setText("Resume")
 
@@ -824,6 +840,7 @@ class TrainingTab(QWidget):
 
     @Slot()
     def _on_finished(self) -> None:
+        self._flush_step()
         training = self._training
         self._adopt_model()
         self._job = None
