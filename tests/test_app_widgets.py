@@ -225,3 +225,26 @@ def test_worker_reports_torch_runtime_errors_and_delivers_earlier_events(qtbot):
     assert runner.stop_all(10000)  # the pool thread is done too (no race with the process exiting)
     assert received == ["first"]
     assert errors == ["mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)"]
+
+
+def test_form_labels_explain_their_fields(qtbot):
+    from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QSpinBox, QWidget
+
+    from app.widgets.forms import share_tooltips_with_labels
+    from app.widgets.model_form import ModelForm
+
+    form = ModelForm()
+    qtbot.addWidget(form)
+    labels = {w.text(): w.toolTip() for w in form.findChildren(QLabel)}
+    assert labels["n_heads"] == form.n_heads.toolTip() and "head" in labels["n_heads"].lower()
+    # a row whose field is a layout takes its tooltip from the named fallback widget
+    host = QWidget()
+    qtbot.addWidget(host)
+    layout = QFormLayout(host)
+    seed = QSpinBox()
+    seed.setToolTip("the seed")
+    row = QHBoxLayout()
+    row.addWidget(seed)
+    layout.addRow("Seed", row)
+    share_tooltips_with_labels(layout, fallbacks={0: seed})
+    assert layout.itemAt(0, QFormLayout.ItemRole.LabelRole).widget().toolTip() == "the seed"

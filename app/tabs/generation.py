@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QFrame, QHBoxL
                                QVBoxLayout, QWidget)
 
 from app.state import AppState
+from app.widgets.forms import share_tooltips_with_labels
 from app.widgets.gen_column import DecoderColumn
 from app.widgets.gen_distribution import DistributionData, DistributionView
 from app.widgets.gen_presets import SamplingSettings
@@ -249,12 +250,7 @@ class GenerationTab(QWidget):
         self.stop_at_eot.setToolTip("End a column when it produces the tokenizer's end-of-text token "
                                     "(tokenizers without one, like char, never stop early)")
         form.addRow("", self.stop_at_eot)
-        for i in range(form.rowCount()):
-            label = form.itemAt(i, QFormLayout.ItemRole.LabelRole)
-            field_item = form.itemAt(i, QFormLayout.ItemRole.FieldRole)
-            if label is not None and label.widget() is not None and field_item is not None:
-                w = field_item.widget() or self.seed
-                label.widget().setToolTip(w.toolTip())
+        share_tooltips_with_labels(form, fallbacks={1: self.seed})  # row 1, the seed, is a layout
 
         self.generate_button = QPushButton("Generate")
         self.generate_button.setDefault(True)

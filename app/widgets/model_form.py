@@ -9,6 +9,7 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout,
                                QLabel, QSpinBox, QVBoxLayout, QWidget)
 
+from app.widgets.forms import share_tooltips_with_labels
 from engine.config import (BYTES_PER_PARAM, MAX_CONTEXT_LENGTH, MAX_EMB_DIM, MAX_HEADS, MAX_LAYERS, MAX_VOCAB_SIZE,
                            PRESETS, ModelConfig)
 
@@ -103,11 +104,7 @@ class ModelForm(QWidget):
         form.addRow("n_layers", self.n_layers)
         form.addRow("drop_rate", self.drop_rate)
         form.addRow("qkv_bias", self.qkv_bias)
-        for row in range(form.rowCount()):
-            label = form.itemAt(row, QFormLayout.ItemRole.LabelRole)
-            field = form.itemAt(row, QFormLayout.ItemRole.FieldRole)
-            if label and field and label.widget() and field.widget():
-                label.widget().setToolTip(field.widget().toolTip())
+        share_tooltips_with_labels(form)
 
         memory = QGridLayout()
         memory.setContentsMargins(0, 4, 0, 0)

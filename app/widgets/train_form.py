@@ -9,6 +9,7 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout,
                                QWidget)
 
+from app.widgets.forms import share_tooltips_with_labels
 from app.widgets.lr_preview import LRPreview
 from engine.config import TrainConfig
 
@@ -154,11 +155,7 @@ class TrainSettingsForm(QWidget):
         form.addRow("Device", self.device)
         form.addRow("Seed", self.seed)
         form.addRow("", self.compile)
-        for row in range(form.rowCount()):
-            label = form.itemAt(row, QFormLayout.ItemRole.LabelRole)
-            field = form.itemAt(row, QFormLayout.ItemRole.FieldRole)
-            if label and field and label.widget() and field.widget():
-                label.widget().setToolTip(field.widget().toolTip())
+        share_tooltips_with_labels(form)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
