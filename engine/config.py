@@ -16,6 +16,17 @@ MAX_HEADS = 256
 MAX_LAYERS = 256
 
 
+def strict_fields(cls: type, data: Any, what: str) -> dict[str, Any]:
+    """The keyword arguments of a dataclass read from JSON: a clear ValueError for a non-object or an unknown key
+    (a typo in a settings file must not pass silently)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must be a JSON object")
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} field(s): {', '.join(sorted(unknown))}")
+    return data
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The shape of a GPT, with the names used by GPT-2 and 'Build a LLM from scratch'."""
@@ -84,13 +95,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        if not isinstance(data, dict):
-            raise ValueError("model config must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model config field(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return cls(**strict_fields(cls, data, "model config"))
 
     def with_changes(self, **changes: Any) -> "ModelConfig":
         """A copy with some fields changed (validated again)."""

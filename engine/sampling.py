@@ -20,11 +20,13 @@ batch); a stage that no row uses costs nothing.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from .config import strict_fields
 
 MAX_NEW_TOKENS = 1_000_000
 MAX_TEMPERATURE = 100.0
@@ -103,13 +105,7 @@ class SamplingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SamplingConfig":
-        if not isinstance(data, dict):
-            raise ValueError("sampling settings must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown sampling setting(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return cls(**strict_fields(cls, data, "sampling settings"))
 
 
 class RowSettings:
