@@ -35,13 +35,18 @@ def small_model(context_length: int = 32, alphabet: str = ALPHABET, seed: int = 
     return GPT(config).eval(), tokenizer
 
 
-@pytest.fixture
-def tab(qtbot):
+def new_tab(qtbot) -> tuple[GenerationTab, JobRunner]:
+    """A Generation tab on a fresh state holding a small untrained model."""
     state, runner = AppState(), JobRunner()
     widget = GenerationTab(state, runner)
     qtbot.addWidget(widget)
-    model, tokenizer = small_model()
-    state.set_model(model, tokenizer)
+    state.set_model(*small_model())
+    return widget, runner
+
+
+@pytest.fixture
+def tab(qtbot):
+    widget, runner = new_tab(qtbot)
     widget.prompt.setPlainText("the cat sat on the mat. ")
     yield widget
     runner.stop_all()
@@ -345,11 +350,8 @@ def test_other_precisions_generate_and_explain(qtbot, tab, precision):
 def test_starter_prompt_comes_from_the_corpus_once(qtbot):
     from engine.data import Corpus
 
-    state, runner = AppState(), JobRunner()
-    widget = GenerationTab(state, runner)
-    qtbot.addWidget(widget)
-    model, tokenizer = small_model()
-    state.set_model(model, tokenizer)
+    widget, runner = new_tab(qtbot)
+    state = widget.state
     assert widget.prompt.toPlainText() == ""  # no corpus yet: nothing to offer
     state.set_corpus(Corpus("notes", ["***\n\nthe cat sat on the mat and slept\nmore text"], "", "test"))
     assert widget.prompt.toPlainText() == "the cat sat on "
