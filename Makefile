@@ -19,6 +19,8 @@ run: install
 	$(PY) main.py
 
 test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 bench: install

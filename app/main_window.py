@@ -14,23 +14,30 @@ from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, Q
 from PySide6.QtWidgets import QApplication, QFrame, QLabel, QMainWindow, QMessageBox, QTabWidget, QVBoxLayout, QWidget
 
 from app import dialogs, theme
-from app.model_io import (DEFAULT_MODEL, ModelLoadedEvent, default_model_job, import_hf_job, new_model_job,
-                          open_checkpoint_job)
+from app.formatting import format_params
+from app.jobs.model_io import (
+    DEFAULT_MODEL,
+    ModelLoadedEvent,
+    default_model_job,
+    import_hf_job,
+    new_model_job,
+    open_checkpoint_job,
+)
 from app.settings import Settings
 from app.state import AppState
-from app.tabs.training import TrainingTab
-from app.widgets.model_form import format_params
-from app.worker import JobRunner
+from app.tabs.training.tab import TrainingTab
+from app.worker import JobRunner, error_message
+from engine import device_name, pick_device, save_checkpoint
 
 APP_NAME = "LLM Playground"
 TAB_TITLES = ("Training", "Attention", "Tokenizer", "Generation")
 # (title, module, class, what the tab will do: shown until its module exists)
 OTHER_TABS = (
-    ("Attention", "app.tabs.attention", "AttentionTab",
+    ("Attention", "app.tabs.attention.tab", "AttentionTab",
      "Heatmaps of every layer and head on your text, attention rollout, and how heads form during training."),
-    ("Tokenizer", "app.tabs.tokenizer", "TokenizerTab",
+    ("Tokenizer", "app.tabs.tokenizer.tab", "TokenizerTab",
      "Your text cut into tokens by several tokenizers side by side, and a BPE you train here."),
-    ("Generation", "app.tabs.generation", "GenerationTab",
+    ("Generation", "app.tabs.generation.tab", "GenerationTab",
      "Decoders side by side: drag temperature, top-k, top-p and min-p, and see what each filter cut."),
 )
 CHECKPOINT_SUFFIXES = (".safetensors",)
@@ -135,7 +142,8 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         menu = self.menuBar().addMenu("&File")
         self.new_action = self._action("&New model", self.new_model, QKeySequence.StandardKey.New,
-                                       "Fresh untrained weights with the Training tab's shape and the current tokenizer")
+                                       "Fresh untrained weights with the Training tab's shape and the current "
+                                       "tokenizer")
         self.open_action = self._action("&Open checkpoint…", lambda: self.open_checkpoint(), "Ctrl+O",
                                         "Open a .safetensors checkpoint")
         self.save_action = self._action("&Save", self.save, "Ctrl+S", "Save the current model")
@@ -204,8 +212,6 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _set_device(self, choice: str) -> None:
         try:
-            from engine.device import device_name, pick_device
-
             name = device_name(pick_device(choice))
         except ImportError:
             name = choice
@@ -323,8 +329,6 @@ class MainWindow(QMainWindow):
         return self._save_to(path)
 
     def _save_to(self, path: Path) -> bool:
-        from engine.checkpoint import save_checkpoint
-
         model = self.state.model
         if model is None:
             return False
@@ -452,6 +456,4 @@ class MainWindow(QMainWindow):
 
 
 def dialogs_message(exc: BaseException) -> str:
-    from app.worker import error_message
-
     return error_message(exc)

@@ -10,10 +10,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from engine.config import ModelConfig
-from engine.data import Corpus
-from engine.model import GPT
-from engine.tokenizers import Tokenizer
+from engine import GPT, Corpus, ModelConfig, Tokenizer
 
 
 class AppState(QObject):

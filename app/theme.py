@@ -7,14 +7,14 @@ their background and text colours from the palette and restyle themselves when i
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtGui import QColor, QFont, QFontDatabase, QGuiApplication, QIcon, QPalette
+from PySide6.QtWidgets import QApplication, QWidget
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+from app.resources import RESOURCES
+
 THEMES = ("system", "light", "dark")
 
 # Okabe-Ito colours (readable by colour-blind people), then a few more for many runs.
@@ -143,3 +143,14 @@ def setup_application(app: QApplication) -> None:
     theme = os.environ.get("LLM_PLAYGROUND_THEME")
     if theme:
         apply_theme(app, theme)
+
+
+def palette_colours(widget: QWidget) -> tuple[QColor, QColor]:
+    """(background, text) of the widget's palette: plots follow the light or dark theme."""
+    palette = widget.palette()
+    return palette.color(QPalette.ColorRole.Base), palette.color(QPalette.ColorRole.Text)
+
+
+def mono_font() -> QFont:
+    """The system's fixed-width font (commands, ids, sample text)."""
+    return QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)

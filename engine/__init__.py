@@ -1,0 +1,78 @@
+"""LLM Playground's engine: a PyTorch library with no Qt in it, driven the same way by the app, the
+command line (`python -m engine`) and the tests.
+
+`__all__` below is the public API: what the app imports (it imports nothing else from the engine) and
+what users' scripts may rely on. `engine.config`, `engine.model` and `engine.sampling` stay importable
+as modules too.
+"""
+from engine.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint
+from engine.config import (
+                           BYTES_PER_PARAM,
+                           MAX_CONTEXT_LENGTH,
+                           MAX_EMB_DIM,
+                           MAX_HEADS,
+                           MAX_LAYERS,
+                           MAX_VOCAB_SIZE,
+                           PRESETS,
+                           ModelConfig,
+                           TrainConfig,
+                           preset,
+)
+from engine.data import BUILTIN_CORPORA, Corpus, CorpusError, Dataset, corpus_names, is_synthetic, load_corpus
+from engine.device import (
+                           INFERENCE_PRECISIONS,
+                           TRAINING_PRECISIONS,
+                           check_precision,
+                           device_name,
+                           pick_device,
+                           precision_options,
+                           precision_problem,
+)
+from engine.events import Event, ProgressEvent
+from engine.generation import (
+                           attention_maps,
+                           attention_rollout,
+                           decoder_for,
+                           filter_stages,
+                           next_token_probs,
+                           prompt_token_ids,
+                           stream_generate,
+                           weights_memory_bytes,
+)
+from engine.generation.sampling import SamplingConfig
+from engine.hf_import import import_hf_folder
+from engine.model import GPT
+from engine.tokenizers import (
+                           NAMED_ENCODINGS,
+                           CharTokenizer,
+                           Tokenizer,
+                           get_tokenizer,
+                           merges_table,
+                           named_encoding_status,
+                           render_bytes,
+                           train_bpe_job,
+)
+from engine.training.trainer import Trainer, lr_at
+
+__all__ = [
+    # models and configs
+    "GPT", "ModelConfig", "TrainConfig", "PRESETS", "preset", "BYTES_PER_PARAM", "MAX_CONTEXT_LENGTH", "MAX_EMB_DIM",
+    "MAX_HEADS", "MAX_LAYERS", "MAX_VOCAB_SIZE",
+    # files
+    "CheckpointError", "load_checkpoint", "read_checkpoint_info", "save_checkpoint", "import_hf_folder",
+    # data
+    "BUILTIN_CORPORA", "Corpus", "CorpusError", "Dataset", "corpus_names", "is_synthetic", "load_corpus",
+    # devices and precisions
+    "INFERENCE_PRECISIONS", "TRAINING_PRECISIONS", "check_precision", "device_name", "pick_device",
+    "precision_options", "precision_problem",
+    # events
+    "Event", "ProgressEvent",
+    # inference
+    "SamplingConfig", "next_token_probs", "filter_stages", "attention_maps", "attention_rollout", "decoder_for",
+    "prompt_token_ids", "stream_generate", "weights_memory_bytes",
+    # tokenizers
+    "NAMED_ENCODINGS", "CharTokenizer", "Tokenizer", "get_tokenizer", "merges_table", "named_encoding_status",
+    "render_bytes", "train_bpe_job",
+    # training
+    "Trainer", "lr_at",
+]

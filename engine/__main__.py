@@ -1,4 +1,4 @@
-"""`python -m engine ...`: the headless command line (see engine/cli.py)."""
-from .cli import main
+"""`python -m engine ...`: the headless command line (see engine/cli/)."""
+from engine.cli import main
 
 raise SystemExit(main())

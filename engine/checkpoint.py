@@ -19,7 +19,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig
-from .model import GPT
-from .tokenizers import Tokenizer, tokenizer_from_dict
+from engine.config import ModelConfig
+from engine.files import atomic_write, first_line
+from engine.model import GPT
+from engine.tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT = "llm-playground-checkpoint"
 FORMAT_VERSION = 1
@@ -149,42 +149,12 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, tokenizer: 
                 value = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
                 tensors[f"{OPTIMIZER_PREFIX}{name}.{key}"] = value.detach().to("cpu", torch.float32).contiguous()
 
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise CheckpointError(f"cannot save to {path}: the folder {folder} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
     try:
-        save_file(tensors, tmp_name, metadata=metadata)
-        _set_default_permissions(tmp_name)  # after writing: safetensors recreates the file
-        fd = os.open(tmp_name, os.O_RDWR)
-        try:
-            os.fsync(fd)  # the bytes are on disk before the name points at them
-        finally:
-            os.close(fd)
-        os.replace(tmp_name, path)
-    except OSError as e:
-        raise CheckpointError(f"cannot save to {path}: {e.strerror or e}") from None
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        atomic_write(path, lambda name: save_file(tensors, name, metadata=metadata))
+    except Exception as e:  # safetensors' own errors are not OSErrors; a save must never escape as a traceback
+        reason = getattr(e, "strerror", None) or first_line(e)
+        raise CheckpointError(f"cannot save to {path}: {reason}") from None
     return path
-
-
-def _read_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-# Read once, at import: os.umask can only be read by setting it, which would race with other threads' files.
-_UMASK = _read_umask() if os.name == "posix" else 0
-
-
-def _set_default_permissions(file_name: str) -> None:
-    # mkstemp creates the file private (0600); a saved model should get the usual rights (0666 - umask).
-    if os.name == "posix":
-        os.chmod(file_name, 0o666 & ~_UMASK)
 
 
 # ---------------------------------------------------------------- reading and validating

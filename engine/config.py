@@ -94,10 +94,10 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         return cls(**strict_fields(cls, data, "model config"))
 
-    def with_changes(self, **changes: Any) -> "ModelConfig":
+    def with_changes(self, **changes: Any) -> ModelConfig:
         """A copy with some fields changed (validated again)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -194,7 +194,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         if not isinstance(data, dict):
             raise ValueError("train config must be a JSON object")
         known = {f.name for f in fields(cls)}

@@ -9,17 +9,21 @@ random batches.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import sysconfig
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from .tokenizers import Tokenizer
+from engine.events import ProgressEvent
+from engine.files import cache_dir
+from engine.http import CONNECT_TIMEOUT_S, DownloadError, download_job, file_sha256
+from engine.tokenizers import Tokenizer
 
 TEXT_SUFFIXES = (".txt", ".md", ".py")
 PYTHON_SOURCE_CAP = 3_000_000  # characters: enough to learn from, quick to tokenize
@@ -120,24 +124,30 @@ def _addition_line(rng: random.Random) -> str:
 class BuiltinCorpus:
     description: str
     build: Callable[[], list[str]]
+    synthetic: bool = False  # a generated task (copy, sort...) rather than real text
 
 
 BUILTIN_CORPORA: dict[str, BuiltinCorpus] = {
     "python-docs": BuiltinCorpus("Python's language reference (ships with Python, ~1 MB of English)", _python_docs),
     "python-source": BuiltinCorpus("Python's standard library source (~3 MB of code)", _python_source),
     "copy": BuiltinCorpus("random words written twice, 'abc|abc': learned by induction heads",
-                          _synthetic(_copy_line)),
-    "reverse": BuiltinCorpus("random words and their reverse, 'abc>cba'", _synthetic(_reverse_line)),
-    "sort": BuiltinCorpus("random words and their letters sorted, 'cab>abc'", _synthetic(_sort_line)),
-    "addition": BuiltinCorpus("sums of three-digit numbers, '12+34=46'", _synthetic(_addition_line)),
+                          _synthetic(_copy_line), synthetic=True),
+    "reverse": BuiltinCorpus("random words and their reverse, 'abc>cba'", _synthetic(_reverse_line), synthetic=True),
+    "sort": BuiltinCorpus("random words and their letters sorted, 'cab>abc'", _synthetic(_sort_line), synthetic=True),
+    "addition": BuiltinCorpus("sums of three-digit numbers, '12+34=46'", _synthetic(_addition_line), synthetic=True),
 }
 
-# Extra corpora registered by other modules (e.g. a downloadable one) by name.
-EXTRA_CORPORA: dict[str, Callable[[], Corpus]] = {}
 
 
 def corpus_names() -> list[str]:
-    return list(BUILTIN_CORPORA) + list(EXTRA_CORPORA)
+    """Every corpus that can be named: the built-in ones, then the downloadable ones."""
+    return list(BUILTIN_CORPORA) + list(REMOTE_CORPORA)
+
+
+def is_synthetic(name: str) -> bool:
+    """True for the generated task corpora (copy, reverse, sort, addition)."""
+    corpus = BUILTIN_CORPORA.get(name)
+    return corpus is not None and corpus.synthetic
 
 
 # ---------------------------------------------------------------- files
@@ -186,13 +196,15 @@ def load_path(path: str | os.PathLike) -> Corpus:
     return Corpus(p.name, [text], f"text file {p}", str(p))
 
 
-def load_corpus(name_or_path: str) -> Corpus:
-    """A built-in corpus by name, else a file or folder path."""
+def load_corpus(name_or_path: str, progress: Callable[[ProgressEvent], None] | None = None) -> Corpus:
+    """A built-in or downloadable corpus by name, else a file or folder path.
+
+    `progress` sees the download's progress events when a downloadable corpus is not cached yet."""
     if name_or_path in BUILTIN_CORPORA:
         spec = BUILTIN_CORPORA[name_or_path]
         return Corpus(name_or_path, spec.build(), spec.description, name_or_path)
-    if name_or_path in EXTRA_CORPORA:
-        return EXTRA_CORPORA[name_or_path]()
+    if name_or_path in REMOTE_CORPORA:
+        return load_remote_corpus(REMOTE_CORPORA[name_or_path], progress)
     if not Path(name_or_path).expanduser().exists():
         raise CorpusError(
             f"unknown corpus {name_or_path!r}: not a built-in ({', '.join(corpus_names())}) and no such file or folder"
@@ -214,21 +226,13 @@ def encode_documents(documents: list[str], tokenizer: Tokenizer) -> np.ndarray:
     return np.asarray(ids, dtype=dtype)
 
 
-def _cache_dir() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(os.environ.get("LLM_PLAYGROUND_CACHE", user_cache_dir("llm-playground")))
-
-
 def cached_encode(corpus: Corpus, tokenizer: Tokenizer) -> np.ndarray:
     """Encode, and keep big results on disk as .npy so they are memory-mapped next time."""
-    import json
-
     key = hashlib.sha256()
     key.update(json.dumps(tokenizer.to_dict(), sort_keys=True).encode())
     for doc in corpus.documents:
         key.update(hashlib.sha256(doc.encode("utf-8", errors="surrogatepass")).digest())
-    path = _cache_dir() / "tokens" / f"{key.hexdigest()[:32]}.npy"
+    path = cache_dir() / "tokens" / f"{key.hexdigest()[:32]}.npy"
     if path.exists():
         try:
             return np.load(path, mmap_mode="r")
@@ -258,7 +262,7 @@ class Dataset:
     split_at: int = 0
 
     @classmethod
-    def build(cls, corpus: Corpus, tokenizer: Tokenizer, context_length: int | None = None) -> "Dataset":
+    def build(cls, corpus: Corpus, tokenizer: Tokenizer, context_length: int | None = None) -> Dataset:
         ids = cached_encode(corpus, tokenizer)
         ds = cls(corpus, tokenizer, ids, int(len(ids) * 0.9))
         if context_length is not None:
@@ -298,8 +302,88 @@ class Dataset:
         return x.contiguous().to(device), y.contiguous().to(device)
 
 
-# Downloadable corpora (tiny-shakespeare) live in engine/download.py; it imports this module only
-# inside its functions, so importing it here at the end is safe.
-from .download import register_corpora as _register_corpora  # noqa: E402
+# ---------------------------------------------------------------- downloadable corpora (tiny-shakespeare)
 
-_register_corpora(EXTRA_CORPORA)
+# tiny-shakespeare (Karpathy's char-rnn corpus, 1,115,394 bytes of ASCII) is downloaded once into the
+# user cache and read offline after that. Its sha256 is not published next to the file, so it is checked
+# by exact size, UTF-8 text and its first words; the digest of the first good download is written next to
+# it and checked on every later read (a damaged cache file is noticed and fetched again).
+
+@dataclass(frozen=True)
+class RemoteCorpus:
+    name: str
+    url: str
+    size: int
+    description: str
+    starts_with: str  # the file's first words: a cheap check that we got the right text
+
+    @property
+    def path(self) -> Path:
+        return cache_dir() / "corpora" / f"{self.name}.txt"
+
+    def check(self, path: Path) -> None:
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise DownloadError(f"{self.name}: the downloaded file is not UTF-8 text") from None
+        if not text.startswith(self.starts_with):
+            raise DownloadError(f"{self.name}: the downloaded file is not the expected text")
+
+
+TINY_SHAKESPEARE = RemoteCorpus(
+    name="tiny-shakespeare",
+    url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+    size=1_115_394,
+    description="Tiny Shakespeare: 40,000 lines of the plays (1.1 MB; downloaded once, then offline)",
+    starts_with="First Citizen:",
+)
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def cached_corpus_ok(corpus: RemoteCorpus) -> bool:
+    """True when the cached file is there, the right size and unchanged since it was downloaded."""
+    path = corpus.path
+    if not path.exists() or path.stat().st_size != corpus.size:
+        return False
+    digest = _digest_path(path)
+    try:
+        return digest.read_text().strip() == file_sha256(path)
+    except OSError:
+        return False
+
+
+def fetch_corpus_job(corpus: RemoteCorpus = TINY_SHAKESPEARE, *, url: str | None = None,
+                     connect_timeout: float = CONNECT_TIMEOUT_S) -> Iterator[ProgressEvent]:
+    """Make sure the corpus is in the cache, downloading it if needed (progress events as it goes)."""
+    if cached_corpus_ok(corpus):
+        return
+    path = corpus.path
+    path.unlink(missing_ok=True)  # wrong size or changed since download: fetch again
+    try:
+        yield from download_job(url or corpus.url, path, size=corpus.size, check=corpus.check,
+                                connect_timeout=connect_timeout, job=f"download {corpus.name}")
+    except DownloadError as e:
+        raise DownloadError(
+            f"{corpus.name} is not downloaded yet and could not be fetched ({e}); "
+            f"use a built-in corpus instead ({', '.join(BUILTIN_CORPORA)}) or a text file of your own"
+        ) from None
+    _digest_path(path).write_text(file_sha256(path) + "\n")
+
+
+def load_remote_corpus(corpus: RemoteCorpus = TINY_SHAKESPEARE,
+                       progress: Callable[[ProgressEvent], None] | None = None):
+    """The corpus as a Corpus, downloading it first if it isn't cached."""
+    try:
+        for event in fetch_corpus_job(corpus):
+            if progress is not None:
+                progress(event)
+    except DownloadError as e:
+        raise CorpusError(str(e)) from None
+    text = corpus.path.read_text(encoding="utf-8")
+    return Corpus(corpus.name, [text], corpus.description, corpus.name)
+
+
+REMOTE_CORPORA: dict[str, RemoteCorpus] = {TINY_SHAKESPEARE.name: TINY_SHAKESPEARE}

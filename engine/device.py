@@ -11,24 +11,16 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import torch
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from engine.files import cache_dir
+
+TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")
+INFERENCE_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 _peak_memo: dict[str, float] = {}
-
-
-def cache_dir() -> Path:
-    """The user cache folder (LLM_PLAYGROUND_CACHE overrides it, e.g. in tests)."""
-    override = os.environ.get("LLM_PLAYGROUND_CACHE")
-    if override:
-        return Path(override)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("llm-playground"))
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -85,17 +77,37 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
-def check_precision(device: torch.device, precision: str) -> None:
-    """Raise a ValueError saying why a precision cannot be used on a device."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose fp32, bf16 or fp16")
+def precision_problem(precision: str, device: torch.device | str, use: str = "training") -> str | None:
+    """Why `precision` cannot run on `device` for `use` ("training" or "inference"), or None if it can."""
+    device = torch.device(device)
+    allowed = TRAINING_PRECISIONS if use == "training" else INFERENCE_PRECISIONS
+    if precision not in allowed:
+        return f"unknown precision {precision!r}; choose {', '.join(allowed)}"
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 training needs a CUDA GPU (it relies on loss scaling); use bf16 or fp32")
-    if precision == "bf16":
+        if use == "training":
+            return "fp16 training needs a CUDA GPU (it relies on loss scaling); use bf16 or fp32"
+        return "fp16 generation needs a CUDA GPU; on this machine use fp32, bf16 or int8"
+    if precision == "int8" and device.type != "cpu":
+        return "int8 (dynamic quantization) runs on the CPU only; use bf16 or fp16 on a GPU"
+    if precision == "bf16" and use == "training":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError("this GPU has no bf16 support; use fp16 or fp32")
+            return "this GPU has no bf16 support; use fp16 or fp32"
         if device.type == "cpu" and not cpu_supports_bf16():
-            raise ValueError("this CPU has no native bf16 support (AVX512-BF16 or AMX); use fp32")
+            return "this CPU has no native bf16 support (AVX512-BF16 or AMX); use fp32"
+    return None
+
+
+def check_precision(precision: str, device: torch.device | str, use: str = "training") -> None:
+    """Raise a ValueError saying why a precision cannot be used on a device (see `precision_problem`)."""
+    problem = precision_problem(precision, device, use)
+    if problem:
+        raise ValueError(problem)
+
+
+def precision_options(device: torch.device | str, use: str = "training") -> dict[str, str | None]:
+    """Every precision for `use`, mapped to None where it runs on `device`, else the reason it does not."""
+    allowed = TRAINING_PRECISIONS if use == "training" else INFERENCE_PRECISIONS
+    return {p: precision_problem(p, device, use) for p in allowed}
 
 
 def autocast_context(device: torch.device | str, precision: str):

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
-from .config import ModelConfig
-from .model import GPT
+from engine.config import ModelConfig
+from engine.model import GPT
+from engine.tokenizers import tokenizer_from_hf_files
 
 # Activations that are the tanh-approximated GELU our MLP uses (gelu_fast is the same formula).
 _TANH_GELUS = {"gelu_new", "gelu_pytorch_tanh", "gelu_fast"}
@@ -180,8 +182,6 @@ def load_hf_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def import_hf_folder(folder: str | os.PathLike):
     """(GPT, Tokenizer) from a Hugging Face GPT-2 folder; the tokenizer is a tiktoken Encoding."""
-    from .tokenizers import tokenizer_from_hf_files
-
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise HFImportError(f"{folder} is not a folder")

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelConfig
+from engine.config import ModelConfig
 
 
 @dataclass
@@ -29,7 +29,7 @@ class KVCache:
 
     @classmethod
     def empty(cls, config: ModelConfig, batch_size: int, device: torch.device | str,
-              dtype: torch.dtype = torch.float32) -> "KVCache":
+              dtype: torch.dtype = torch.float32) -> KVCache:
         shape = (batch_size, config.n_heads, config.context_length, config.head_dim)
         keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
         values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]

@@ -1,0 +1,660 @@
+"""Attention tab: run the current model once on a text and look at every head's attention.
+
+The big heatmap shows one layer and head (or the mean over a layer's heads, or the rollout across
+layers) with the tokens on both axes; the overview grid shows every layer x head at once (click
+one to open it); the text below is tinted by what a chosen query token attends to. With "over
+training", the maps come from the probe text recorded at each evaluation of the last training
+run, and a slider walks through the steps: heads can be watched forming.
+
+The model runs in a job (engine.attention.attention_maps), never on the GUI thread; the job also
+prepares the overview thumbnails, then the rollout (as costly as the maps at 1024 tokens, so it
+follows in a second event instead of holding the maps back).
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer, Slot
+from PySide6.QtGui import QKeySequence, QPalette, QShortcut
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.state import AppState
+from app.tabs.attention.heatmap import AttentionHeatmap
+from app.tabs.attention.overview import MEAN, AttentionOverview, thumbnails
+from app.tabs.attention.tokens import AttentionTextView
+from app.worker import JobRunner
+from engine import Corpus, attention_maps, attention_rollout
+
+JOB_NAME = "attention"
+RUN_TOOLTIP = "Run the current model on the text and capture the attention of every head"
+MODE_HEAD, MODE_MEAN, MODE_ROLLOUT = "head", "mean", "rollout"
+SYNTHETIC_TASKS = ("copy", "reverse", "sort", "addition")
+FALLBACK_TEXT = "The cat sat on the mat. The cat sat on the mat again, because the mat was warm."
+PROBE_PLAY_MS = 400
+
+
+# ---------------------------------------------------------------- the job
+
+@dataclass(frozen=True)
+class AttentionResult:
+    """Everything the views need for one text, computed off the GUI thread."""
+
+    kind = "attention_result"
+    maps: np.ndarray  # [L, H, T, T]
+    thumbs: np.ndarray  # [L, H + 1, t, t]
+    labels: tuple[str, ...]  # axis labels, one per token
+    pieces: tuple[str, ...]  # the text of each token
+    truncated_from: int  # token count before cutting to the context length (0: not cut)
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    kind = "attention_rollout"
+    rollout: np.ndarray  # [T, T]
+
+
+def attention_job(model: Any, tokenizer: Any, ids: list[int], truncated_from: int = 0):
+    """A job: the model's attention on `ids` with thumbnails, then the rollout."""
+    maps = np.asarray(attention_maps(model, ids), dtype=np.float32)
+    yield AttentionResult(
+        maps=maps,
+        thumbs=thumbnails(maps),
+        labels=tuple(tokenizer.render_token(i) for i in ids),
+        pieces=tuple(tokenizer.decode_bytes([i]).decode("utf-8", errors="replace") for i in ids),
+        truncated_from=truncated_from,
+    )
+    yield RolloutResult(np.asarray(attention_rollout(maps), dtype=np.float32))
+
+
+# ---------------------------------------------------------------- what is on screen
+
+@dataclass
+class _Maps:
+    """One set of maps on screen: from a run on the text box, or one recorded training probe."""
+
+    maps: np.ndarray
+    labels: list[str]
+    pieces: list[str]
+    thumbs: np.ndarray
+    rollout: np.ndarray | None = None
+    step: int | None = None  # the training step of a probe
+    rollout_pending: bool = False  # a job is still computing it
+
+    def get_rollout(self) -> np.ndarray | None:
+        """The rollout, computed here if no job brings it (probes are short); None while pending."""
+        if self.rollout is None and not self.rollout_pending:
+            self.rollout = np.asarray(attention_rollout(self.maps), dtype=np.float32)
+        return self.rollout
+
+
+def default_text(corpus: Corpus | None, max_chars: int = 400) -> str:
+    """A passage of the current corpus; for a synthetic task, a few whole lines (patterns show best)."""
+    if corpus is None:
+        return FALLBACK_TEXT[:max_chars]
+    if corpus.source in SYNTHETIC_TASKS or corpus.name in SYNTHETIC_TASKS:
+        limit = min(120, max_chars)
+        text = ""
+        for line in corpus.text().splitlines()[:12]:
+            if len(text) + len(line) + 1 > limit:
+                break
+            text += line + "\n"
+        return text or corpus.sample_passage(limit)
+    return corpus.sample_passage(max_chars)
+
+
+class AttentionTab(QWidget):
+    def __init__(self, state: AppState, runner: JobRunner, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.runner = runner
+        self._job = None
+        self._text_maps: _Maps | None = None
+        self._shown: _Maps | None = None
+        self._query = -1
+        self._default_text = self._make_default_text()
+        self._rerun_when_shown = False
+        self._rerun_after_job = False
+        self._stopping = False
+
+        self._build_ui()
+        self.text.setPlainText(self._default_text)
+        self._update_controls()
+        self._on_probes_changed()
+
+        state.model_changed.connect(self._on_model_changed)
+        state.corpus_changed.connect(self._update_default_text)
+        state.attention_probes_changed.connect(self._on_probes_changed)
+
+    # ------------------------------------------------------------ layout
+
+    def _build_ui(self) -> None:
+        self.text = QPlainTextEdit()
+        self.text.setPlaceholderText("Text to run the model on…")
+        self.text.setToolTip("The model reads this text once; every head's attention is shown below. "
+                             "Ctrl+Enter runs.")
+        self.text.setMaximumHeight(80)
+        self.run_button = QPushButton("Run")
+        self.run_button.setDefault(True)
+        self.run_button.setToolTip(RUN_TOOLTIP)
+        self.run_button.clicked.connect(self.on_run_clicked)
+        self.sample_button = QPushButton("Sample text")
+        self.sample_button.setToolTip("Put a passage of the current corpus back in the box")
+        self.sample_button.clicked.connect(lambda: self.text.setPlainText(self._make_default_text()))
+        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.run)
+        buttons = QVBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.sample_button)
+        buttons.addStretch(1)
+        top = QHBoxLayout()
+        top.addWidget(self.text, 1)
+        top.addLayout(buttons)
+
+        self.mode = QComboBox()
+        self.mode.addItem("One head", MODE_HEAD)
+        self.mode.addItem("Mean over heads", MODE_MEAN)
+        self.mode.addItem("Rollout (all layers)", MODE_ROLLOUT)
+        self.mode.setToolTip("One head's weights; the mean of a layer's heads; or attention rollout: "
+                             "the layers' mean maps (plus the residual path) multiplied through the model, "
+                             "an estimate of how much each input token flows into each position")
+        self.layer = QSpinBox()
+        self.layer.setPrefix("layer ")
+        self.layer.setToolTip("Which transformer block (0 is the first, nearest the input)")
+        self.head = QSpinBox()
+        self.head.setPrefix("head ")
+        self.head.setToolTip("Which attention head of that block: each head learns its own pattern")
+        self.reset_button = QPushButton("Fit")
+        self.reset_button.setToolTip("Zoom out to the whole map (scroll to zoom, drag to pan)")
+        self.png_button = QPushButton("Export PNG…")
+        self.csv_button = QPushButton("Export CSV…")
+        self.png_button.setToolTip("Save the heatmap with its token labels as an image")
+        self.csv_button.setToolTip("Save the matrix shown, with token labels, as CSV (rows: queries, columns: keys)")
+        for w in (self.mode, self.layer, self.head):
+            w.setMinimumWidth(90)
+        self.mode.currentIndexChanged.connect(self._refresh_views)
+        self.layer.valueChanged.connect(self._refresh_views)
+        self.head.valueChanged.connect(self._refresh_views)
+        self.reset_button.clicked.connect(lambda: self.heatmap.reset_zoom())
+        self.png_button.clicked.connect(self._ask_export_png)
+        self.csv_button.clicked.connect(self._ask_export_csv)
+        controls = QHBoxLayout()
+        controls.addWidget(QLabel("Show:"))
+        controls.addWidget(self.mode)
+        controls.addWidget(self.layer)
+        controls.addWidget(self.head)
+        controls.addWidget(self.reset_button)
+        controls.addStretch(1)
+        controls.addWidget(self.png_button)
+        controls.addWidget(self.csv_button)
+
+        self.probe_check = QCheckBox("Over training")
+        self.probe_check.setToolTip("Show the probe text's attention recorded at each evaluation of the last "
+                                    "training run instead of a run on the text above")
+        self.probe_slider = QSlider(Qt.Orientation.Horizontal)
+        self.probe_slider.setRange(0, 0)
+        self.probe_slider.setToolTip("Training step at which the maps were recorded")
+        self.probe_slider.setPageStep(1)
+        self.probe_label = QLabel()
+        self.probe_label.setMinimumWidth(150)
+        self.play_button = QPushButton("▶ Play")
+        self.play_button.setCheckable(True)
+        self.play_button.setToolTip("Step through the recorded training steps")
+        self._play_timer = QTimer(self, interval=PROBE_PLAY_MS)
+        self._play_timer.timeout.connect(self._play_step)
+        self.probe_check.toggled.connect(self._on_source_changed)
+        self.probe_slider.valueChanged.connect(self._on_probe_step)
+        self.play_button.toggled.connect(self._on_play_toggled)
+        probes = QHBoxLayout()
+        probes.addWidget(self.probe_check)
+        probes.addWidget(self.probe_slider, 1)
+        probes.addWidget(self.probe_label)
+        probes.addWidget(self.play_button)
+
+        self.heatmap = AttentionHeatmap()
+        self.heatmap.query_clicked.connect(self.set_query)
+        self.overview = AttentionOverview()
+        self.overview.cell_clicked.connect(self.open_cell)
+        self.overview.setToolTip("Every layer (rows) and head (columns); the last column is the mean over heads. "
+                                 "Click one to open it.")
+        self.text_view = AttentionTextView()
+        self.text_view.query_picked.connect(self.set_query)
+        self.query_label = QLabel("Click a token (here or a row of the heatmap) to see what it attends to.")
+        self.query_label.setWordWrap(True)
+        self.query_label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+
+        overview_box = QWidget()
+        ov = QVBoxLayout(overview_box)
+        ov.setContentsMargins(0, 0, 0, 0)
+        ov.addWidget(_heading("All layers × heads"))
+        ov.addWidget(self.overview, 1)
+        text_box = QWidget()
+        tv = QVBoxLayout(text_box)
+        tv.setContentsMargins(0, 0, 0, 0)
+        tv.addWidget(_heading("What one token attends to"))
+        tv.addWidget(self.query_label)
+        tv.addWidget(self.text_view, 1)
+        self.right_splitter = right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(overview_box)
+        right.addWidget(text_box)
+        right.setStretchFactor(0, 3)
+        right.setStretchFactor(1, 2)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(self.heatmap)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setSizes([700, 460])
+
+        self.status = QLabel(" ")
+        self.status.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(controls)
+        layout.addLayout(probes)
+        layout.addWidget(self.splitter, 1)
+        layout.addWidget(self.status)
+
+    # ------------------------------------------------------------ running the model
+
+    @property
+    def busy(self) -> bool:
+        return self._job is not None
+
+    @Slot()
+    def on_run_clicked(self) -> None:
+        """The button runs the model, or stops the run in progress (a big model on a long text takes seconds)."""
+        if self._job is None:
+            self.run()
+            return
+        self._rerun_after_job = False
+        self._stopping = True
+        self._job.stop()
+        self.run_button.setEnabled(False)
+        self.status.setText("Stopping…")
+
+    @Slot()
+    def run(self) -> None:
+        """Run the current model on the text box (in a job)."""
+        if self._job is not None:
+            return
+        self._stopping = False
+        model, tokenizer = self.state.model, self.state.tokenizer
+        if model is None or tokenizer is None:
+            self._notify("No model yet: train one in the Training tab or open a checkpoint.")
+            return
+        text = self.text.toPlainText()
+        if not text.strip():
+            self._notify("Type some text to run the model on.")
+            return
+        context = model.config.context_length
+        # No token is shorter than one byte, so this cut never loses tokens that fit the context.
+        ids = tokenizer.encode(text[: context * 64])
+        truncated_from = len(ids) if len(ids) > context else 0
+        ids = ids[:context]
+        if not ids:
+            self._notify("The text gave no tokens.")
+            return
+        if self.probe_check.isChecked():
+            self.probe_check.setChecked(False)
+        self._set_busy(True, f"Running the model on {len(ids):,} tokens…")
+        self._job = self.runner.start(JOB_NAME, attention_job(model, tokenizer, ids, truncated_from))
+        self._job.events.connect(self._on_job_events)
+        self._job.failed.connect(self._on_job_failed)
+        self._job.finished.connect(self._on_job_finished)
+
+    @Slot(list)
+    def _on_job_events(self, events: list) -> None:
+        if self._stopping:
+            return  # stopped by the user: what was already computed is dropped
+        for event in events:
+            if getattr(event, "kind", "") == AttentionResult.kind:
+                self._text_maps = _Maps(event.maps, list(event.labels), list(event.pieces), event.thumbs,
+                                        rollout_pending=True)
+                if not self.probe_check.isChecked():
+                    self._show(self._text_maps)
+                T = event.maps.shape[-1]
+                note = (f" (cut from {event.truncated_from:,} to the model's context of {T:,})"
+                        if event.truncated_from else "")
+                self.status.setText(f"{T:,} tokens{note}. Hover the map for weights; scroll to zoom.")
+            elif getattr(event, "kind", "") == RolloutResult.kind and self._text_maps is not None:
+                self._text_maps.rollout = event.rollout
+                self._text_maps.rollout_pending = False
+                if self._shown is self._text_maps and self.view_mode == MODE_ROLLOUT:
+                    self._refresh_views()
+
+    @Slot(str)
+    def _on_job_failed(self, message: str) -> None:
+        self._notify(f"Attention failed: {message}")
+
+    @Slot()
+    def _on_job_finished(self) -> None:
+        self._job = None
+        if self._stopping:
+            self.status.setText("Stopped. Press Run to run the model on the text.")
+        if self._text_maps is not None and self._text_maps.rollout_pending:  # the job failed or stopped
+            self._text_maps.rollout_pending = False
+        self._set_busy(False)
+        if self._rerun_after_job:
+            self._rerun_after_job = False
+            self.run()
+
+    def _set_busy(self, busy: bool, message: str = "") -> None:
+        self.run_button.setEnabled(True)
+        self.run_button.setText("Stop" if busy else "Run")
+        self.run_button.setToolTip("Stop this run" if busy else RUN_TOOLTIP)
+        if message:
+            self.status.setText(message)
+
+    # ------------------------------------------------------------ showing maps
+
+    def _show(self, maps: _Maps | None) -> None:
+        self._shown = maps
+        if maps is None:
+            self.heatmap.clear("Press Run to see the attention of the current model")
+            self.overview.clear_maps()
+            self.text_view.set_tokens([])
+            self._update_controls()
+            return
+        L, H, T = maps.maps.shape[0], maps.maps.shape[1], maps.maps.shape[-1]
+        for spin, n in ((self.layer, L), (self.head, H)):
+            spin.blockSignals(True)
+            spin.setRange(0, n - 1)
+            spin.blockSignals(False)
+        shape = self.overview._shape
+        self.overview.set_thumbnails(maps.thumbs)
+        if self.overview._shape != shape:
+            self._fit_overview()
+        if self.text_view.pieces != maps.pieces:
+            self.text_view.set_tokens(maps.pieces)
+            # The last token that isn't whitespace: it sees (nearly) the whole text.
+            self._query = next((k for k in range(T - 1, -1, -1) if maps.pieces[k].strip()), T - 1)
+        self._query = min(self._query, T - 1)
+        self._update_controls()
+        self._refresh_views()
+
+    def _fit_overview(self) -> None:
+        """Give the overview the height its grid needs (few layers: more room for the text)."""
+        total = sum(self.right_splitter.sizes())
+        if total <= 0:
+            return
+        want = self.overview.preferred_height() + 30  # + the heading
+        top = max(total // 3, min(want, total * 3 // 4))
+        self.right_splitter.setSizes([top, total - top])
+
+    @property
+    def view_mode(self) -> str:
+        return self.mode.currentData()
+
+    def current_matrix(self) -> np.ndarray | None:
+        """The [T, T] matrix on the big heatmap."""
+        if self._shown is None:
+            return None
+        maps = self._shown.maps
+        if self.view_mode == MODE_ROLLOUT:
+            return self._shown.get_rollout()
+        layer = min(self.layer.value(), maps.shape[0] - 1)
+        if self.view_mode == MODE_MEAN:
+            return maps[layer].mean(axis=0)
+        return maps[layer, min(self.head.value(), maps.shape[1] - 1)]
+
+    def current_title(self) -> str:
+        if self._shown is None:
+            return ""
+        L, H = self._shown.maps.shape[:2]
+        if self.view_mode == MODE_ROLLOUT:
+            title = f"Attention rollout through all {L} layers"
+        elif self.view_mode == MODE_MEAN:
+            title = f"Layer {self.layer.value()} · mean over {H} heads"
+        else:
+            title = f"Layer {self.layer.value()} · head {self.head.value()}"
+        if self._shown.step is not None:
+            title += f" · training step {self._shown.step:,}"
+        return title
+
+    @Slot()
+    def _refresh_views(self, *args: Any) -> None:
+        self._update_controls()
+        matrix = self.current_matrix()
+        if matrix is None:
+            if self._shown is not None:
+                self.heatmap.clear("Computing the rollout…")
+            return
+        self.heatmap.set_matrix(matrix, self._shown.labels, self.current_title())
+        if self.view_mode == MODE_ROLLOUT:
+            self.overview.set_selected(None, None)
+        else:
+            head = MEAN if self.view_mode == MODE_MEAN else self.head.value()
+            self.overview.set_selected(self.layer.value(), head)
+        self._refresh_text_view(matrix)
+
+    def _refresh_text_view(self, matrix: np.ndarray) -> None:
+        q = self._query
+        if not 0 <= q < matrix.shape[0]:
+            self.text_view.set_query(-1, None)
+            return
+        self.text_view.set_query(q, matrix[q])
+        row = matrix[q, : q + 1]
+        top = int(np.argmax(row))
+        pieces = self._shown.pieces
+        self.query_label.setText(
+            f"Query {q} <b>{_html(pieces[q])}</b> attends most to token {top} <b>{_html(pieces[top])}</b> "
+            f"({row[top]:.2f}). Tint: darker = more attention. Click another token to change the query."
+        )
+
+    @Slot(int)
+    def set_query(self, q: int) -> None:
+        """Make token q the query of the per-token view."""
+        self._query = q
+        matrix = self.current_matrix()
+        if matrix is not None:
+            self._refresh_text_view(matrix)
+
+    @Slot(int, int)
+    def open_cell(self, layer: int, head: int) -> None:
+        """Open one overview cell in the big view (head MEAN: the layer's mean over heads)."""
+        for w in (self.mode, self.layer, self.head):
+            w.blockSignals(True)
+        self.layer.setValue(layer)
+        if head == MEAN:
+            self.mode.setCurrentIndex(self.mode.findData(MODE_MEAN))
+        else:
+            self.mode.setCurrentIndex(self.mode.findData(MODE_HEAD))
+            self.head.setValue(head)
+        for w in (self.mode, self.layer, self.head):
+            w.blockSignals(False)
+        self._refresh_views()
+
+    def _update_controls(self) -> None:
+        has = self._shown is not None
+        mode = self.view_mode
+        self.layer.setEnabled(has and mode != MODE_ROLLOUT)
+        self.head.setEnabled(has and mode == MODE_HEAD)
+        for w in (self.mode, self.png_button, self.csv_button, self.reset_button):
+            w.setEnabled(has)
+
+    # ------------------------------------------------------------ attention over training
+
+    @Slot()
+    def _on_probes_changed(self) -> None:
+        probes = self.state.attention_probes
+        at_end = self.probe_slider.value() >= self.probe_slider.maximum()
+        self.probe_slider.blockSignals(True)
+        self.probe_slider.setRange(0, max(0, len(probes) - 1))
+        if at_end or self.probe_slider.value() > len(probes) - 1:
+            self.probe_slider.setValue(max(0, len(probes) - 1))  # follow new probes as they arrive
+        self.probe_slider.blockSignals(False)
+        has = bool(probes)
+        for w in (self.probe_check, self.probe_slider, self.play_button):
+            w.setEnabled(has)
+        if not has:
+            self.probe_label.setText("no probes recorded yet")
+            self.probe_check.setToolTip("Train with a probe text: its attention is recorded at each evaluation")
+            if self.probe_check.isChecked():
+                self.probe_check.setChecked(False)
+            return
+        self.probe_check.setToolTip("Show the probe text's attention recorded at each evaluation of the last "
+                                    "training run instead of a run on the text above")
+        if self._text_maps is None and self._job is None and not self.probe_check.isChecked():
+            self.probe_check.setChecked(True)  # nothing else to show: watch the heads form during training
+        else:
+            self._on_probe_step(self.probe_slider.value())
+
+    @Slot(bool)
+    def _on_source_changed(self, probes: bool) -> None:
+        if probes:
+            self._on_probe_step(self.probe_slider.value())
+        else:
+            self.play_button.setChecked(False)
+            self._show(self._text_maps)
+            self.status.setText(" " if self._text_maps is None else
+                                f"{self._text_maps.maps.shape[-1]:,} tokens of your text.")
+
+    @Slot(int)
+    def _on_probe_step(self, index: int) -> None:
+        probes = self.state.attention_probes
+        if not probes:
+            return
+        index = max(0, min(index, len(probes) - 1))
+        probe = probes[index]
+        self.probe_label.setText(f"step {probe.step:,}  ({index + 1} of {len(probes)})")
+        if not self.probe_check.isChecked():
+            return
+        maps = np.asarray(probe.maps, dtype=np.float32)
+        labels = [str(t) for t in probe.tokens]  # render_token strings: "\n" arrives escaped
+        pieces = [t.replace("\\n", "\n").replace("\\t", "\t") for t in labels]
+        self._show(_Maps(maps, labels, pieces, thumbnails(maps), step=probe.step))
+        self.status.setText(f"Probe text as the model saw it at training step {probe.step:,} "
+                            f"({len(labels)} tokens). Untick \"Over training\" to go back to your text.")
+
+    @Slot(bool)
+    def _on_play_toggled(self, playing: bool) -> None:
+        self.play_button.setText("❚❚ Pause" if playing else "▶ Play")
+        if playing:
+            if not self.probe_check.isChecked():
+                self.probe_check.setChecked(True)
+            if self.probe_slider.value() >= self.probe_slider.maximum():
+                self.probe_slider.setValue(0)
+            self._play_timer.start()
+        else:
+            self._play_timer.stop()
+
+    @Slot()
+    def _play_step(self) -> None:
+        if self.probe_slider.value() >= self.probe_slider.maximum():
+            self.play_button.setChecked(False)
+        else:
+            self.probe_slider.setValue(self.probe_slider.value() + 1)
+
+    # ------------------------------------------------------------ reacting to the app
+
+    @Slot()
+    def _on_model_changed(self) -> None:
+        self._update_default_text()
+        self._text_maps = None
+        if not self.probe_check.isChecked():
+            self._show(None)
+        if self.state.model is None:
+            return
+        if self._job is not None:
+            self._rerun_after_job = True  # the running job has the old model's weights
+        elif self.isVisible() and not self._other_jobs_running():
+            self.run()
+        else:
+            self._rerun_when_shown = True
+
+    def _other_jobs_running(self) -> bool:
+        # Training runs the same model in another thread: leave it alone rather than compete for it.
+        return any(job.name != JOB_NAME for job in self.runner.running())
+
+    def _make_default_text(self) -> str:
+        # A char model reads one token per character: keep the sample within its context.
+        context = self.state.config.context_length if self.state.config is not None else 400
+        return default_text(self.state.corpus, max_chars=min(400, context))
+
+    @Slot()
+    def _update_default_text(self) -> None:
+        """A new corpus or model: replace the sample text unless the user typed their own."""
+        new_default = self._make_default_text()
+        if self.text.toPlainText() in (self._default_text, ""):
+            self.text.setPlainText(new_default)
+        self._default_text = new_default
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._shown is not None:
+            QTimer.singleShot(0, self._fit_overview)  # sizes are only final once shown
+        if self._rerun_when_shown and self._job is None and not self._other_jobs_running():
+            self._rerun_when_shown = False
+            QTimer.singleShot(0, self.run)
+
+    # ------------------------------------------------------------ export
+
+    def export_csv(self, path: str) -> None:
+        """The matrix shown, rows = queries, columns = keys, labelled with the tokens."""
+        matrix = self.current_matrix()
+        if matrix is None:
+            raise ValueError("nothing to export yet: run the model first")
+        labels = self._shown.labels
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow([f"query \\ key ({self.current_title()})"] + labels)
+            for q, row in enumerate(matrix):
+                writer.writerow([labels[q]] + [f"{w:.6g}" for w in row])
+
+    def export_png(self, path: str) -> None:
+        if self.current_matrix() is None:
+            raise ValueError("nothing to export yet: run the model first")
+        self.heatmap.export_png(path)
+
+    def _ask_export_png(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export heatmap", "attention.png", "PNG image (*.png)")
+        if path:
+            self._export(self.export_png, path)
+
+    def _ask_export_csv(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export attention matrix", "attention.csv", "CSV (*.csv)")
+        if path:
+            self._export(self.export_csv, path)
+
+    def _export(self, fn: Any, path: str) -> None:
+        try:
+            fn(path)
+        except (OSError, ValueError) as e:
+            QMessageBox.warning(self, "Export failed", f"Could not save {path}: {e}")
+            return
+        self._notify(f"Saved {path}")
+
+    def _notify(self, message: str) -> None:
+        self.status.setText(message)
+        window = self.window()
+        if isinstance(window, QMainWindow):
+            window.statusBar().showMessage(message, 8000)
+
+
+def _heading(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setStyleSheet("font-weight: bold;")
+    return label
+
+
+def _html(s: str) -> str:
+    import html
+
+    return html.escape(repr(s))

@@ -1,0 +1,425 @@
+"""One encoding of a text shown as coloured token spans, with its ids and counts.
+
+`tokenize_for_display` maps every token back onto the characters of the original text, so the
+spans always re-join into exactly that text: byte-level tokens that split a UTF-8 character
+(an emoji cut into two BPE tokens) are grouped into one span that lists all their ids.
+`EncodingPanel` shows one encoding: the spans (hover for id, bytes and string; whitespace can be
+made visible), the ids (click one to highlight its span) and the counts.
+"""
+from __future__ import annotations
+
+import bisect
+import html
+from dataclasses import dataclass, field
+
+import numpy as np
+from PySide6.QtCore import QAbstractListModel, QEvent, QModelIndex, QObject, Qt, Signal, Slot
+from PySide6.QtGui import QColor, QFont, QPalette, QTextCharFormat, QTextCursor, QTextFormat
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QSizePolicy,
+    QTextEdit,
+    QToolTip,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.widgets.token_text import span_under
+from engine import CharTokenizer, Tokenizer, render_bytes
+
+# Pastel backgrounds that keep black text readable (the tiktokenizer look); cycled over tokens.
+SPAN_COLOURS = ("#FFD6A5", "#CAFFBF", "#9BF6FF", "#BDB2FF", "#FFC6FF", "#FDFFB6", "#A0C4FF", "#FFADAD")
+HIGHLIGHT = QColor("#E65100")
+UNKNOWN_COLOUR = "#FF8A80"
+MIN_VIEW_HEIGHT = 48
+MAX_VIEW_HEIGHT = 320
+MAX_SHOWN_TOKENS = 10_000  # spans past this are left out of the view (ids and counts still cover everything)
+VISIBLE_WHITESPACE = {" ": "\u00b7", "\t": "\u2192", "\n": "\u21b5\n", "\r": "\u240d"}
+
+
+@dataclass
+class Span:
+    """Characters text[start:end] and the tokens that produced them (several when a token splits a character)."""
+
+    start: int
+    end: int
+    tokens: list[int]  # indices into TokenizedText.ids
+
+
+@dataclass
+class TokenizedText:
+    name: str
+    text: str
+    ids: list[int]
+    spans: list[Span]
+    token_bytes: list[bytes]
+    exact: bool = True  # False where the tokenizer cannot give the text back (unknown characters)
+    unknown: int = 0  # tokens that stand for characters the tokenizer does not know
+    notes: list[str] = field(default_factory=list)
+    _first_tokens: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_chars(self) -> int:
+        return len(self.text)
+
+    @property
+    def num_bytes(self) -> int:
+        return len(self.text.encode("utf-8", errors="surrogatepass"))
+
+    @property
+    def chars_per_token(self) -> float:
+        return self.num_chars / self.num_tokens if self.ids else 0.0
+
+    def span_text(self, span: Span) -> str:
+        return self.text[span.start:span.end]
+
+    def span_of_token(self, token_index: int) -> int:
+        """Index of the span that holds a token."""
+        if len(self._first_tokens) != len(self.spans):
+            self._first_tokens = [s.tokens[0] for s in self.spans]
+        return max(0, bisect.bisect_right(self._first_tokens, token_index) - 1)
+
+    def token_info(self, token_index: int) -> str:
+        """What hovering a token tells: id, bytes in hex and the string."""
+        tid = self.ids[token_index]
+        data = self.token_bytes[token_index]
+        hexed = " ".join(f"{b:02x}" for b in data)
+        return f"id {tid} · bytes {hexed or '(none)'} · {render_bytes(data)!r}"
+
+
+def _char_byte_starts(text: str) -> np.ndarray:
+    """Byte offset (in UTF-8) where each character starts, and the text's length in bytes last."""
+    code_points = np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)
+    sizes = 1 + (code_points >= 0x80).astype(np.int64) + (code_points >= 0x800) + (code_points >= 0x10000)
+    return np.concatenate(([0], np.cumsum(sizes)))
+
+
+def tokenize_for_display(tokenizer: Tokenizer, text: str, name: str | None = None) -> TokenizedText:
+    """Encode `text` and map every token back onto the characters it came from."""
+    ids = [int(i) for i in tokenizer.encode(text)]
+    pieces = [tokenizer.token_bytes(i) for i in ids]
+    result = TokenizedText(name or tokenizer.name, text, ids, [], pieces)
+    if b"".join(pieces) == text.encode("utf-8", errors="surrogatepass"):
+        # A span closes after each token that ends on a character boundary (vectorised: texts are long).
+        char_starts = _char_byte_starts(text)
+        token_ends = np.cumsum([len(p) for p in pieces], dtype=np.int64)
+        chars = np.searchsorted(char_starts, token_ends)
+        chars_c = np.minimum(chars, len(char_starts) - 1)
+        closes = np.flatnonzero(char_starts[chars_c] == token_ends)
+        first_token, first_char = 0, 0
+        for k, end_char in zip(closes.tolist(), chars_c[closes].tolist()):
+            result.spans.append(Span(first_char, end_char, list(range(first_token, k + 1))))
+            first_token, first_char = k + 1, end_char
+        return result
+    if isinstance(tokenizer, CharTokenizer) and len(ids) == len(text):
+        # One token per character; characters the vocabulary lacks became the unknown id 0.
+        result.spans = [Span(i, i + 1, [i]) for i in range(len(text))]
+        result.unknown = sum(1 for i in ids if i == 0)
+        result.exact = result.unknown == 0
+        if result.unknown:
+            result.notes.append(f"{result.unknown} character(s) not in this vocabulary (shown in red, id 0)")
+        return result
+    # A tokenizer that changes the text (it should not happen): show what it gives back.
+    result.exact = False
+    result.spans, pos = [], 0
+    for k, piece in enumerate(pieces):
+        s = piece.decode("utf-8", errors="replace")
+        result.spans.append(Span(pos, pos + len(s), [k]))
+        pos += len(s)
+    result.text = "".join(p.decode("utf-8", errors="replace") for p in pieces)
+    result.notes.append("this tokenizer does not give the exact text back")
+    return result
+
+
+def visible_whitespace(s: str) -> str:
+    return "".join(VISIBLE_WHITESPACE.get(ch, ch) for ch in s)
+
+
+class TokenSpanView(QTextEdit):
+    """Read-only text in coloured token spans; hover shows a token, click selects it."""
+
+    token_clicked = Signal(int)  # token index
+    token_hovered = Signal(int)  # token index, -1 when leaving
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setLineWrapMode(QTextEdit.LineWrapMode.WidgetWidth)
+        self.setFont(QFont("monospace"))
+        self.document().setDocumentMargin(4)
+        self.viewport().setMouseTracking(True)
+        self.viewport().installEventFilter(self)
+        self._data: TokenizedText | None = None
+        self._doc_starts: list[int] = []  # position in the document where each shown span starts
+        self._doc_ends: list[int] = []
+        self._hover = -1
+        # As tall as the text (within limits): short texts make compact rows, long ones scroll.
+        self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
+        self._fit_height()
+
+    def _fit_height(self, *args) -> None:
+        height = int(self.document().size().height()) + 2 * self.frameWidth() + 2
+        self.setFixedHeight(max(MIN_VIEW_HEIGHT, min(MAX_VIEW_HEIGHT, height)))
+
+    @property
+    def data(self) -> TokenizedText | None:
+        return self._data
+
+    def set_tokenized(self, data: TokenizedText | None, show_whitespace: bool = False) -> None:
+        self._data = data
+        self._doc_starts, self._doc_ends = [], []
+        self.clear()
+        self.setExtraSelections([])
+        if data is None:
+            return
+        cursor = QTextCursor(self.document())
+        cursor.beginEditBlock()
+        fmt = QTextCharFormat()
+        fmt.setForeground(QColor("black"))
+        for n, span in enumerate(data.spans[:MAX_SHOWN_TOKENS]):
+            piece = data.span_text(span)
+            unknown = not data.exact and data.unknown and data.ids[span.tokens[0]] == 0
+            colour = UNKNOWN_COLOUR if unknown else SPAN_COLOURS[n % len(SPAN_COLOURS)]
+            fmt.setBackground(QColor(colour))
+            if show_whitespace:
+                piece = visible_whitespace(piece)
+            self._doc_starts.append(cursor.position())
+            cursor.insertText(piece, fmt)
+            self._doc_ends.append(cursor.position())
+        if len(data.spans) > MAX_SHOWN_TOKENS:
+            fmt.setBackground(QColor("transparent"))
+            fmt.setForeground(QColor("gray"))
+            cursor.insertText(f"\n… {len(data.spans) - MAX_SHOWN_TOKENS:,} more spans not shown", fmt)
+        cursor.endEditBlock()
+        self.moveCursor(QTextCursor.MoveOperation.Start)
+
+    def highlight_token(self, token_index: int) -> None:
+        """Mark the span of one token (and scroll to it); -1 clears the mark."""
+        if self._data is None or token_index < 0:
+            self.setExtraSelections([])
+            return
+        n = self._data.span_of_token(token_index)
+        if n >= len(self._doc_starts):
+            self.setExtraSelections([])
+            return
+        sel = QTextEdit.ExtraSelection()
+        cursor = QTextCursor(self.document())
+        cursor.setPosition(self._doc_starts[n])
+        cursor.setPosition(self._doc_ends[n], QTextCursor.MoveMode.KeepAnchor)
+        sel.cursor = cursor
+        sel.format.setBackground(HIGHLIGHT)
+        sel.format.setForeground(QColor("white"))
+        sel.format.setProperty(QTextFormat.Property.FontWeight, QFont.Weight.Bold)
+        self.setExtraSelections([sel])
+        shown = QTextCursor(self.document())
+        shown.setPosition(self._doc_starts[n])
+        self.setTextCursor(shown)
+        self.ensureCursorVisible()
+
+    def span_tooltip(self, n: int) -> str:
+        data = self._data
+        if data is None:
+            return ""
+        span = data.spans[n]
+        lines = [f"<b>{html.escape(repr(data.span_text(span)))}</b>"]
+        lines += [html.escape(data.token_info(k)) for k in span.tokens]
+        if len(span.tokens) > 1:
+            lines.append("<i>these tokens split one character between them</i>")
+        return "<br>".join(lines)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if obj is self.viewport() and self._data is not None:
+            kind = event.type()
+            if kind in (QEvent.Type.MouseMove, QEvent.Type.ToolTip, QEvent.Type.MouseButtonRelease):
+                pos = event.position().toPoint() if hasattr(event, "position") else event.pos()
+                n = span_under(self, self._doc_starts, self._doc_ends, pos)
+                token = self._data.spans[n].tokens[0] if n >= 0 else -1
+                if kind == QEvent.Type.ToolTip:
+                    if n >= 0:
+                        QToolTip.showText(event.globalPos(), self.span_tooltip(n), self)
+                    else:
+                        QToolTip.hideText()
+                    return True
+                if kind == QEvent.Type.MouseButtonRelease and token >= 0 and not self.textCursor().hasSelection():
+                    self.token_clicked.emit(token)
+                elif kind == QEvent.Type.MouseMove and token != self._hover:
+                    self._hover = token
+                    self.token_hovered.emit(token)
+            elif kind == QEvent.Type.Leave and self._hover != -1:
+                self._hover = -1
+                self.token_hovered.emit(-1)
+        return super().eventFilter(obj, event)
+
+
+class _IdModel(QAbstractListModel):
+    """One row per token, its text made only when shown (a long text has tens of thousands)."""
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.data_: TokenizedText | None = None
+
+    def set_data(self, data: TokenizedText | None) -> None:
+        self.beginResetModel()
+        self.data_ = data
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() or self.data_ is None else len(self.data_.ids)
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if role != Qt.ItemDataRole.DisplayRole or self.data_ is None:
+            return None
+        k = index.row()
+        # quoted, so a token's leading or trailing spaces can be seen
+        return f"{self.data_.ids[k]:>7}  '{render_bytes(self.data_.token_bytes[k])}'"
+
+
+class IdList(QListView):
+    """The ids of an encoding in order; selecting one emits its index."""
+
+    currentRowChanged = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setUniformItemSizes(True)
+        self.model_ = _IdModel(self)
+        self.setModel(self.model_)
+        self.selectionModel().currentRowChanged.connect(lambda cur, _: self.currentRowChanged.emit(cur.row()))
+
+    def set_data(self, data: TokenizedText | None) -> None:
+        self.model_.set_data(data)
+
+    def count(self) -> int:
+        return self.model_.rowCount()
+
+    def currentRow(self) -> int:
+        return self.currentIndex().row()
+
+    def setCurrentRow(self, row: int) -> None:
+        index = self.model_.index(row, 0)
+        self.setCurrentIndex(index)
+        self.scrollTo(index)
+
+
+class EncodingPanel(QFrame):
+    """One encoding: name and counts, the coloured spans, and the list of ids."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.title = QLabel()
+        self.title.setTextFormat(Qt.TextFormat.RichText)
+        self.title.setWordWrap(True)
+        self.counts = QLabel()
+        self.counts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.counts.setAlignment(Qt.AlignmentFlag.AlignTop)
+        self.spans = TokenSpanView()
+        self.ids = IdList()
+        self.ids.setToolTip("Token ids in order; click one to highlight its span")
+        self.ids.setFont(QFont("monospace"))
+        self.ids.setFixedWidth(210)
+        self.ids.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Ignored)  # as tall as the spans
+        self.hover = QLabel(" ")
+        self.hover.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.reason = QLabel()
+        self.reason.setWordWrap(True)
+        self.reason.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.reason.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.reason.setVisible(False)
+
+        left = QVBoxLayout()
+        left.addWidget(self.title)
+        left.addWidget(self.counts)
+        left.addStretch(1)
+        left_box = QWidget()
+        left_box.setLayout(left)
+        left_box.setFixedWidth(190)
+        middle = QVBoxLayout()
+        middle.setContentsMargins(0, 0, 0, 0)
+        middle.addWidget(self.spans)
+        middle.addWidget(self.reason)
+        middle.addWidget(self.hover)
+        middle.addStretch(1)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(6, 6, 6, 6)
+        row.addWidget(left_box)
+        row.addLayout(middle, 1)
+        row.addWidget(self.ids)
+
+        self.ids.currentRowChanged.connect(self._on_id_selected)
+        self.spans.token_clicked.connect(self._on_span_clicked)
+        self.spans.token_hovered.connect(self._on_span_hovered)
+        self._data: TokenizedText | None = None
+        self._unavailable = False
+
+    @property
+    def data(self) -> TokenizedText | None:
+        return self._data
+
+    def set_title(self, name: str, detail: str = "") -> None:
+        extra = f"<br><span style='color: gray;'>{html.escape(detail)}</span>" if detail else ""
+        self.title.setText(f"<b>{html.escape(name)}</b>{extra}")
+
+    def set_tokenized(self, data: TokenizedText, show_whitespace: bool = False) -> None:
+        self._data = data
+        self._unavailable = False
+        self.spans.setVisible(True)
+        self.ids.setVisible(True)
+        self.hover.setVisible(True)
+        self.reason.setVisible(False)
+        self.spans.set_tokenized(data, show_whitespace)
+        cpt = f"{data.chars_per_token:.2f}" if data.ids else "–"
+        lines = [f"{data.num_tokens:,} tokens", f"{data.num_chars:,} characters", f"{data.num_bytes:,} bytes",
+                 f"{cpt} characters / token"]
+        notes = "".join(f"<br><span style='color:#c62828;'>{html.escape(n)}</span>" for n in data.notes)
+        self.counts.setTextFormat(Qt.TextFormat.RichText)
+        self.counts.setText("<br>".join(lines) + notes)
+        self.counts.setWordWrap(True)
+        self.ids.set_data(data)
+        self.hover.setText(" ")
+
+    def set_unavailable(self, name: str, reason: str) -> None:
+        self._data = None
+        self._unavailable = True
+        self.set_title(name)
+        self.counts.setTextFormat(Qt.TextFormat.RichText)
+        self.counts.setWordWrap(True)
+        self.counts.setText("")
+        self.spans.set_tokenized(None)
+        self.spans.setVisible(False)
+        self.ids.set_data(None)
+        self.ids.setVisible(False)
+        self.hover.setVisible(False)
+        self.reason.setText(f"Not available: {reason}")
+        self.reason.setVisible(True)
+
+    @property
+    def reason_text(self) -> str:
+        return self.reason.text() if self._unavailable else ""
+
+    @Slot(int)
+    def _on_id_selected(self, row: int) -> None:
+        self.spans.highlight_token(row)
+        if self._data is not None and 0 <= row < len(self._data.ids):
+            self.hover.setText(self._data.token_info(row))
+
+    @Slot(int)
+    def _on_span_clicked(self, token_index: int) -> None:
+        self.ids.setCurrentRow(token_index)  # highlights the span too
+
+    @Slot(int)
+    def _on_span_hovered(self, token_index: int) -> None:
+        if self._data is None:
+            return
+        if token_index < 0:
+            self.hover.setText(" ")
+            return
+        span = self._data.spans[self._data.span_of_token(token_index)]
+        self.hover.setText("   ".join(self._data.token_info(k) for k in span.tokens))

@@ -1,0 +1,237 @@
+"""Settings of a training run (steps, batch, learning rate, ...) with the schedule they make."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
+
+from app.tabs.training.lr_preview import LRPreview
+from app.widgets.forms import share_tooltips_with_labels
+from engine import TrainConfig, check_precision, pick_device
+
+TOOLTIPS = {
+    "steps": "Optimizer updates to run. Each one reads batch x grad accum sequences of context_length tokens.",
+    "batch_size": "Sequences processed together in one forward/backward pass (per GPU under torchrun).\n"
+                  "Bigger batches give smoother gradients and use more memory.",
+    "grad_accum": "Gradient accumulation: add up the gradients of this many batches before one update,\n"
+                  "to act like a batch this many times larger without the memory.",
+    "lr": "Learning rate: the size of each optimizer step at its peak. Too high and the loss blows up;\n"
+          "too low and it crawls. Small models like 1e-3; fine-tuning wants less (1e-4 or lower).",
+    "warmup_steps": "Steps over which the learning rate ramps up linearly from near zero to its peak,\n"
+                    "before it decays along a cosine to a tenth of the peak.",
+    "eval_interval": "Every this many steps, measure the loss on held-out validation text (10% of the corpus),\n"
+                     "draw a sample and record the attention of the probe text.",
+    "eval_batches": "Batches averaged for each validation loss: more gives a steadier curve, and takes longer.",
+    "sample_tokens": "Length of the sample text written at each evaluation (0: no samples).",
+    "precision": "Number format of the arithmetic. fp32 is exact and works everywhere; bf16 (mixed precision)\n"
+                 "is faster on GPUs and recent CPUs with the same range and fewer digits; fp16 needs a CUDA GPU\n"
+                 "and loss scaling.",
+    "device": "Where to train: auto picks a CUDA GPU, then Apple's GPU (MPS), then the CPU.",
+    "compile": "torch.compile the model first: slower to start (tens of seconds), faster per step on GPUs.",
+    "seed": "Seed of the random draws (initial weights, batches, dropout): the same seed repeats a run exactly.",
+}
+
+
+class ScientificSpinBox(QDoubleSpinBox):
+    """A positive number shown as 1e-3 / 0.0003, stepped by ~26% (ten steps per decade)."""
+
+    def __init__(self, lo: float, hi: float, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setDecimals(10)
+        self.setRange(lo, hi)
+
+    def textFromValue(self, value: float) -> str:
+        return f"{value:.3g}"
+
+    def valueFromText(self, text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, pos: int):
+        from PySide6.QtGui import QValidator
+
+        stripped = text.strip()
+        try:
+            value = float(stripped)
+        except ValueError:
+            ok = stripped == "" or all(c in "0123456789.eE-+" for c in stripped)
+            return (QValidator.State.Intermediate if ok else QValidator.State.Invalid), text, pos
+        state = QValidator.State.Acceptable if self.minimum() <= value <= self.maximum() else \
+            QValidator.State.Intermediate
+        return state, text, pos
+
+    def stepBy(self, steps: int) -> None:
+        value = self.value() * 10 ** (steps / 10)
+        self.setValue(float(f"{value:.2g}") if value > 0 else self.minimum())
+
+
+def _spin(lo: int, hi: int, value: int, tip: str) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setValue(value)
+    box.setGroupSeparatorShown(True)
+    box.setToolTip(tip)
+    return box
+
+
+def available_devices() -> list[str]:
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.device_count() > 1 else []
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def precision_problem(device: str, precision: str) -> str | None:
+    """Why a precision cannot run on a device (None when it can)."""
+    try:
+        check_precision(precision, pick_device(device))
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+class TrainSettingsForm(QWidget):
+    """Edits the TrainConfig fields a person cares about; the rest keep their defaults."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        d = TrainConfig()
+        self.steps = _spin(1, 10_000_000, d.steps, TOOLTIPS["steps"])
+        self.batch_size = _spin(1, 65536, d.batch_size, TOOLTIPS["batch_size"])
+        self.grad_accum = _spin(1, 4096, d.grad_accum, TOOLTIPS["grad_accum"])
+        self.lr = ScientificSpinBox(1e-7, 1.0)
+        self.lr.setValue(d.lr)
+        self.lr.setToolTip(TOOLTIPS["lr"])
+        self.warmup_steps = _spin(0, 10_000_000, d.warmup_steps, TOOLTIPS["warmup_steps"])
+        self.eval_interval = _spin(1, 10_000_000, d.eval_interval, TOOLTIPS["eval_interval"])
+        self.eval_batches = _spin(1, 10_000, d.eval_batches, TOOLTIPS["eval_batches"])
+        self.sample_tokens = _spin(0, 100_000, d.sample_tokens, TOOLTIPS["sample_tokens"])
+        self.precision = QComboBox()
+        self.precision.addItems(["fp32", "bf16", "fp16"])
+        self.precision.setToolTip(TOOLTIPS["precision"])
+        self.device = QComboBox()
+        self.device.addItems(available_devices())
+        self.device.setToolTip(TOOLTIPS["device"])
+        self.compile = QCheckBox("torch.compile")
+        self.compile.setToolTip(TOOLTIPS["compile"])
+        self.seed = _spin(0, 2**31 - 1, d.seed, TOOLTIPS["seed"])
+        self.seed.setGroupSeparatorShown(False)
+        self.budget_label = QLabel()
+        self.budget_label.setObjectName("mutedLabel")
+        self.budget_label.setWordWrap(True)
+        self.problem_label = QLabel()
+        self.problem_label.setObjectName("errorLabel")
+        self.problem_label.setWordWrap(True)
+        self.problem_label.setVisible(False)
+        self.preview = LRPreview()
+        self._context_length = 128
+
+        form = QFormLayout()
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("Steps", self.steps)
+        form.addRow("Batch size", self.batch_size)
+        form.addRow("Grad accumulation", self.grad_accum)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Warm-up steps", self.warmup_steps)
+        form.addRow("Eval every", self.eval_interval)
+        form.addRow("Eval batches", self.eval_batches)
+        form.addRow("Sample tokens", self.sample_tokens)
+        form.addRow("Precision", self.precision)
+        form.addRow("Device", self.device)
+        form.addRow("Seed", self.seed)
+        form.addRow("", self.compile)
+        share_tooltips_with_labels(form)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(form)
+        layout.addWidget(self.budget_label)
+        layout.addWidget(self.problem_label)
+        layout.addWidget(self.preview)
+
+        for box in (self.steps, self.batch_size, self.grad_accum, self.warmup_steps, self.eval_interval,
+                    self.eval_batches, self.sample_tokens, self.seed):
+            box.valueChanged.connect(self._on_changed)
+        self.lr.valueChanged.connect(self._on_changed)
+        self.precision.currentIndexChanged.connect(self._on_changed)
+        self.device.currentIndexChanged.connect(self._on_changed)
+        self.compile.toggled.connect(self._on_changed)
+        self._on_changed()
+
+    # ------------------------------------------------------------------ values
+
+    def values(self) -> dict[str, Any]:
+        return dict(steps=self.steps.value(), batch_size=self.batch_size.value(), grad_accum=self.grad_accum.value(),
+                    lr=float(f"{self.lr.value():.6g}"), warmup_steps=self.warmup_steps.value(),
+                    eval_interval=self.eval_interval.value(), eval_batches=self.eval_batches.value(),
+                    sample_tokens=self.sample_tokens.value(), precision=self.precision.currentText(),
+                    device=self.device.currentText(), compile=self.compile.isChecked(), seed=self.seed.value())
+
+    def train_config(self) -> TrainConfig:
+        """The run's TrainConfig (samples at every evaluation); raises ValueError if a value is out of range."""
+        v = self.values()
+        return TrainConfig(**v, sample_interval=v["eval_interval"])
+
+    def problem(self) -> str | None:
+        """Why these settings cannot run here, or None."""
+        try:
+            self.train_config()
+        except ValueError as e:
+            return str(e)
+        return precision_problem(self.device.currentText(), self.precision.currentText())
+
+    def set_values(self, data: dict[str, Any]) -> None:
+        """Fill from a saved train_config dict (unknown or bad values are skipped)."""
+        spins = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                 "warmup_steps": self.warmup_steps, "eval_interval": self.eval_interval,
+                 "eval_batches": self.eval_batches, "sample_tokens": self.sample_tokens, "seed": self.seed}
+        for key, box in spins.items():
+            if isinstance(data.get(key), (int, float)) and not isinstance(data.get(key), bool):
+                box.setValue(int(data[key]))
+        if isinstance(data.get("lr"), (int, float)) and math.isfinite(data["lr"]) and data["lr"] > 0:
+            self.lr.setValue(float(data["lr"]))
+        for key, combo in (("precision", self.precision), ("device", self.device)):
+            if isinstance(data.get(key), str) and combo.findText(data[key]) >= 0:
+                combo.setCurrentText(data[key])
+        if isinstance(data.get("compile"), bool):
+            self.compile.setChecked(data["compile"])
+
+    def set_context_length(self, context_length: int) -> None:
+        self._context_length = context_length
+        self._update_budget()
+
+    # ------------------------------------------------------------------ reactions
+
+    @Slot()
+    def _on_changed(self) -> None:
+        v = self.values()
+        self.preview.set_schedule(v["steps"], v["lr"], v["warmup_steps"])
+        problem = self.problem()
+        self.problem_label.setText(problem or "")
+        self.problem_label.setVisible(problem is not None)
+        self._update_budget()
+        self.changed.emit()
+
+    def _update_budget(self) -> None:
+        v = self.values()
+        per_step = v["batch_size"] * v["grad_accum"] * self._context_length
+        total = per_step * v["steps"]
+        self.budget_label.setText(f"{per_step:,} tokens per step · {_si(total)} tokens in all")
+        self.budget_label.setToolTip("batch size x grad accumulation x context_length tokens per optimizer step")
+
+
+def _si(x: float) -> str:
+    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if x >= div:
+            return f"{x / div:.3g} {suffix}"
+    return f"{int(x)}"

@@ -1,0 +1,1 @@
+"""Speed benchmarks, each against a peer measured in the same run (`python -m engine bench WHAT`)."""

@@ -1,0 +1,201 @@
+"""`python -m engine tokenizer train|list`, `tokenize` and `import-hf`.
+
+tokenizer train --corpus NAME|PATH --vocab-size N [--pattern gpt2|cl100k] --out FILE
+    trains a byte-level BPE on a corpus and writes a tokenizer file (JSON) usable as --tokenizer FILE.
+tokenizer list [--download]
+    the named tiktoken encodings and whether they are available (offline: why not).
+tokenize (--tokenizer NAME|FILE | --checkpoint CKPT) [--json] TEXT
+    the tokens of TEXT ("-" reads stdin); --json prints {"ids": [...], "tokens": [...], "text": decoded}
+    where each token is its display string (control characters and split UTF-8 bytes escaped).
+import-hf DIR --out FILE
+    a Hugging Face GPT-2 folder (config.json, model.safetensors, vocab.json, merges.txt) as a checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine.checkpoint import read_checkpoint_info, save_checkpoint
+from engine.cli.errors import one_line_errors
+from engine.data import load_corpus
+from engine.events import ProgressEvent
+from engine.hf_import import import_hf_folder
+from engine.tokenizers import (
+    MAX_VOCAB_SIZE,
+    MIN_VOCAB_SIZE,
+    NAMED_ENCODINGS,
+    BPETrainedEvent,
+    get_tokenizer,
+    named_encoding_status,
+    save_tokenizer,
+    tokenizer_from_dict,
+    train_bpe_job,
+)
+
+SPINNER = "|/-\\"
+
+
+class ProgressBar:
+    """A one-line bar on stderr, drawn only on a terminal; total 0 means 'busy, amount unknown'."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.ticks = 0
+
+    def update(self, event: ProgressEvent) -> None:
+        if not self.enabled:
+            return
+        self.ticks += 1
+        if event.total > 0:
+            frac = min(1.0, event.done / event.total)
+            bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
+            line = f"[{bar}] {100 * frac:5.1f}%  {event.message}"
+        else:
+            line = f"[{SPINNER[self.ticks % 4]}] {event.message}"
+        sys.stderr.write("\r" + line[:100].ljust(100))
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.ticks:
+            sys.stderr.write("\r" + " " * 100 + "\r")
+            sys.stderr.flush()
+
+
+def register(subparsers: Any) -> None:
+    tok = subparsers.add_parser("tokenizer", help="train a BPE tokenizer, list named encodings")
+    tok_sub = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION")
+    tok_sub.required = True
+
+    p = one_line_errors(tok_sub.add_parser(
+        "train", help="train a byte-level BPE on a corpus",
+        description="Train a byte-level BPE (GPT-2 or GPT-4 pre-tokenization) and write a tokenizer file."))
+    p.add_argument("--corpus", required=True, metavar="NAME|PATH", help="built-in corpus or a text file / folder")
+    p.add_argument("--vocab-size", required=True, type=int, metavar="N",
+                   help="tokens in all: the 256 bytes, the merges, and <|endoftext|>")
+    p.add_argument("--pattern", choices=("gpt2", "cl100k"), default="gpt2",
+                   help="pre-tokenization regex: GPT-2's or GPT-4's (cl100k) (default gpt2)")
+    p.add_argument("--name", help="the tokenizer's name (default bpe-N-PATTERN)")
+    p.add_argument("--out", required=True, metavar="FILE", help="tokenizer file to write (.json)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per event")
+    p.set_defaults(func=cmd_train)
+
+    p = one_line_errors(tok_sub.add_parser("list", help="named tiktoken encodings and whether they are available"))
+    p.add_argument("--download", action="store_true", help="fetch the ones not in the cache yet")
+    p.set_defaults(func=cmd_list)
+
+    p = one_line_errors(subparsers.add_parser(
+        "tokenize", help="show how a tokenizer splits a text",
+        description="Print the tokens of TEXT ('-' reads stdin). Special-token text such as <|endoftext|> is "
+                    "encoded as ordinary text."))
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--tokenizer", metavar="NAME|FILE",
+                     help="gpt2, r50k_base, p50k_base, cl100k_base, o200k_base, a tokenizer file or a .tiktoken "
+                          "file (char and bpe:N need --corpus)")
+    src.add_argument("--checkpoint", metavar="CKPT", help="use the tokenizer stored in a checkpoint")
+    p.add_argument("--corpus", metavar="NAME|PATH", help="corpus for --tokenizer char or bpe:N")
+    p.add_argument("--json", action="store_true", help='print {"ids": [...], "tokens": [...], "text": decoded}')
+    p.add_argument("text", metavar="TEXT")
+    p.set_defaults(func=cmd_tokenize)
+
+    p = one_line_errors(subparsers.add_parser(
+        "import-hf", help="turn a Hugging Face GPT-2 folder into a checkpoint",
+        description="Read config.json, model.safetensors, vocab.json and merges.txt from DIR and write one "
+                    "playground checkpoint (tokenizer rebuilt as a tiktoken encoding; works offline)."))
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--out", required=True, metavar="FILE", help="checkpoint to write (.safetensors)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_import_hf)
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if not MIN_VOCAB_SIZE <= args.vocab_size <= MAX_VOCAB_SIZE:
+        raise ValueError(f"--vocab-size must be between {MIN_VOCAB_SIZE} and {MAX_VOCAB_SIZE:,}")
+    _check_out(args.out)
+    corpus = load_corpus(args.corpus)
+    bar = ProgressBar()
+    result = None
+    try:
+        for event in train_bpe_job(corpus.documents, args.vocab_size, args.pattern, args.name):
+            if args.json:
+                print(json.dumps(event.to_json()), flush=True)
+            elif isinstance(event, ProgressEvent):
+                bar.update(event)
+            if isinstance(event, BPETrainedEvent):
+                result = event
+    finally:
+        bar.close()
+    save_tokenizer(result.tokenizer, args.out)
+    if not args.json:
+        t = result.tokenizer
+        print(f"trained {t.name}: {t.vocab_size:,} tokens on {corpus.num_chars:,} characters of "
+              f"{corpus.name} in {result.seconds:.1f} s -> {args.out}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for name, tok, reason in named_encoding_status(download=args.download):
+        state = f"available, {tok.vocab_size:,} tokens" if tok is not None else reason.removeprefix(f"{name}: ")
+        print(f"{name:12} {NAMED_ENCODINGS[name].description:45} {state}")
+    return 0
+
+
+def _checkpoint_tokenizer(path: str):
+    """The tokenizer stored in a checkpoint, without loading its weights."""
+    from safetensors import safe_open
+
+
+    read_checkpoint_info(path)
+    with safe_open(path, framework="pt") as f:
+        metadata = f.metadata() or {}
+    return tokenizer_from_dict(json.loads(metadata["tokenizer"]))
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.text == "-" else args.text
+    if args.checkpoint:
+        tokenizer = _checkpoint_tokenizer(args.checkpoint)
+    else:
+        corpus_text = None
+        if not args.corpus and (args.tokenizer == "char" or args.tokenizer.startswith("bpe:")):
+            raise ValueError(f"--tokenizer {args.tokenizer} is built from a corpus: add --corpus NAME|PATH")
+        if args.corpus:
+            corpus_text = load_corpus(args.corpus).documents
+        tokenizer = get_tokenizer(args.tokenizer, corpus_text)
+    ids = tokenizer.encode(text)
+    tokens = [tokenizer.render_token(i) for i in ids]
+    if args.json:
+        print(json.dumps({"ids": ids, "tokens": tokens, "text": tokenizer.decode(ids)}, ensure_ascii=False))
+        return 0
+    print(f"{len(ids)} tokens ({tokenizer.describe()}), {len(text)} characters")
+    for i, token in zip(ids, tokens):
+        print(f"{i:>8}  '{token}'")  # quoted so leading spaces show
+    return 0
+
+
+def cmd_import_hf(args: argparse.Namespace) -> int:
+    _check_out(args.out)
+    model, tokenizer = import_hf_folder(args.dir)
+    save_checkpoint(args.out, model, tokenizer)
+    summary = {"out": args.out, "params": model.num_params(), "model_config": model.config.to_dict(),
+               "tokenizer": tokenizer.describe()}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        c = model.config
+        print(f"imported GPT-2 ({model.num_params():,} parameters, {c.n_layers} layers, {c.emb_dim} wide, "
+              f"context {c.context_length}) with {tokenizer.describe()} -> {args.out}")
+    return 0
+
+
+def _check_out(out: str) -> None:
+    """Fail before any work if the output can't be written (a folder, or a missing parent)."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name")
+    if not path.parent.exists():
+        raise ValueError(f"--out {out}: the folder {path.parent} does not exist")

@@ -1,0 +1,348 @@
+"""`python -m engine train ...` and `python -m engine info CKPT`.
+
+train: a new model from a preset, fine-tuning from a checkpoint (--init), or continuing a run exactly
+(--resume). The output file is written once, atomically, when training ends (completed, or stopped with
+Ctrl-C: the first Ctrl-C finishes the current step, evaluates and saves so the run can be resumed; a second
+one aborts without saving). A failure never touches an existing file at --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from engine.checkpoint import Checkpoint, load_checkpoint, read_checkpoint_info
+from engine.cli.errors import one_line_errors
+from engine.config import PRESETS, ModelConfig, TrainConfig, preset
+from engine.data import Dataset, corpus_names, load_corpus
+from engine.tokenizers import get_tokenizer
+from engine.training import distributed
+from engine.training.distributed import DEFAULT_TIMEOUT_S
+from engine.training.trainer import Trainer
+
+SHAPE_FLAGS = {"n_layers": "--n-layers", "n_heads": "--n-heads", "emb_dim": "--emb-dim",
+               "context_length": "--context-length", "drop_rate": "--drop-rate", "qkv_bias": "--qkv-bias"}
+TRAIN_FLAGS = ("steps", "batch_size", "lr", "warmup_steps", "grad_accum", "eval_interval", "seed", "device",
+               "precision", "sample_interval")
+
+
+class UsageError(ValueError):
+    """Bad combination of flags: one line for the user."""
+
+
+def register(subparsers: Any) -> None:
+    p = one_line_errors(subparsers.add_parser(
+        "train", help="train a GPT (new, fine-tuned with --init, or continued with --resume)",
+        description="Train a GPT and save it as one .safetensors checkpoint. The first Ctrl-C stops after the "
+                    "current step and saves (resumable with --resume); a second Ctrl-C aborts without saving."))
+    model = p.add_argument_group("model (new models only)")
+    model.add_argument("--preset", choices=list(PRESETS), help="model shape to start from")
+    model.add_argument("--n-layers", type=int, help="transformer blocks")
+    model.add_argument("--n-heads", type=int, help="attention heads per block")
+    model.add_argument("--emb-dim", type=int, help="embedding width (divisible by --n-heads)")
+    model.add_argument("--context-length", type=int, help="tokens the model sees at once")
+    model.add_argument("--drop-rate", type=float, help="dropout probability during training")
+    model.add_argument("--qkv-bias", action=argparse.BooleanOptionalAction, default=None,
+                       help="bias on the query/key/value projection")
+    data = p.add_argument_group("data")
+    data.add_argument("--corpus", metavar="NAME|PATH",
+                      help=f"built-in corpus ({', '.join(corpus_names())}) or a text file / folder")
+    data.add_argument("--tokenizer", metavar="SPEC",
+                      help="char (default), bpe:N, a tokenizer file, or a named encoding such as gpt2")
+    run = p.add_argument_group("training")
+    run.add_argument("--steps", type=int, help="optimizer steps in all (with --resume: the new total)")
+    run.add_argument("--batch-size", type=int, help="sequences per micro-batch (under torchrun: per process, so "
+                     "the global batch is batch size x grad accum x processes)")
+    run.add_argument("--lr", type=float, help="peak learning rate")
+    run.add_argument("--warmup-steps", type=int, help="steps of linear warmup before cosine decay")
+    run.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    run.add_argument("--eval-interval", type=int, help="steps between validation losses")
+    run.add_argument("--sample-interval", type=int, help="steps between sample texts (0: no samples)")
+    run.add_argument("--seed", type=int, help="random seed (weights, batches, dropout)")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="where to train (default auto)")
+    run.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="arithmetic precision (default fp32)")
+    run.add_argument("--compile", action="store_true", default=None, help="compile the model with torch.compile")
+    multi = p.add_argument_group("multi-GPU and multi-node (launch with torchrun --nproc_per_node=N -m engine ...)")
+    multi.add_argument("--fsdp", action="store_true",
+                       help="shard the model, gradients and optimizer state across the processes (FSDP2) "
+                            "instead of keeping a copy on each (DDP)")
+    multi.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                       help="give up when the other processes do not answer within this time "
+                            f"(default {DEFAULT_TIMEOUT_S})")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--init", metavar="CKPT", help="fine-tune: start from this checkpoint's weights and tokenizer")
+    start.add_argument("--resume", metavar="CKPT", help="continue this checkpoint's run exactly where it stopped")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", required=True, metavar="FILE", help="checkpoint to write (.safetensors)")
+    out.add_argument("--no-optimizer-state", action="store_true",
+                     help="leave the optimizer state out (a ~3x smaller file that cannot be resumed exactly)")
+    out.add_argument("--json", action="store_true", help="print one JSON object per event instead of a progress bar")
+    p.set_defaults(func=run_train)
+
+    i = one_line_errors(subparsers.add_parser("info", help="describe a checkpoint without loading its weights"))
+    i.add_argument("checkpoint", metavar="CKPT")
+    i.add_argument("--json", action="store_true", help="print the description as JSON")
+    i.set_defaults(func=run_info)
+
+
+# ---------------------------------------------------------------- train
+
+def _check_out(path: str) -> Path:
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise UsageError(f"--out {path} is a folder; give a file name such as model.safetensors")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out: the folder {out.parent} does not exist")
+    return out
+
+
+def _train_config(args: argparse.Namespace, base: dict[str, Any] | None) -> TrainConfig:
+    values = dict(base or {})
+    for name in TRAIN_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            values[name] = value
+    if args.compile:
+        values["compile"] = True
+    if "steps" not in values:
+        raise UsageError("--steps is required")
+    return TrainConfig.from_dict(values)
+
+
+def _given_shape_flags(args: argparse.Namespace) -> list[str]:
+    return [flag for name, flag in SHAPE_FLAGS.items() if getattr(args, name) is not None]
+
+
+def _prepare(args: argparse.Namespace):
+    """Everything a run needs, from flags and (for --init/--resume) a checkpoint: fails before training."""
+    out = _check_out(args.out)
+    source: Checkpoint | None = None
+    if args.resume or args.init:
+        flag = "--resume" if args.resume else "--init"
+        fixed = _given_shape_flags(args) + (["--preset"] if args.preset else [])
+        if fixed:
+            raise UsageError(f"{', '.join(fixed)} cannot be combined with {flag}: the model's shape comes from "
+                             "the checkpoint")
+        if args.tokenizer:
+            raise UsageError(f"--tokenizer cannot be combined with {flag}: the checkpoint's tokenizer is kept")
+        source = load_checkpoint(args.resume or args.init)
+
+    if args.resume:
+        state = source.train_state
+        if not state or source.optimizer_state is None:
+            raise UsageError(f"{args.resume} has no training or optimizer state to resume "
+                             "(saved with --no-optimizer-state?); use --init to fine-tune from it instead")
+        train_config = _train_config(args, state.get("train_config"))
+        done, saved_corpus = state.get("step", 0), state.get("corpus", "")
+        if not isinstance(done, int) or not isinstance(saved_corpus, str):
+            raise UsageError(f"{args.resume} has a malformed training state")
+        if done >= train_config.steps:
+            raise UsageError(f"{args.resume} already has all {train_config.steps:,} steps; pass --steps with a "
+                             f"larger total (more than {done:,}) to train further")
+        corpus = load_corpus(args.corpus or saved_corpus)
+        tokenizer, model_config = source.tokenizer, source.config
+        spec = state.get("tokenizer_spec")
+    elif args.init:
+        if not args.corpus:
+            raise UsageError("--corpus is required")
+        train_config = _train_config(args, None)
+        corpus = load_corpus(args.corpus)
+        tokenizer, model_config = source.tokenizer, source.config
+        spec = (source.train_state or {}).get("tokenizer_spec")
+    else:
+        if not args.preset:
+            raise UsageError("--preset is required (or --init / --resume a checkpoint)")
+        if not args.corpus:
+            raise UsageError("--corpus is required")
+        train_config = _train_config(args, None)
+        corpus = load_corpus(args.corpus)
+        spec = args.tokenizer or "char"
+        tokenizer = get_tokenizer(spec, corpus.text())
+        shape = {name: getattr(args, name) for name in SHAPE_FLAGS}
+        model_config = preset(args.preset).with_changes(vocab_size=tokenizer.vocab_size, **shape)
+    if tokenizer.vocab_size > model_config.vocab_size:
+        raise UsageError("the checkpoint's tokenizer does not fit its model")
+    dataset = Dataset.build(corpus, tokenizer, model_config.context_length)
+    return out, source, train_config, model_config, dataset, spec
+
+
+class _Progress:
+    """Human output: a one-line progress bar redrawn with a carriage return (plain lines when piped)."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout  # looked up now, not at import: sys.stdout may have been replaced
+        self.tty = self.stream.isatty()
+        self.val: float | None = None
+        self.last_draw = 0.0
+        self.line_open = False
+
+    def _write_line(self, text: str) -> None:
+        if self.line_open:
+            self.stream.write("\n")
+            self.line_open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def handle(self, event) -> None:
+        kind = event.kind
+        if kind == "started":
+            self._write_line(f"training {event.num_params:,} parameters on {event.device}, {event.precision}, "
+                             f"steps {event.start_step:,} -> {event.total_steps:,} "
+                             f"({event.tokens_per_step:,} tokens per step)")
+        elif kind == "step":
+            now = time.monotonic()
+            if self.tty and (now - self.last_draw >= 0.1 or event.step == event.total_steps):
+                self.last_draw = now
+                self.stream.write("\r" + self._bar(event))
+                self.stream.flush()
+                self.line_open = True
+        elif kind == "eval":
+            self.val = event.val_loss
+            if not self.tty:
+                self._write_line(f"step {event.step:,}: val loss {event.val_loss:.4f}, "
+                                 f"train loss {event.train_loss:.4f}")
+        elif kind == "sample":
+            self._write_line(f"--- sample at step {event.step:,} ---\n{event.prompt}{event.text}\n---")
+        elif kind == "finished":
+            if self.line_open:
+                self.stream.write("\n")
+                self.line_open = False
+
+    def _bar(self, e) -> str:
+        width = 24
+        filled = int(width * e.step / max(1, e.total_steps))
+        val = f"{self.val:.4f}" if self.val is not None else "-"
+        eta = time.strftime("%H:%M:%S", time.gmtime(e.eta_s)) if math.isfinite(e.eta_s) else "-"
+        return (f"[{'#' * filled}{'.' * (width - filled)}] {e.step:,}/{e.total_steps:,} "
+                f"loss {e.loss:.4f} val {val} lr {e.lr:.2e} {e.tokens_per_s:,.0f} tok/s "
+                f"MFU {100 * e.mfu:.0f}% ETA {eta}  ")
+
+
+def _print_json(data: dict[str, Any]) -> None:
+    print(json.dumps(data), flush=True)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train in this process, or as one rank of a torchrun job (see engine/distributed.py)."""
+    if not distributed.launched_by_torchrun():
+        if args.fsdp:
+            raise UsageError("--fsdp shards the model across processes: launch with "
+                             "torchrun --nproc_per_node=N -m engine train ...")
+        return _run_train(args)
+    return distributed.run(lambda dist: _run_train(args, dist), device=args.device or "auto", fsdp=args.fsdp,
+                           timeout_s=args.dist_timeout)
+
+
+def _run_train(args: argparse.Namespace, dist: distributed.DistContext | None = None) -> int:
+    with distributed.main_first(dist):  # rank 0 fills the token cache, the others then read it
+        out, source, train_config, model_config, dataset, spec = _prepare(args)
+    if args.resume:
+        trainer = Trainer(model_config, train_config, dataset, resume=source, tokenizer_spec=spec, dist=dist)
+    else:
+        trainer = Trainer(model_config, train_config, dataset, model=source.model if source else None,
+                          tokenizer_spec=spec, dist=dist)
+
+    progress = None if args.json else _Progress()
+    interrupted = {"count": 0}
+
+    def on_sigint(signum, frame):  # first Ctrl-C: stop cleanly and save; second: abort
+        interrupted["count"] += 1
+        if interrupted["count"] > 1:
+            raise KeyboardInterrupt
+        trainer.request_stop()
+        if distributed.is_main_process():  # under torchrun every process gets the signal: say it once
+            print("\nstopping after this step and saving (Ctrl-C again to abort without saving)", file=sys.stderr)
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: no handler, Ctrl-C aborts
+        previous = None
+    finished = None
+    try:
+        for event in trainer.run():
+            if event.kind == "progress":
+                continue  # evaluation progress: only useful to pause a GUI mid-evaluation
+            if args.json:
+                _print_json(event.to_json())
+            else:
+                progress.handle(event)
+            if event.kind == "error":
+                hint = f" ({event.hint})" if event.hint else ""
+                print(f"error: {event.message}{hint}; nothing was written to {out}", file=sys.stderr)
+                return 1
+            if event.kind == "finished":
+                finished = event
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+    saved = trainer.save(out, include_optimizer=not args.no_optimizer_state)
+    if args.json:
+        _print_json(saved.to_json())
+    else:
+        val = f", val loss {finished.final_val_loss:.4f}" if finished and finished.final_val_loss is not None else ""
+        print(f"saved {out} (step {trainer.step:,}{val})")
+    if finished is not None and finished.reason == "stopped":
+        if not args.json and distributed.is_main_process():  # once, not from every torchrun process
+            print(f"stopped early; continue with: python -m engine train --resume {out} --out {out}",
+                  file=sys.stderr)
+        return 130
+    return 0
+
+
+# ---------------------------------------------------------------- info
+
+def _describe(info: dict[str, Any]) -> str:
+    c = ModelConfig.from_dict(info["model_config"])
+    lines = [
+        f"file:       {info['path']} ({info['file_bytes'] / 1e6:.1f} MB, format {info['format_version']})",
+        f"model:      {c.n_layers} layers, {c.n_heads} heads, emb_dim {c.emb_dim}, context {c.context_length}, "
+        f"vocab {c.vocab_size:,}, dropout {c.drop_rate}, qkv_bias {'yes' if c.qkv_bias else 'no'}",
+        f"parameters: {info['num_params']:,} ({c.weights_bytes('fp32') / 1e6:.1f} MB in fp32)",
+        f"tokenizer:  {info['tokenizer']['description']}",
+    ]
+    state = info.get("train_state")
+    try:
+        lines += _describe_training(state)
+    except (AttributeError, KeyError, TypeError, ValueError):  # a hand-edited state: say so, do not crash
+        lines.append("training:   (the training state in this file is malformed)")
+    lines.append(f"optimizer:  {'saved (resumable)' if info['has_optimizer_state'] else 'not saved'}")
+    return "\n".join(lines)
+
+
+def _describe_training(state: dict[str, Any] | None) -> list[str]:
+    lines = []
+    if state:
+        tc = state.get("train_config", {})
+        history = state.get("history", {})
+        loss = history.get("loss") or []
+        val = history.get("val_loss") or []
+        lines.append(f"training:   step {state.get('step', 0):,} of {tc.get('steps', '?'):,} on corpus "
+                     f"{state.get('corpus', '?')!s} (tokenizer {state.get('tokenizer_spec', '?')})"
+                     if isinstance(tc.get("steps"), int) else f"training:   step {state.get('step', 0)}")
+        lines.append(f"settings:   batch {tc.get('batch_size')} x {tc.get('grad_accum')} accum, lr {tc.get('lr')}, "
+                     f"warmup {tc.get('warmup_steps')}, seed {tc.get('seed')}, {tc.get('precision')}")
+        if loss or val:
+            last = f"loss {loss[-1]:.4f}" if loss else "loss -"
+            last_val = f"val loss {val[-1]:.4f}" if val else "val loss -"
+            lines.append(f"last:       {last}, {last_val}")
+    else:
+        lines.append("training:   no training state (weights only)")
+    return lines
+
+
+def run_info(args: argparse.Namespace) -> int:
+    info = read_checkpoint_info(args.checkpoint)
+    if args.json:
+        state = info.get("train_state")
+        if state:
+            info["train_state"] = {k: v for k, v in state.items() if k != "rng"}  # binary blobs: not for people
+        _print_json(info)
+    else:
+        print(_describe(info))
+    return 0

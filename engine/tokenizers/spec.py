@@ -1,0 +1,44 @@
+"""The one parser of tokenizer specs, as the command line and the app write them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.tokenizers.base import CharTokenizer, Tokenizer
+from engine.tokenizers.bpe import PATTERNS
+from engine.tokenizers.files import load_tokenizer_file
+from engine.tokenizers.named import NAMED_ENCODINGS, load_named_encoding
+from engine.tokenizers.training import train_bpe
+
+TOKENIZER_SPECS_HELP = "char, bpe:N (trained on the corpus), a tokenizer file, or " + ", ".join(NAMED_ENCODINGS)
+
+
+def get_tokenizer(spec: str, corpus_text: str | list[str] | None = None) -> Tokenizer:
+    """A tokenizer from a command-line / GUI spec.
+
+    char                      a character vocabulary from `corpus_text`
+    bpe:N or bpe:N:cl100k     a byte-level BPE of N tokens trained on `corpus_text` (GPT-2 or cl100k pattern)
+    FILE                      a tokenizer file (save_tokenizer) or a .tiktoken file
+    gpt2, r50k_base, p50k_base, cl100k_base, o200k_base   a named tiktoken encoding
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"a tokenizer is needed: {TOKENIZER_SPECS_HELP}")
+    spec = spec.strip()
+    if spec == "char":
+        if corpus_text is None:
+            raise ValueError("the char tokenizer needs a corpus to take its characters from")
+        text = corpus_text if isinstance(corpus_text, str) else "".join(corpus_text)
+        return CharTokenizer.from_text(text)
+    if spec.startswith("bpe:"):
+        parts = spec.split(":")
+        pattern = parts[2] if len(parts) == 3 else "gpt2"
+        if len(parts) not in (2, 3) or not parts[1].isdigit() or pattern not in PATTERNS:
+            raise ValueError(f"bad tokenizer {spec!r}: write bpe:N or bpe:N:cl100k, e.g. bpe:4096")
+        if corpus_text is None:
+            raise ValueError("bpe:N trains on the corpus, and no corpus was given")
+        return train_bpe(corpus_text, int(parts[1]), pattern=pattern)
+    if spec in NAMED_ENCODINGS:
+        return load_named_encoding(spec)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return load_tokenizer_file(path)
+    raise ValueError(f"unknown tokenizer {spec!r}: choose {TOKENIZER_SPECS_HELP}")

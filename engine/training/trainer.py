@@ -1,0 +1,393 @@
+"""The training loop as a generator of events.
+
+`Trainer.run()` yields a `StepEvent` after every optimizer step (and evaluation, sample and attention
+events in between), so the GUI, the command line and the tests all drive the same loop and can pause or
+stop it between steps. It never calls back into whoever runs it.
+
+Each step: set the learning rate (linear warmup, then cosine to lr * min_lr_ratio), run `grad_accum`
+micro-batches forward and backward under autocast, clip the gradient norm, and apply AdamW. The loss and
+gradient norm are read back together (one device sync per step) and checked *before* the update, so a
+non-finite step is never applied and the model keeps the weights of the last good step.
+
+Reproducibility: batches come from a torch.Generator seeded from `seed`; dropout uses torch's global
+RNG; evaluation and samples use generators of their own so they never shift the training stream. All
+these states go into `state()`, so N steps + save + resume N steps equals 2N steps on a CPU, bit for bit.
+"""
+from __future__ import annotations
+
+import base64
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.checkpoint import Checkpoint, load_optimizer_state, save_checkpoint
+from engine.config import ModelConfig, TrainConfig
+from engine.data import Dataset
+from engine.device import autocast_context, check_precision, device_name, enable_fast_math, peak_flops, pick_device
+from engine.events import (
+    AttentionProbeEvent,
+    CheckpointEvent,
+    ErrorEvent,
+    EvalEvent,
+    Event,
+    FinishedEvent,
+    ProgressEvent,
+    SampleEvent,
+    StartedEvent,
+    StepEvent,
+)
+from engine.model import GPT, KVCache
+from engine.training.distributed import DistContext
+
+PROBE_TOKENS = 64  # attention maps of at most this many probe tokens (64 x 64 per head is readable)
+SAMPLE_TEMPERATURE = 0.8
+SAMPLE_TOP_K = 40
+HISTORY_KEYS = ("step", "loss", "lr", "tokens_seen", "tokens_per_s", "val_step", "val_loss", "val_tokens_seen")
+OOM_HINT = "try a smaller batch size, context length or model, gradient accumulation, or bf16"
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Learning rate for the update that follows `step` completed steps: warmup, then cosine."""
+    min_lr = config.lr * config.min_lr_ratio
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    span = max(1, config.steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - min_lr)
+
+
+def _rng_to_str(state: torch.Tensor) -> str:
+    return base64.b64encode(state.cpu().numpy().tobytes()).decode("ascii")
+
+
+def _rng_from_str(text: str) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.uint8).copy())
+
+
+def empty_history() -> dict[str, list]:
+    return {k: [] for k in HISTORY_KEYS}
+
+
+class Trainer:
+    """Trains a GPT on a Dataset, yielding events; see the module docstring.
+
+    model: start from these weights (fine-tuning); its config wins over `model_config`.
+    resume: a Checkpoint (or a dict with "train_state" and "optimizer_state") to continue exactly;
+        when `model` is None its model is used.
+    probe_text: if given, the attention maps of its first tokens are sent at every evaluation.
+    tokenizer_spec: how the tokenizer was asked for (e.g. "char", "bpe:512"), kept in the state.
+    """
+
+    def __init__(self, model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset, *,
+                 model: GPT | None = None, resume: Checkpoint | dict | None = None,
+                 probe_text: str | None = None, tokenizer_spec: str | None = None,
+                 dist: DistContext | None = None):
+        self.train_config = train_config
+        self.dataset = dataset
+        self.dist = dist  # under torchrun (engine/distributed.py): this rank's place in the job
+        if dist is not None:  # this rank's slice of each global batch
+            self.dataset = dist.shard_dataset(dataset)
+        self.tokenizer = dataset.tokenizer
+        self.tokenizer_spec = tokenizer_spec or self.tokenizer.name
+        self.device = pick_device(train_config.device)
+        if dist is not None:  # each process has its own GPU (LOCAL_RANK) or the CPU
+            dist.check(train_config)
+            self.device = dist.device
+        check_precision(train_config.precision, self.device)
+        enable_fast_math(self.device)
+
+        resume_state, resume_optimizer = None, None
+        if resume is not None:
+            if isinstance(resume, dict):
+                resume_state, resume_optimizer = resume.get("train_state"), resume.get("optimizer_state")
+                model = model if model is not None else resume.get("model")
+            else:
+                resume_state, resume_optimizer = resume.train_state, resume.optimizer_state
+                model = model if model is not None else resume.model
+            if not resume_state:
+                raise ValueError("this checkpoint has no training state to resume from")
+
+        if resume_state is None:
+            torch.manual_seed(train_config.seed)  # the model's init and dropout (resume restores it below)
+        if model is None:
+            model = GPT(model_config)
+        self.config = model.config
+        if self.config.vocab_size < self.tokenizer.vocab_size:
+            raise ValueError(f"the model's vocab_size ({self.config.vocab_size:,}) is smaller than the "
+                             f"tokenizer's ({self.tokenizer.vocab_size:,})")
+        dataset.check_fits(self.config.context_length)
+        self.model: GPT = model.to(self.device)
+        if dist is not None:  # FSDP shards in place, before the optimizer sees the parameters
+            self.model = dist.shard(self.model)
+        self.optimizer = self.model.configure_optimizer(
+            train_config.lr, train_config.weight_decay, (train_config.beta1, train_config.beta2), self.device.type)
+        self.scaler = torch.amp.GradScaler("cuda") if train_config.precision == "fp16" and \
+            self.device.type == "cuda" else None
+        self._forward = torch.compile(self.model) if train_config.compile else self.model
+        if dist is not None:  # training forward passes go through DDP
+            self._forward = dist.wrap(self._forward)
+
+        self.batch_generator = torch.Generator().manual_seed(train_config.seed)
+        self.step = 0
+        self.history = empty_history()
+        self.elapsed_before = 0.0  # training seconds of earlier sessions (resume)
+        if dist is not None and resume_optimizer is not None:
+            resume_optimizer = dist.shard_optimizer_state(resume_optimizer, self.model)
+        if resume_state:
+            self._restore(resume_state, resume_optimizer)
+
+        context = self.config.context_length
+        self.tokens_per_step = train_config.batch_size * train_config.grad_accum * context
+        if dist is not None:  # batch_size is per rank: count the global batch
+            self.tokens_per_step *= dist.world_size
+        self.probe_ids: list[int] = []
+        if probe_text:
+            self.probe_ids = self.tokenizer.encode(probe_text)[: min(PROBE_TOKENS, context)]
+        self._stop = False
+        self._peak: float | None = None
+
+    # ------------------------------------------------------------ state
+
+    def _restore(self, state: dict[str, Any], optimizer_state: dict[str, Any] | None) -> None:
+        try:
+            self.step = int(state.get("step", 0))
+            history = state.get("history") or {}
+            self.history = {k: list(history.get(k, [])) for k in HISTORY_KEYS}
+            self.elapsed_before = float(state.get("elapsed_s", 0.0))
+            rng = state.get("rng") or {}
+            if "torch" in rng:
+                torch.set_rng_state(_rng_from_str(rng["torch"]))
+            if "batch" in rng:
+                self.batch_generator.set_state(_rng_from_str(rng["batch"]))
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(_rng_from_str(rng["cuda"]), self.device)
+        except (AttributeError, TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"the saved training state is unusable: {e}") from None
+        if optimizer_state is not None:
+            load_optimizer_state(self.optimizer, self.model, optimizer_state)
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able training state: enough, with weights and optimizer, to resume exactly."""
+        rng = {"torch": _rng_to_str(torch.get_rng_state()), "batch": _rng_to_str(self.batch_generator.get_state())}
+        if self.device.type == "cuda":
+            rng["cuda"] = _rng_to_str(torch.cuda.get_rng_state(self.device))
+        return {
+            "step": self.step,
+            "train_config": asdict(self.train_config),
+            "corpus": self.dataset.corpus.source or self.dataset.corpus.name,
+            "corpus_name": self.dataset.corpus.name,
+            "tokenizer_spec": self.tokenizer_spec,
+            "elapsed_s": self.elapsed_before + getattr(self, "_elapsed", 0.0),
+            "history": self.history,
+            "rng": rng,
+        }
+
+    def save(self, path, *, include_optimizer: bool = True) -> CheckpointEvent:
+        """Save weights, tokenizer, training state and (by default) optimizer state, atomically."""
+        if self.dist is not None:  # every rank calls this (FSDP gathers the shards); rank 0 alone writes
+            self.dist.save_checkpoint(path, self.model, self.tokenizer, train_state=self.state(),
+                                      optimizer=self.optimizer if include_optimizer else None)
+            return CheckpointEvent(step=self.step, path=str(path))
+        save_checkpoint(path, self.model, self.tokenizer, train_state=self.state(),
+                        optimizer=self.optimizer if include_optimizer else None)
+        return CheckpointEvent(step=self.step, path=str(path))
+
+    def request_stop(self) -> None:
+        """Finish after the current step (with a last evaluation) and yield FinishedEvent('stopped')."""
+        self._stop = True
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> Iterator[Event]:
+        cfg = self.train_config
+        self._stop = False
+        model = self.model
+        yield StartedEvent(total_steps=cfg.steps, start_step=self.step, num_params=model.num_params(),
+                           device=device_name(self.device), precision=cfg.precision,
+                           tokens_per_step=self.tokens_per_step, model_config=self.config.to_dict(),
+                           train_config=asdict(cfg))
+        if self._peak is None:
+            self._peak = peak_flops(self.device, cfg.precision)
+            if self.dist is not None:  # the job's peak: one device per rank
+                self._peak *= self.dist.world_size
+        flops_per_step = model.flops_per_token() * self.tokens_per_step
+        t_start = time.perf_counter()
+        step_times: list[float] = []
+        self._elapsed = 0.0
+        try:
+            if not self.history["val_step"] or self.history["val_step"][-1] != self.step:
+                yield from self._evaluate_and_sample(force_sample=self.step == 0)
+            while self.step < cfg.steps and not self._stop:
+                t0 = time.perf_counter()
+                loss, grad_norm = self._train_step(lr_at(self.step, cfg))
+                if not (math.isfinite(loss) and (math.isfinite(grad_norm) or self.scaler is not None)):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    what = "loss" if not math.isfinite(loss) else "gradient norm"
+                    yield ErrorEvent(step=self.step, message=f"training stopped at step {self.step + 1}: the "
+                                     f"{what} became {loss if what == 'loss' else grad_norm}; the model keeps "
+                                     f"the weights of step {self.step}",
+                                     hint="lower the learning rate, raise warmup, or use fp32")
+                    return
+                self.step += 1
+                dt = time.perf_counter() - t0
+                step_times.append(dt)
+                self._elapsed = time.perf_counter() - t_start
+                recent = step_times[-20:]
+                tokens_per_s = self.tokens_per_step * len(recent) / sum(recent)
+                mfu = flops_per_step * len(recent) / sum(recent) / self._peak if self._peak else 0.0
+                eta = (cfg.steps - self.step) * sum(recent) / len(recent)
+                lr = self.optimizer.param_groups[0]["lr"]
+                tokens_seen = self.step * self.tokens_per_step
+                self._record(step=self.step, loss=loss, lr=lr, tokens_seen=tokens_seen, tokens_per_s=tokens_per_s)
+                yield StepEvent(step=self.step, total_steps=cfg.steps, loss=loss, lr=lr, grad_norm=grad_norm,
+                                tokens_seen=tokens_seen, tokens_per_s=tokens_per_s, mfu=mfu,
+                                elapsed_s=self.elapsed_before + self._elapsed, eta_s=eta)
+                if self.step % cfg.eval_interval == 0 or self.step == cfg.steps:
+                    yield from self._evaluate_and_sample()
+            if self._stop and (not self.history["val_step"] or self.history["val_step"][-1] != self.step):
+                yield from self._evaluate_and_sample(force_sample=True)
+            self._elapsed = time.perf_counter() - t_start
+            yield FinishedEvent(step=self.step, reason="stopped" if self.step < cfg.steps else "completed",
+                                final_loss=self.history["loss"][-1] if self.history["loss"] else None,
+                                final_val_loss=self.history["val_loss"][-1] if self.history["val_loss"] else None)
+        except torch.cuda.OutOfMemoryError:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            yield ErrorEvent(step=self.step, message=f"out of GPU memory at step {self.step + 1}", hint=OOM_HINT)
+        finally:
+            self._elapsed = time.perf_counter() - t_start
+            self.elapsed_before += self._elapsed
+            self._elapsed = 0.0
+            self.model.eval()
+
+    def _train_step(self, lr: float) -> tuple[float, float]:
+        """One optimizer step over grad_accum micro-batches; returns (mean loss, grad norm) floats.
+
+        The update is skipped when either is non-finite (the caller reports it)."""
+        cfg = self.train_config
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        if self.dist is not None:
+            self.dist.seed_dropout(cfg.seed, self.step)
+        total = None
+        for micro in range(cfg.grad_accum):
+            if self.dist is not None:  # DDP: all-reduce gradients once, in the last micro-batch's backward
+                self.dist.set_grad_sync(self._forward, micro == cfg.grad_accum - 1)
+            x, y = self.dataset.get_batch("train", cfg.batch_size, self.config.context_length,
+                                          self.batch_generator, self.device)
+            with autocast_context(self.device, cfg.precision):
+                _, loss = self._forward(x, y)
+            loss = loss / cfg.grad_accum
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if self.dist is not None:  # the loss averaged over ranks; a stop asked on any rank stops them all
+            grad_norm = self.dist.full(grad_norm)
+            total, self._stop = self.dist.mean_and_any(total, self._stop)
+        # The one CPU-device sync point of the step: read loss and grad norm together.
+        loss_value, norm_value = torch.stack([total.float(), grad_norm.float()]).tolist()
+        if math.isfinite(loss_value) and (math.isfinite(norm_value) or self.scaler is not None):
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, norm_value
+
+    def _record(self, **values: float) -> None:
+        for key, value in values.items():
+            self.history[key].append(value)
+
+    # ------------------------------------------------------------ evaluation, samples, probes
+
+    def _eval_batches(self, split: str) -> Iterator[torch.Tensor]:
+        """Losses (device tensors, no sync) of eval_batches batches: the same batches at every evaluation,
+        so the curve compares like with like."""
+        cfg = self.train_config
+        generator = torch.Generator().manual_seed(cfg.seed + (1 if split == "val" else 2))
+        self.model.eval()
+        for _ in range(cfg.eval_batches):
+            x, y = self.dataset.get_batch(split, cfg.batch_size, self.config.context_length, generator, self.device)
+            with torch.no_grad(), autocast_context(self.device, cfg.precision):
+                _, loss = self.model(x, y)
+            yield loss.float()
+
+    def estimate_loss(self, split: str) -> float:
+        """Mean loss over eval_batches batches of a split ("train" or "val")."""
+        return torch.stack(list(self._eval_batches(split))).mean().item()
+
+    def _evaluate_and_sample(self, force_sample: bool = False) -> Iterator[Event]:
+        cfg = self.train_config
+        means = {}
+        done, total = 0, 2 * cfg.eval_batches
+        for split in ("val", "train"):
+            losses = []
+            for loss in self._eval_batches(split):
+                losses.append(loss)
+                done += 1
+                # A yield per batch keeps a long evaluation pausable and stoppable.
+                yield ProgressEvent(job="eval", done=done, total=total, message=f"evaluating at step {self.step}")
+            means[split] = torch.stack(losses).mean()
+        if self.dist is not None:  # each rank evaluated its slice of the same batches
+            means = self.dist.mean_values(means)
+        val_loss, train_loss = torch.stack([means["val"], means["train"]]).tolist()
+        tokens_seen = self.step * self.tokens_per_step
+        self._record(val_step=self.step, val_loss=val_loss, val_tokens_seen=tokens_seen)
+        yield EvalEvent(step=self.step, val_loss=val_loss, train_loss=train_loss, tokens_seen=tokens_seen)
+        if self.probe_ids:
+            yield self.attention_probe()
+        if cfg.sample_interval and cfg.sample_tokens and (
+                force_sample or self.step % cfg.sample_interval == 0 or self.step == cfg.steps):
+            prompt = cfg.sample_prompt
+            yield SampleEvent(step=self.step, prompt=prompt, text=self.sample(prompt, cfg.sample_tokens))
+
+    @torch.no_grad()
+    def attention_probe(self) -> AttentionProbeEvent:
+        self.model.eval()
+        ids = torch.tensor([self.probe_ids], dtype=torch.long, device=self.device)
+        _, _, maps = self.model(ids, return_attention=True)
+        stacked = torch.stack([m[0] for m in maps]).float().cpu().numpy()  # (n_layers, n_heads, T, T)
+        tokens = tuple(self.tokenizer.render_token(i) for i in self.probe_ids)
+        return AttentionProbeEvent(step=self.step, tokens=tokens, maps=stacked)
+
+    @torch.no_grad()
+    def sample(self, prompt: str, max_new_tokens: int) -> str:
+        """Sampled continuation (temperature 0.8, top-k 40) with a fixed seed of its own, so samples at
+        different steps differ only because the model changed, and training randomness is untouched."""
+        self.model.eval()
+        generator = torch.Generator(device=self.device).manual_seed(self.train_config.seed)
+        ids = self.tokenizer.encode(prompt) if prompt else []
+        if not ids:
+            ids = [self.tokenizer.eot_id] if self.tokenizer.eot_id is not None else self.tokenizer.encode("\n")
+        context = self.config.context_length
+        ids = ids[-context:]
+        new: list[int] = []
+        cache = KVCache.empty(self.config, 1, self.device)
+        pending = ids
+        for _ in range(max_new_tokens):
+            if cache.pos + len(pending) > context:  # window full: start again from the last half
+                window = (ids + new)[-(context // 2):]
+                cache, pending = KVCache.empty(self.config, 1, self.device), window
+            logits, _ = self.model(torch.tensor([pending], device=self.device), kv_cache=cache, last_only=True)
+            logits = logits[0, -1].float() / SAMPLE_TEMPERATURE
+            k = min(SAMPLE_TOP_K, logits.numel())
+            top, index = torch.topk(logits, k)
+            choice = torch.multinomial(torch.softmax(top, dim=-1), 1, generator=generator)
+            token = int(index[choice])
+            new.append(token)
+            pending = [token]
+        return self.tokenizer.decode(new)

@@ -1,0 +1,246 @@
+"""The Attention tab: heatmap, overview, rollout, per-token view, probes over training, export."""
+from __future__ import annotations
+
+import csv
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import Qt
+
+from app.state import AppState
+from app.tabs.attention.overview import MEAN, thumbnails
+from app.tabs.attention.tab import (
+    MODE_HEAD,
+    MODE_MEAN,
+    MODE_ROLLOUT,
+    AttentionResult,
+    AttentionTab,
+    RolloutResult,
+    default_text,
+)
+from app.worker import JobRunner
+from engine.config import ModelConfig
+from engine.data import Corpus
+from engine.events import AttentionProbeEvent
+from engine.generation.attention import attention_rollout
+from engine.model import GPT
+from engine.tokenizers import CharTokenizer
+
+TEXT = "abcdef|abcdef\nghijkl|ghijkl\n"
+CONTEXT = 48
+
+
+def tiny_model(tok: CharTokenizer, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    config = ModelConfig(vocab_size=tok.vocab_size, context_length=CONTEXT, emb_dim=32, n_heads=4, n_layers=3,
+                         drop_rate=0.0)
+    return GPT(config)
+
+
+@pytest.fixture
+def runner():
+    runner = JobRunner()
+    yield runner
+    assert runner.stop_all(5000)
+
+
+@pytest.fixture
+def tab(qtbot, runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_PLAYGROUND_SETTINGS", str(tmp_path / "settings.ini"))
+    state = AppState()
+    tok = CharTokenizer.from_text(TEXT + "xyz")
+    state.set_model(tiny_model(tok), tok)
+    tab = AttentionTab(state, runner)
+    qtbot.addWidget(tab)
+    tab.resize(1200, 800)
+    tab.show()
+    qtbot.waitExposed(tab)
+    return tab
+
+
+def run_on(qtbot, tab: AttentionTab, text: str) -> None:
+    tab.text.setPlainText(text)
+    tab.run()
+    assert tab.busy
+    qtbot.waitUntil(lambda: not tab.busy, timeout=20_000)
+
+
+def test_heatmap_is_one_image_the_size_of_the_token_count(qtbot, tab):
+    run_on(qtbot, tab, TEXT)
+    T = len(tab.state.tokenizer.encode(TEXT))
+    assert tab.heatmap.image.image.shape == (T, T)
+    assert len(tab.heatmap.bottom_axis.labels) == T
+    assert tab.heatmap.tokens == [tab.state.tokenizer.render_token(i) for i in tab.state.tokenizer.encode(TEXT)]
+    # fixed levels, so heads are comparable by eye
+    assert tuple(tab.heatmap.image.getLevels()) == (0.0, 1.0)
+    # and a single head's row is a causal softmax
+    m = tab.heatmap.matrix
+    assert np.allclose(m.sum(axis=1), 1.0, atol=1e-4)
+    assert np.allclose(np.triu(m, k=1), 0.0)
+
+
+def test_text_longer_than_the_context_is_cut_and_said_so(qtbot, tab):
+    run_on(qtbot, tab, TEXT * 5)
+    assert tab.heatmap.image.image.shape == (CONTEXT, CONTEXT)
+    assert f"cut from {len(TEXT) * 5}" in tab.status.text()
+
+
+def test_clicking_an_overview_cell_opens_that_layer_and_head(qtbot, tab):
+    run_on(qtbot, tab, TEXT)
+    maps = tab._shown.maps
+    for layer, head in ((2, 1), (0, 3)):
+        cell = tab.overview.cells[(layer, head)]
+        point = tab.overview.mapFromScene(cell.sceneBoundingRect().center())
+        qtbot.mouseClick(tab.overview.viewport(), Qt.MouseButton.LeftButton, pos=point)
+        assert (tab.view_mode, tab.layer.value(), tab.head.value()) == (MODE_HEAD, layer, head)
+        assert np.array_equal(tab.heatmap.matrix, maps[layer, head])
+        assert tab.overview._selected == (layer, head)
+    # the last column is the layer's mean over heads
+    cell = tab.overview.cells[(1, MEAN)]
+    qtbot.mouseClick(tab.overview.viewport(), Qt.MouseButton.LeftButton,
+                     pos=tab.overview.mapFromScene(cell.sceneBoundingRect().center()))
+    assert (tab.view_mode, tab.layer.value()) == (MODE_MEAN, 1)
+    assert np.allclose(tab.heatmap.matrix, maps[1].mean(axis=0))
+
+
+def test_rollout_and_mean_rows_sum_to_one(qtbot, tab):
+    run_on(qtbot, tab, TEXT)
+    for mode in (MODE_MEAN, MODE_ROLLOUT):
+        tab.mode.setCurrentIndex(tab.mode.findData(mode))
+        shown = tab.heatmap.matrix
+        assert shown.shape == (len(TEXT), len(TEXT))
+        assert np.allclose(shown.sum(axis=1), 1.0, atol=1e-4), mode
+        assert np.allclose(np.triu(shown, k=1), 0.0, atol=1e-6), mode
+    assert "rollout" in tab.current_title().lower()
+    assert np.allclose(tab.heatmap.matrix, tab._shown.get_rollout())
+    assert not tab.layer.isEnabled() and not tab.head.isEnabled()
+
+
+def test_maps_show_before_the_rollout_arrives(tab):
+    rng = np.random.default_rng(1)
+    maps = np.tril(rng.random((3, 4, 6, 6), dtype=np.float32))
+    maps /= maps.sum(-1, keepdims=True)
+    tab.mode.setCurrentIndex(tab.mode.findData(MODE_ROLLOUT))
+    tab._on_job_events([AttentionResult(maps, thumbnails(maps), tuple("abcdef"), tuple("abcdef"), 0)])
+    assert tab.heatmap.matrix is None and "rollout" in tab.heatmap.plot.titleLabel.text.lower()
+    tab.mode.setCurrentIndex(tab.mode.findData(MODE_HEAD))
+    assert np.array_equal(tab.heatmap.matrix, maps[0, 0])  # the heads are there already
+    tab.mode.setCurrentIndex(tab.mode.findData(MODE_ROLLOUT))
+    tab._on_job_events([RolloutResult(attention_rollout(maps))])
+    assert np.allclose(tab.heatmap.matrix, attention_rollout(maps))
+
+
+def test_per_token_view_tints_by_the_query_row(qtbot, tab):
+    run_on(qtbot, tab, TEXT)
+    tab.open_cell(1, 2)
+    q = 10
+    tab.set_query(q)
+    row = tab._shown.maps[1, 2, q]
+    weights = tab.text_view.weights_shown()
+    assert sorted(weights) == list(range(q + 1))  # only the query and the tokens before it
+    assert np.allclose([weights[k] for k in range(q + 1)], row[: q + 1])
+    # clicking a row of the heatmap picks that query
+    tab.heatmap.query_clicked.emit(4)
+    assert tab.text_view.query == 4
+    assert "Query 4" in tab.query_label.text()
+
+
+def test_attention_over_training_slider_shows_each_recorded_step(qtbot, tab):
+    rng = np.random.default_rng(0)
+    tokens = tuple("ab|ab")
+    probes = []
+    for step in (0, 100, 200):
+        m = np.tril(rng.random((3, 4, 5, 5), dtype=np.float32))
+        probes.append(AttentionProbeEvent(step=step, tokens=tokens, maps=m / m.sum(-1, keepdims=True)))
+    tab.state.set_attention_probes(probes[:2])
+    assert tab.probe_check.isEnabled() and tab.probe_slider.maximum() == 1
+    # with no run of its own to show (e.g. opened during training), the tab shows the probes
+    assert tab.probe_check.isChecked()
+    tab.open_cell(2, 3)
+    tab.probe_slider.setValue(0)
+    assert np.array_equal(tab.heatmap.matrix, probes[0].maps[2, 3])
+    assert "step 0" in tab.current_title()
+    tab.probe_slider.setValue(1)
+    assert np.array_equal(tab.heatmap.matrix, probes[1].maps[2, 3])
+    # a probe arriving during training is followed when the slider sits at the end
+    tab.state.add_attention_probe(probes[2])
+    assert tab.probe_slider.value() == 2
+    assert np.array_equal(tab.heatmap.matrix, probes[2].maps[2, 3])
+    assert tab.heatmap.tokens == list(tokens)
+    # a new run clears them
+    tab.state.set_attention_probes([])
+    assert not tab.probe_check.isChecked() and not tab.probe_check.isEnabled()
+
+
+def test_export_csv_and_png(qtbot, tab, tmp_path):
+    run_on(qtbot, tab, TEXT)
+    tab.open_cell(0, 1)
+    path = tmp_path / "a.csv"
+    tab.export_csv(str(path))
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    T = len(TEXT)
+    assert len(rows) == T + 1 and len(rows[0]) == T + 1
+    assert rows[0][1:] == tab.heatmap.tokens and [r[0] for r in rows[1:]] == tab.heatmap.tokens
+    values = np.array([[float(x) for x in r[1:]] for r in rows[1:]])
+    assert np.allclose(values, tab._shown.maps[0, 1], atol=1e-5)
+    png = tmp_path / "a.png"
+    tab.export_png(str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_model_change_clears_and_reruns_when_visible(qtbot, tab):
+    run_on(qtbot, tab, TEXT)
+    before = tab._text_maps
+    tok = tab.state.tokenizer
+    tab.state.set_model(tiny_model(tok, seed=1), tok)
+    assert tab.busy  # re-running on the new weights
+    qtbot.waitUntil(lambda: not tab.busy, timeout=20_000)
+    assert tab._text_maps is not None and tab._text_maps is not before
+    assert not np.allclose(tab._text_maps.maps, before.maps)
+
+
+def test_no_model_gives_a_message_not_a_job(qtbot, runner):
+    state = AppState()
+    tab = AttentionTab(state, runner)
+    qtbot.addWidget(tab)
+    tab.run()
+    assert not tab.busy
+    assert "No model" in tab.status.text()
+
+
+def test_default_text_is_a_pattern_for_synthetic_tasks():
+    corpus = Corpus("copy", ["abcdef|abcdef\nqwerty|qwerty\n" * 20], source="copy")
+    text = default_text(corpus)
+    assert text.startswith("abcdef|abcdef\n") and len(text) <= 120
+    prose = Corpus("prose", ["short", "A much longer document that is long enough to be a passage. " * 20])
+    assert default_text(prose).startswith("A much longer document")
+
+
+def test_run_button_stops_a_run_in_progress(qtbot, tab, monkeypatch):
+    import time
+
+    from app.tabs.attention import tab as attention_module
+    from engine.events import ProgressEvent
+
+    real_job = attention_module.attention_job
+
+    def slow_job(*args):  # a big model: the forward takes a while before the maps arrive
+        yield ProgressEvent(job="attention", done=0, total=1, message="working")
+        time.sleep(0.5)
+        yield from real_job(*args)
+
+    monkeypatch.setattr(attention_module, "attention_job", slow_job)
+    tab.text.setPlainText(TEXT)
+    tab.run_button.click()
+    assert tab.busy and tab.run_button.text() == "Stop" and tab.run_button.isEnabled()
+    tab.run_button.click()
+    qtbot.waitUntil(lambda: not tab.busy, timeout=20_000)
+    assert tab._text_maps is None  # the stopped run shows nothing
+    assert "Stopped" in tab.status.text() and tab.run_button.text() == "Run"
+    run_on(qtbot, tab, TEXT)  # and the next run works
+    assert tab._text_maps is not None
