@@ -33,7 +33,8 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .tokenizers import Tokenizer, gpt2_byte_decoder, register
 
@@ -235,18 +236,22 @@ class HFTokenizer(Tokenizer):
             bos_text, eos_text = config.special_tokens.get("bos_token"), config.special_tokens.get("eos_token")
             add_bos = bool(config.add_bos) and self.bos_id is not None
             add_eos = bool(config.add_eos) and eos is not None
-            single = " ".join([*([f"{bos_text}:0"] if add_bos else []), "$A:0", *([f"{eos_text}:0"] if add_eos else [])])
-            pair = single + " " + " ".join(
-                [*([f"{bos_text}:1"] if add_bos else []), "$B:1", *([f"{eos_text}:1"] if add_eos else [])])
+
+            def template(seq: str, type_id: int) -> list[str]:  # a list: token text may hold spaces
+                return [*([f"{bos_text}:{type_id}"] if add_bos else []), f"${seq}:{type_id}",
+                        *([f"{eos_text}:{type_id}"] if add_eos else [])]
+
+            single, pair = template("A", 0), template("A", 0) + template("B", 1)
             special = [*([(bos_text, self.bos_id)] if add_bos else []), *([(eos_text, eos)] if add_eos else [])]
             try:
                 tok.post_processor = processors.TemplateProcessing(single=single, pair=pair, special_tokens=special)
             except Exception as e:
                 raise ValueError(f"cannot add BOS/EOS to this tokenizer: {_one_line(str(e))}") from None
         try:
-            self.add_bos: bool = self.bos_id is not None and tok.encode("", add_special_tokens=True).ids[:1] == [self.bos_id]
+            starts = tok.encode("", add_special_tokens=True).ids[:1]
         except Exception as e:
             raise ValueError(f"the tokenizer cannot encode: {_one_line(str(e))}") from None
+        self.add_bos: bool = self.bos_id is not None and starts == [self.bos_id]
 
     # ------------------------------------------------------------ Tokenizer API
 

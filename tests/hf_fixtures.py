@@ -76,7 +76,8 @@ def sentencepiece_json() -> str:
     tok.add_special_tokens(LLAMA3_SPECIALS)
     # As Llama 2's tokenizer.json: encode(text) (with special tokens) starts with <s>.
     bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", bos)])
     spec = json.loads(tok.to_str())
     # As in Llama's tokenizer.json: the byte tokens live in the model's vocabulary, not among added tokens.
     spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] not in BYTE_TOKENS]

@@ -174,7 +174,8 @@ def test_state_round_trip(folders, kind):
     for text in TEXTS:
         assert again.encode(text) == tok.encode(text)
         assert again.encode(text, add_special=True) == tok.encode(text, add_special=True)
-    assert (again.eot_id, again.eos_ids, again.bos_id, again.add_bos) == (tok.eot_id, tok.eos_ids, tok.bos_id, tok.add_bos)
+    for attr in ("eot_id", "eos_ids", "bos_id", "add_bos", "vocab_size"):
+        assert getattr(again, attr) == getattr(tok, attr), attr
     assert again.chat_template == tok.chat_template and again.name == tok.name
 
 
@@ -240,3 +241,25 @@ def test_bad_folders(tmp_path):
     (tmp_path / "generation_config.json").write_text('{"eos_token_id": [0, "x", -3]}')
     tok = load_hf_tokenizer(tmp_path)  # junk ids in generation_config are ignored
     assert tok.eos_ids == (0,)
+
+
+def test_explicit_bos_and_eos_flags():
+    tok = HFTokenizer(bytelevel_json(), HFTokenizerConfig(
+        special_tokens={"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}, add_bos=True, add_eos=True))
+    assert tok.add_bos and tok.encode("hi", add_special=True) == [tok.bos_id, *tok.encode("hi"), tok.eot_id]
+
+
+def test_checkpoint_rebuilds_the_tokenizer(folders, tmp_path):
+    import torch
+
+    from engine.checkpoint import load_checkpoint, save_checkpoint
+    from engine.config import ModelConfig
+    from engine.model import GPT
+
+    tok = load_hf_tokenizer(folders["sentencepiece"])
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=tok.vocab_size, context_length=8, emb_dim=16, n_heads=2, n_layers=1))
+    path = save_checkpoint(tmp_path / "m.safetensors", model, tok)
+    again = load_checkpoint(path).tokenizer
+    assert isinstance(again, HFTokenizer) and again.to_dict() == tok.to_dict()
+    assert again.encode("Hello <s> world", add_special=True) == tok.encode("Hello <s> world", add_special=True)
