@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["GGUFError", "GGUFModel", "read_gguf", "SUPPORTED_TENSOR_TYPES", "SUPPORTED_PRE_TOKENIZERS"]
+__all__ = ["SUPPORTED_PRE_TOKENIZERS", "SUPPORTED_TENSOR_TYPES", "GGUFError", "GGUFModel", "read_gguf"]
 
 
 class GGUFError(ValueError):
@@ -225,7 +225,7 @@ def _scan_header(buf, label: str) -> tuple[list[_TensorInfo], int]:
     data_start = (s.pos + alignment - 1) // alignment * alignment
     for t in infos:
         if t.type_id not in _TYPES:
-            s.fail(f"tensor {t.name} has type {_type_name(t.type_id)}, which is not supported "
+            s.fail(f"tensor {t.name} is stored as {_type_name(t.type_id)}, which is not supported "
                    f"(supported: {', '.join(SUPPORTED_TENSOR_TYPES)})")
         tname, block, block_bytes = _TYPES[t.type_id]
         if t.shape[-1] % block:
@@ -246,8 +246,8 @@ def _type_name(type_id: int) -> str:
     try:
         from gguf import GGMLQuantizationType
         return f"{GGMLQuantizationType(type_id).name} (type {type_id})"
-    except Exception:
-        return f"unknown type id {type_id}"
+    except ValueError:
+        return f"unknown ggml type {type_id}"
 
 
 def _line(msg: str) -> str:
@@ -387,7 +387,7 @@ def _llama_config(meta: _Meta, arch: str, infos: dict[str, _TensorInfo], vocab_s
         if declared != vocab_size:
             meta.fail(f"metadata {p}vocab_size = {declared} but the vocabulary has {vocab_size} tokens")
 
-    rope_scaling = _rope_scaling(meta, p, context, theta, head_dim, rope_freqs)
+    rope_scaling = _rope_scaling(meta, p, theta, head_dim, rope_freqs)
     biases = {k: f"blk.0.attn_{k}.bias" in infos for k in ("q", "k", "v", "output")}
     if arch == "qwen2":
         if not (biases["q"] and biases["k"] and biases["v"]) or biases["output"]:
@@ -413,7 +413,7 @@ def _llama_config(meta: _Meta, arch: str, infos: dict[str, _TensorInfo], vocab_s
     return config
 
 
-def _rope_scaling(meta: _Meta, p: str, context: int, theta: float, head_dim: int,
+def _rope_scaling(meta: _Meta, p: str, theta: float, head_dim: int,
                   rope_freqs: np.ndarray | None) -> dict[str, Any] | None:
     kind = meta.get_str(p + "rope.scaling.type", required=False)
     factor = meta.get_float(p + "rope.scaling.factor", 0.0, 1e6, required=False)
@@ -690,8 +690,7 @@ def _read_vocab(meta: _Meta) -> _Vocab:
     for key in ("padding_token_id", "eom_token_id", "sep_token_id", "cls_token_id", "mask_token_id"):
         token_id(key)
     # llama.cpp adds BOS by default for SentencePiece and for Llama 3's BPE; the file's flag wins.
-    add_bos = meta.get_bool("tokenizer.ggml.add_bos_token",
-                        default=spm or _PRE_STYLES.get(pre) == "llama3")
+    add_bos = meta.get_bool("tokenizer.ggml.add_bos_token", default=spm or _PRE_STYLES.get(pre) == "llama3")
     add_eos = meta.get_bool("tokenizer.ggml.add_eos_token", default=False)
     add_space_prefix = meta.get_bool("tokenizer.ggml.add_space_prefix", default=True)
     if add_bos and bos is None:
@@ -721,7 +720,16 @@ def _spm_merges(tokens: list[str], scores: np.ndarray) -> list[tuple[str, str]]:
 
 
 def _build_tokenizer(vocab: _Vocab, label: str) -> str:
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
 
     def fail(msg: str):
         raise GGUFError(_line(f"{label}: cannot rebuild the tokenizer: {msg}"))
@@ -745,10 +753,11 @@ def _build_tokenizer(vocab: _Vocab, label: str) -> str:
                 fail(f"merge #{k} {m[:40]!r} does not join two tokens of the vocabulary into a third")
             merges.append((left, right))
         style = _PRE_STYLES[vocab.pre]
+        # Llama 3 takes a whole pre-token that is in the vocabulary as is (llama.cpp and its tokenizer.json).
+        extra = {"ignore_merges": True} if style == "llama3" else {}
         try:
-            model = models.BPE(vocab_map, merges, fuse_unk=False, byte_fallback=False,
-                               ignore_merges=(style == "llama3"))
-        except Exception as e:
+            model = models.BPE(vocab_map, merges, fuse_unk=False, byte_fallback=False, **extra)
+        except Exception as e:  # noqa: BLE001 - any failure of the library becomes one line
             fail(str(e))
         tok = Tokenizer(model)
         byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
@@ -773,7 +782,7 @@ def _build_tokenizer(vocab: _Vocab, label: str) -> str:
         try:
             model = models.BPE(vocab_map, _spm_merges(tokens, scores), unk_token=unk, fuse_unk=True,
                                byte_fallback=True)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure of the library becomes one line
             fail(str(e))
         tok = Tokenizer(model)
         scheme = "first" if vocab.add_space_prefix else "never"
@@ -808,7 +817,7 @@ def _build_tokenizer(vocab: _Vocab, label: str) -> str:
         try:
             tok.post_processor = processors.TemplateProcessing(single=single, pair=pair,
                                                                special_tokens=list(specials.values()))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure of the library becomes one line
             fail(str(e))
     elif vocab.model == "gpt2":
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
@@ -844,7 +853,7 @@ def read_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> GG
     from gguf import GGUFReader
     try:
         reader = GGUFReader(path)
-    except Exception as e:  # the header was checked above; this is a last line of defence
+    except Exception as e:  # noqa: BLE001 - the header was checked above; a last line of defence
         raise GGUFError(_line(f"{label}: gguf could not read the file: {e}")) from None
     meta = _Meta(reader.fields, label)
     arch = meta.get_str("general.architecture")
@@ -916,9 +925,9 @@ def read_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> GG
         t = infos[gname]
         try:
             w = _to_torch(by_name[gname], t.type_id, shape, dtype)
-        except GGUFError:
+        except MemoryError:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure of the library becomes one line
             meta.fail(f"cannot dequantize tensor {gname} ({_TYPES[t.type_id][0]}): {e}")
         if arch == "llama" and (".attn_q." in gname or ".attn_k." in gname):
             w = _unpermute_rows(w, heads if ".attn_q." in gname else kv_heads)

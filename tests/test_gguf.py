@@ -293,10 +293,9 @@ def _perturb(model, seed):
 
 def tiny_llama(vocab: int, seed=0, **kw):
     torch.manual_seed(seed)
-    args = dict(vocab_size=vocab, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                tie_word_embeddings=True, rms_norm_eps=1e-5)
-    args.update(kw)
+    args = {"vocab_size": vocab, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
+            "tie_word_embeddings": True, "rms_norm_eps": 1e-5, **kw}
     return _perturb(transformers.LlamaForCausalLM(transformers.LlamaConfig(**args)), seed)
 
 
@@ -542,6 +541,23 @@ def test_smollm_pre_tokenizer_splits_digits(tmp_path, bpe):
     tok = Tokenizer.from_str(read_gguf(path).tokenizer_json)
     assert tok.encode("year 2024").tokens[-4:] == ["2", "0", "2", "4"]
     assert tok.decode(tok.encode("year 2024 ok").ids) == "year 2024 ok"
+
+
+def test_sentencepiece_without_space_prefix(tmp_path, spm):
+    # transformers' GGUF reader ignores tokenizer.ggml.add_space_prefix; llama.cpp honours it, and so do we.
+    hf = tiny_llama(len(spm["tokens"]), num_hidden_layers=1)
+    path = tmp_path / "Mistral-7B-nospace.gguf"
+    llama_file(path, hf, spm, extra_meta={"tokenizer.ggml.add_space_prefix": (V.BOOL, False),
+                                          "general.name": (V.STRING, "Mistral 7B")})
+    got = read_gguf(path)
+    assert got.config["model_type"] == "llama" and got.name == "Mistral 7B"
+    tok = Tokenizer.from_str(got.tokenizer_json)
+    assert not tok.encode("the fox", add_special_tokens=False).tokens[0].startswith("\u2581")
+    assert tok.encode("the fox", add_special_tokens=False).tokens[-1].startswith("\u2581")
+    assert tok.decode(tok.encode("the fox").ids) == "the fox"
+    llama_file(path, hf, spm)
+    with_prefix = Tokenizer.from_str(read_gguf(path).tokenizer_json)
+    assert with_prefix.encode("the fox", add_special_tokens=False).tokens[0].startswith("\u2581")
 
 
 def test_linear_rope_scaling_and_yarn(tmp_path, spm):
