@@ -28,12 +28,12 @@ import queue
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Iterator
 from typing import Any
 
-from .events import ProgressEvent
+from engine.events import ProgressEvent
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 CONNECT_DEADLINE_S = 2.0  # the hub's first answer (the repo's file list) must come within this
@@ -335,8 +335,15 @@ def _network_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseE
 def _as_hub_error(e: BaseException, repo_id: str, revision: str, endpoint: str, token_sent: bool,
                   file: str | None, file_done: int, file_total: int, cache: Path) -> HubError:
     """One line for the user from whatever huggingface_hub / httpx raised (`file`: the file being fetched)."""
-    from huggingface_hub.utils import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                       OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.utils import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     transport_errors, connect_errors = _network_errors()
     host = _host(endpoint)
@@ -442,7 +449,7 @@ def download_model_job(repo_id: str, *, revision: str = "main", token: str | boo
 
         def refresh(self, *args: Any, **kwargs: Any) -> None: ...
 
-        def __enter__(self) -> "Bar":
+        def __enter__(self) -> Bar:
             return self
 
         def __exit__(self, *args: Any) -> None: ...
@@ -536,10 +543,11 @@ def download_model_job(repo_id: str, *, revision: str = "main", token: str | boo
             except queue.Empty:
                 now = time.monotonic()
                 if not connected and now > deadline:
-                    raise HubOffline(f"{_host(endpoint)} did not answer within {CONNECT_DEADLINE_S:g} s (offline?)")
+                    raise HubOffline(
+                        f"{_host(endpoint)} did not answer within {CONNECT_DEADLINE_S:g} s (offline?)") from None
                 if cancelled_at is not None and now > cancelled_at + CANCEL_GRACE_S:
                     raise DownloadCancelled(f"download of {repo_id} cancelled; the files already complete stay "
-                                            "in the cache")
+                                            "in the cache") from None
                 continue
             kind = msg[0]
             if kind == "connected":

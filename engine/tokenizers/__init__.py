@@ -42,7 +42,9 @@ from engine.tokenizers.bpe import (
                   ranks_to_text,
                   tokenizer_from_hf_files,
 )
+from engine.tokenizers.chat import ChatTemplateError, chat_prompt_ids, chat_prompt_text, render_chat
 from engine.tokenizers.files import TOKENIZER_FILE_FORMAT, load_tiktoken_file, load_tokenizer_file, save_tokenizer
+from engine.tokenizers.hf import HFTokenizer, HFTokenizerConfig, load_hf_tokenizer
 from engine.tokenizers.named import (
                   NAMED_CONNECT_TIMEOUT_S,
                   NAMED_ENCODINGS,
@@ -68,5 +70,6 @@ __all__ = [
     "TOKENIZER_FILE_FORMAT", "load_tiktoken_file", "load_tokenizer_file", "save_tokenizer",
     "NAMED_CONNECT_TIMEOUT_S", "NAMED_ENCODINGS", "NamedEncoding", "load_named_encoding", "named_encoding_status",
     "tiktoken_cache_dir", "TOKENIZER_SPECS_HELP", "get_tokenizer",
-    "MAX_VOCAB_SIZE", "MIN_VOCAB_SIZE", "BPETrainedEvent", "merges_table", "train_bpe", "train_bpe_job",
+    "ChatTemplateError", "chat_prompt_ids", "chat_prompt_text", "render_chat", "HFTokenizer", "HFTokenizerConfig",
+    "load_hf_tokenizer", "MAX_VOCAB_SIZE", "MIN_VOCAB_SIZE", "BPETrainedEvent", "merges_table", "train_bpe", "train_bpe_job",
 ]

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 CORPUS = [
@@ -47,7 +47,7 @@ LLAMA3_SPECIALS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def bytelevel_json() -> str:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -61,7 +61,7 @@ def bytelevel_json() -> str:
     return tok.to_str()
 
 
-@lru_cache(maxsize=None)
+@cache
 def sentencepiece_json() -> str:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 

@@ -20,15 +20,15 @@ A template that doesn't compile, refuses the conversation or fails while renderi
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
-from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import jinja2
 
-    from .hf_tokenizer import HFTokenizer
+    from engine.tokenizers.hf import HFTokenizer
 
 MAX_MESSAGES = 10_000
 MAX_DEPTH = 32  # nesting of message values (content blocks, tool calls)
@@ -45,7 +45,7 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 @lru_cache(maxsize=16)
-def _compile(template: str) -> "jinja2.Template":
+def _compile(template: str) -> jinja2.Template:
     """The template compiled in a sandbox (cached: a chat renders the same template every turn)."""
     import jinja2
     from jinja2 import nodes
@@ -188,7 +188,7 @@ def chat_messages(messages: Sequence[Mapping[str, Any]], system: str | None = No
     return [{"role": "system", "content": system}, *messages]
 
 
-def chat_prompt_text(tokenizer: "HFTokenizer", messages: Sequence[Mapping[str, Any]], system: str | None = None,
+def chat_prompt_text(tokenizer: HFTokenizer, messages: Sequence[Mapping[str, Any]], system: str | None = None,
                      *, add_generation_prompt: bool = True, **variables: Any) -> str:
     """The tokenizer's chat template rendered for the conversation (ChatTemplateError if it has none)."""
     template = tokenizer.chat_template
@@ -198,7 +198,7 @@ def chat_prompt_text(tokenizer: "HFTokenizer", messages: Sequence[Mapping[str, A
                        special_tokens=tokenizer.config.special_tokens, **variables)
 
 
-def chat_prompt_ids(tokenizer: "HFTokenizer", messages: Sequence[Mapping[str, Any]], system: str | None = None,
+def chat_prompt_ids(tokenizer: HFTokenizer, messages: Sequence[Mapping[str, Any]], system: str | None = None,
                     *, add_generation_prompt: bool = True, **variables: Any) -> list[int]:
     """The ids of the rendered conversation, encoded without adding special tokens (the template wrote them),
     equal to transformers' `apply_chat_template(messages, add_generation_prompt=True, tokenize=True)`."""

@@ -5,12 +5,23 @@ import json
 from pathlib import Path
 
 import pytest
+from hf_fixtures import (
+    CHATML_TEMPLATE,
+    LLAMA3_TEMPLATE,
+    bytelevel_folder,
+    bytelevel_json,
+    sentencepiece_folder,
+    sentencepiece_json,
+)
 
-from engine.hf_tokenizer import (MAX_CHAT_TEMPLATE_CHARS, HFTokenizer, HFTokenizerConfig, load_hf_tokenizer,
-                                 read_tokenizer_config)
 from engine.tokenizers import tokenizer_from_dict
-from hf_fixtures import (CHATML_TEMPLATE, LLAMA3_TEMPLATE, bytelevel_folder, bytelevel_json, sentencepiece_folder,
-                         sentencepiece_json)
+from engine.tokenizers.hf import (
+    MAX_CHAT_TEMPLATE_CHARS,
+    HFTokenizer,
+    HFTokenizerConfig,
+    load_hf_tokenizer,
+    read_tokenizer_config,
+)
 
 TEXTS = [
     "",

@@ -21,11 +21,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from engine.hub import (CachedModel, DownloadCancelled, HubAuthError, HubDownloadProgress, HubError, HubNotFound,
-                        HubOffline, download_model, download_model_job, list_cached_models, model_folder_info,
-                        read_safetensors_header)
 from hf_fixtures import CHATML_TEMPLATE, bytelevel_json
+
+from engine.hub import (
+    CachedModel,
+    DownloadCancelled,
+    HubAuthError,
+    HubDownloadProgress,
+    HubError,
+    HubNotFound,
+    HubOffline,
+    download_model,
+    download_model_job,
+    list_cached_models,
+    model_folder_info,
+    read_safetensors_header,
+)
 
 GOOD_TOKEN, NO_ACCESS_TOKEN = "hf_good", "hf_no_access"
 

@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
-
-from engine.chat import ChatTemplateError, chat_prompt_ids, chat_prompt_text, render_chat
-from engine.hf_tokenizer import load_hf_tokenizer
 from hf_fixtures import bytelevel_folder, sentencepiece_folder
+
+from engine.tokenizers.chat import ChatTemplateError, chat_prompt_ids, chat_prompt_text, render_chat
+from engine.tokenizers.hf import load_hf_tokenizer
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi there!"}],

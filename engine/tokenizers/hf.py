@@ -31,12 +31,13 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
-from .tokenizers import Tokenizer, gpt2_byte_decoder, register
+from engine.tokenizers.base import Tokenizer, register
+from engine.tokenizers.bpe import gpt2_byte_decoder
 
 # Bounds on what a checkpoint or a model folder may hand us (a hostile file must not eat the machine).
 MAX_TOKENIZER_JSON_CHARS = 64 * 1024 * 1024
@@ -166,13 +167,12 @@ class HFTokenizer(Tokenizer):
     - `eos_ids`: every id that ends a turn (generation_config's eos_token_id plus eot_id).
     - `bos_id`, `add_bos`: the BOS id and whether `encode(text, add_special=True)` starts with it.
     - `special_tokens`: special token text -> id (every added token marked special).
-    - `chat_template`, `config`: what `engine.chat` needs to render a conversation.
+    - `chat_template`, `config`: what `engine.tokenizers.chat` needs to render a conversation.
     """
 
     def __init__(self, tokenizer_json: str, config: HFTokenizerConfig | None = None, *, name: str = "hf"):
-        from tokenizers import AddedToken
+        from tokenizers import AddedToken, processors
         from tokenizers import Tokenizer as RustTokenizer
-        from tokenizers import processors
 
         config = config or HFTokenizerConfig()
         if not isinstance(tokenizer_json, str):
@@ -350,7 +350,7 @@ class HFTokenizer(Tokenizer):
                 "eos_ids": list(c.eos_ids)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "HFTokenizer":
+    def from_dict(cls, data: dict[str, Any]) -> HFTokenizer:
         """Rebuild from `to_dict()`; every field is checked (type, size, id range): bad input is a ValueError."""
         if not isinstance(data, dict):
             raise ValueError("hf tokenizer state must be an object")
