@@ -1,8 +1,9 @@
 """The GPT model, read top to bottom: attention, MLP, block, then the whole model.
 
 The layout (names and shapes of every tensor) matches GPT-2 so that its weights load exactly
-(see engine/hf_import.py). Attention goes through `F.scaled_dot_product_attention`, which never
-builds the T x T matrix; `return_attention=True` takes a slower path that does, for the Attention tab.
+(see engine/hf_import.py). This is the training forward (dropout, autograd, loss); attention goes through
+`F.scaled_dot_product_attention`, which never builds the T x T matrix. Inference, with its KV cache,
+attention maps and other captures, is engine/generation/forward.py's `Decoder` over these weights.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from engine.config import ModelConfig
 
 @dataclass
 class KVCache:
-    """Keys and values of every layer for incremental decoding, preallocated to context_length.
+    """Keys and values of every layer for incremental decoding (engine.generation's Decoder),
+    preallocated to context_length.
 
     `pos` is how many positions are filled; the model writes the new positions and advances it.
     """
@@ -51,45 +53,20 @@ class CausalSelfAttention(nn.Module):
         self.drop_rate = config.drop_rate
         self.resid_drop = nn.Dropout(config.drop_rate)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
-                return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, n_heads, T, head_dim)
         q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = k.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-
-        start = 0
-        if cache is not None:
-            start = cache.pos
-            cache.keys[layer][:, :, start:start + T] = k
-            cache.values[layer][:, :, start:start + T] = v
-            k = cache.keys[layer][:, :, :start + T]
-            v = cache.values[layer][:, :, :start + T]
-
-        weights = None
-        if return_attention:
-            # The explicit path: build the (B, n_heads, T, T_total) matrix so it can be shown.
-            scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
-            mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            scores = scores.masked_fill(~mask, float("-inf"))
-            weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-            y = weights @ v
-        elif start == 0 and q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled():
-            y = _causal_attention_bf16_cpu(q, k, v, self.drop_rate if self.training else 0.0)
-        elif start == 0:
-            y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=self.drop_rate if self.training else 0.0
-            )
-        elif T == 1:
-            # One new query sees every cached key: no mask needed.
-            y = F.scaled_dot_product_attention(q, k, v)
+        dropout_p = self.drop_rate if self.training else 0.0
+        if q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled():
+            y = _causal_attention_bf16_cpu(q, k, v, dropout_p)
         else:
-            mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
-        return self.resid_drop(self.out_proj(y)), weights
+        return self.resid_drop(self.out_proj(y))
 
 
 def _causal_attention_bf16_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
@@ -131,12 +108,10 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.emb_dim)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
-                return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, weights = self.attn(self.ln1(x), cache, layer, return_attention)
-        x = x + a
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
         x = x + self.mlp(self.ln2(x))
-        return x, weights
+        return x
 
 
 class GPT(nn.Module):
@@ -166,40 +141,23 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                kv_cache: KVCache | None = None, return_attention: bool = False,
-                last_only: bool = False):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         """idx (B, T) token ids -> (logits (B, T, vocab), loss or None).
 
-        kv_cache: decode incrementally; positions continue from kv_cache.pos, which is advanced.
-        return_attention: also return a list of (B, n_heads, T, T_total) weights, one per layer,
-            as a third element.
-        last_only: compute logits for the last position only (generation needs no more).
+        The training forward (dropout, autograd, loss). Inference (generation, attention maps, the
+        logit lens) runs through engine.generation's Decoder, the same maths without dropout.
         """
         B, T = idx.shape
-        start = kv_cache.pos if kv_cache is not None else 0
-        if start + T > self.config.context_length:
-            raise ValueError(
-                f"sequence of {start + T} tokens is longer than the context length {self.config.context_length}"
-            )
-        pos = torch.arange(start, start + T, device=idx.device)
+        if T > self.config.context_length:
+            raise ValueError(f"sequence of {T} tokens is longer than the context length {self.config.context_length}")
+        pos = torch.arange(T, device=idx.device)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, emb_dim)
-        attentions = []
-        for i, block in enumerate(self.blocks):
-            x, weights = block(x, kv_cache, i, return_attention)
-            if return_attention:
-                attentions.append(weights)
-        if kv_cache is not None:
-            kv_cache.pos += T
-        x = self.ln_f(x)
-        if last_only:
-            x = x[:, -1:, :]
-        logits = self.head(x)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.ln_f(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        if return_attention:
-            return logits, loss, attentions
         return logits, loss
 
     def num_params(self, non_embedding: bool = False) -> int:

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from engine.generation.precision import model_device, prepare_for_inference
+from engine.generation.capture import ForwardOptions
+from engine.generation.forward import decoder_for
+from engine.generation.precision import model_device
 from engine.generation.sampling import SamplingConfig
 from engine.generation.stream import generate, prompt_token_ids
 
@@ -42,22 +44,15 @@ def greedy_agreement(model: nn.Module, tokenizer, prompt: str, precision: str,
     # Teacher forcing: feed the text to both, window by window, and compare arg-maxes everywhere.
     context = model.config.context_length
     ids = torch.tensor(prompt_token_ids(tokenizer, prompt, model.config) + a, device=model_device(model))
-    prepared = prepare_for_inference(model, precision)
+    decoders = decoder_for(model, "fp32"), decoder_for(model, precision)
+    every_position = ForwardOptions(logits="all")
     same = total = 0
     with torch.inference_mode():
         for begin in range(0, len(ids), context):
             idx = ids[begin:begin + context].unsqueeze(0)
-            ref, other = _eval_logits(model, idx), _eval_logits(prepared, idx)
+            ref, other = (d.forward(idx, None, every_position).logits for d in decoders)
             same += int((ref[0].argmax(-1) == other[0].argmax(-1)).sum())
             total += idx.shape[1]
     return AgreementReport(precision=precision, n_tokens=len(a), teacher_forced=same / total,
                            first_divergence=first, free_run_match=free)
 
-
-def _eval_logits(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    try:
-        return model(idx)[0].float()
-    finally:
-        model.train(was_training)

@@ -1,10 +1,18 @@
-"""The inference forward: one pass over a GPT's weights with a KV cache, no dropout, no autograd.
+"""The inference forward: one pass over a model's weights with a KV cache, no dropout, no autograd.
 
 Every inference path of the engine runs through `Decoder.forward`: generation (prompt, then one token per
-step), attention capture (`capture_attention=True` also returns each layer's softmax weights), and the
-training run's samples. Decoding is memory-bound (every step reads all the weights), so matmuls are laid out
-for the CPU's BLAS (see `_Linear`): one row multiplies pre-transposed (in, out) copies of the wide matrices
-with `addmm`, several rows multiply the model's own (out, in) weights by the transposed activations.
+step), the training run's samples, attention maps, and the options of engine/generation/capture.py
+(logits of every position, the residual stream after each block, attention weights, head / attention /
+MLP ablation, a differentiable run from token embeddings). Without options it is the lean decoding loop;
+with them, the same loop calls a `CaptureRun` at four points of each block.
+
+Decoding is memory-bound (every step reads all the weights), so matmuls are laid out for the CPU's BLAS
+(see `_Linear`): one row multiplies pre-transposed (in, out) copies of the wide matrices with `addmm`,
+several rows multiply the model's own (out, in) weights by the transposed activations.
+
+Model families: the loop asks each layer for its pieces (`norm1`, `qkv`, `out`, `norm2`, `mlp`), so a
+family is a layer class with those five, plus the decoder's embeddings and final norm (a family without
+learned positions has `pos_emb` None). `_GPT2Layer` is the GPT-2 family's.
 """
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.config import ModelConfig
+from engine.generation.capture import AblationMeans, CaptureRun, ForwardOptions, ForwardOutput
 from engine.generation.precision import prepare_for_inference
 from engine.model import GPT, KVCache
 
@@ -58,7 +67,8 @@ class _Linear:
             return F.linear(x, self.weight, self.bias)
         if rows == 1:
             if self.weight_t is None:  # made on first use: only one-row decoding pays its memory
-                self.weight_t = self.weight.t().contiguous()
+                with torch.inference_mode(False):  # a plain tensor, usable later under autograd too
+                    self.weight_t = self.weight.t().contiguous()
             if self.bias is None:
                 return torch.mm(x, self.weight_t)
             return torch.addmm(self.bias, x, self.weight_t)
@@ -67,22 +77,75 @@ class _Linear:
         return torch.addmm(self.bias_col, self.weight, x.t()).t()
 
 
-class _Layer:
-    __slots__ = ("ln1", "qkv", "out", "ln2", "fc", "proj")
+class _LayerNorm:
+    """LayerNorm with learned scale and shift (the GPT-2 family's norm)."""
 
-    def __init__(self, block: nn.Module):
-        self.ln1 = (block.ln1.weight.detach(), block.ln1.bias.detach(), block.ln1.eps)
-        self.qkv = _Linear(block.attn.qkv)
+    __slots__ = ("weight", "bias", "eps", "shape")
+
+    def __init__(self, module: nn.Module):
+        self.weight, self.bias, self.eps = module.weight.detach(), module.bias.detach(), module.eps
+        self.shape = tuple(module.normalized_shape)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.shape, self.weight, self.bias, self.eps)
+
+
+class _GPT2Layer:
+    """One GPT-2 block for inference: pre-LayerNorm attention (one qkv matmul, learned positions added
+    before the first block) and a GELU MLP.
+
+    What the loop in Decoder.forward asks of a layer of any family:
+    - norm1(x), norm2(x): (M, C) -> (M, C);
+    - qkv(h, B, T, start) -> q (B, n_heads, T, D), k and v (B, n_kv_heads, T, D), with the positions
+      start .. start + T - 1 applied (a rotary family rotates q and k here);
+    - out: the output projection, (M, n_heads * D) -> (M, C);
+    - mlp(h): (M, C) -> (M, C).
+    """
+
+    __slots__ = ("norm1", "qkv_proj", "out", "norm2", "fc", "proj", "n_heads", "head_dim")
+
+    def __init__(self, block: nn.Module, config: ModelConfig):
+        self.norm1 = _LayerNorm(block.ln1)
+        self.qkv_proj = _Linear(block.attn.qkv)
         self.out = _Linear(block.attn.out_proj)
-        self.ln2 = (block.ln2.weight.detach(), block.ln2.bias.detach(), block.ln2.eps)
+        self.norm2 = _LayerNorm(block.ln2)
         self.fc = _Linear(block.mlp.fc)
         self.proj = _Linear(block.mlp.proj)
+        self.n_heads, self.head_dim = config.n_heads, config.head_dim
+
+    def qkv(self, h: torch.Tensor, B: int, T: int, start: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        qkv = self.qkv_proj(h)  # (B*T, 3C)
+        if T == 1:
+            return qkv.reshape(B, 3, self.n_heads, 1, self.head_dim).unbind(1)  # each (B, H, 1, D)
+        return qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
+
+    def mlp(self, h: torch.Tensor) -> torch.Tensor:
+        # tanh-approximated GELU, as GPT-2.
+        return self.proj(F.gelu(self.fc(h), approximate="tanh"))
+
+
+def _causal_mask(T: int, S: int, start: int, like: torch.Tensor) -> torch.Tensor:
+    """(T, S): 0 where query i (at position start + i) may see key j (j <= start + i), -inf elsewhere."""
+    return torch.full((T, S), float("-inf"), device=like.device, dtype=like.dtype).triu_(start + 1)
+
+
+def _attend_with_weights(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention that also returns its weights: softmax(q k^T / sqrt(D) + mask) as float32 (B, H, T, S),
+    and their product with v (B, H, T, D). One fused baddbmm adds the mask, scales and multiplies."""
+    B, H, T, D = q.shape
+    S = k.shape[2]
+    scores = torch.baddbmm(mask, q.reshape(B * H, T, D), k.reshape(B * H, S, D).transpose(1, 2), alpha=D ** -0.5)
+    # bf16 / fp16 scores are normalised in float32 (the maps are shown and compared in float32).
+    weights = scores.softmax(dim=-1) if scores.dtype == torch.float32 else scores.float().softmax(dim=-1)
+    y = torch.bmm(weights.to(v.dtype), v.reshape(B * H, S, D))
+    return y.view(B, H, T, D), weights.view(B, H, T, S)
 
 
 class Decoder:
-    """An inference-only forward pass over a GPT's weights (no dropout, no autograd), writing K/V
-    into an engine.model.KVCache. Same maths as GPT.forward in eval mode; call it under
-    torch.inference_mode()."""
+    """An inference-only forward pass over a GPT's weights (no dropout; no autograd unless asked for
+    with ForwardOptions.token_embeds), writing K/V into an engine.model.KVCache. Same maths as
+    GPT.forward in eval mode. Call it under torch.inference_mode() except for gradients."""
 
     def __init__(self, model: GPT):
         self.config: ModelConfig = model.config
@@ -92,57 +155,119 @@ class Decoder:
         self.tok_emb = model.tok_emb.weight.detach() if plain else None
         self.pos_emb = model.pos_emb.weight.detach() if plain else None
         self.embedding_modules = None if plain else (model.tok_emb, model.pos_emb)
-        self.layers = [_Layer(b) for b in model.blocks]
-        self.ln_f = (model.ln_f.weight.detach(), model.ln_f.bias.detach(), model.ln_f.eps)
+        self.layers = [_GPT2Layer(b, self.config) for b in model.blocks]
+        self.norm_f = _LayerNorm(model.ln_f)
         self.head = _Linear(model.head)
-        self.dtype = self.ln_f[0].dtype
-        self.device = self.ln_f[0].device
+        self.dtype = self.norm_f.weight.dtype
+        self.device = self.norm_f.weight.device
+        self.quantized = not plain or any(lin.module is not None for lin in (self.head, self.layers[0].qkv_proj))
 
     def new_cache(self, batch: int) -> KVCache:
         return KVCache.empty(self.config, batch, self.device, self.dtype)
 
-    def forward(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """ids (B, T) continuing at cache.pos -> float32 logits (B, V) of the last position.
+    def token_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids -> (B, T, C) token embeddings, a new tensor (no positions added): the input of
+        ForwardOptions.token_embeds. Call it outside inference mode to take gradients through it."""
+        ids = ids.to(self.device)
+        if self.tok_emb is not None:
+            return self.tok_emb[ids]
+        return self.embedding_modules[0](ids).to(self.dtype)
 
-        T > 1 must start an empty cache (a prompt); T == 1 is a decoding step.
+    def unembed(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual stream (..., C) -> float32 logits (..., V): final norm, then the head. Applied to
+        each block's output this is the logit lens; on the last block's, it is the model's logits."""
+        shape = x.shape
+        return self.head(self.norm_f(x.reshape(-1, shape[-1]))).float().view(*shape[:-1], -1)
+
+    def forward(self, ids: torch.Tensor, cache: KVCache | None = None,
+                options: ForwardOptions | None = None) -> torch.Tensor | ForwardOutput:
+        """ids (B, T) continuing at cache.pos (0 without a cache) -> float32 logits (B, V) of the last
+        position; with options, a ForwardOutput (see engine/generation/capture.py).
+
+        T > 1 must start an empty cache (a prompt); T == 1 is a decoding step. Without a cache nothing
+        is kept for later steps.
         """
         B, T = ids.shape
-        C, H = self.config.emb_dim, self.config.n_heads
-        D = C // H
-        start = cache.pos
+        C = self.config.emb_dim
+        start = cache.pos if cache is not None else 0
         if start + T > self.config.context_length:
             raise ValueError(f"{start + T} tokens do not fit the context of {self.config.context_length}")
         if T > 1 and start != 0:
             raise ValueError("a multi-token forward must start an empty cache")
-        if self.tok_emb is not None:
-            x = (self.tok_emb[ids] + self.pos_emb[start:start + T]).view(B * T, C)
-        else:
-            positions = torch.arange(start, start + T, device=self.device)
-            tok_emb, pos_emb = self.embedding_modules
-            x = (tok_emb(ids) + pos_emb(positions)).view(B * T, C)
+        capture = None if options is None else CaptureRun(options, self.config, self.device, self.dtype)
+        x = self._embed(ids, start, None if options is None else options.token_embeds)  # (B*T, C)
+        mask = None
         for i, layer in enumerate(self.layers):
-            h = F.layer_norm(x, (C,), *layer.ln1)
-            qkv = layer.qkv(h)  # (B*T, 3C)
-            if T == 1:
-                q, k, v = qkv.reshape(B, 3, H, 1, D).unbind(1)  # each (B, H, 1, D)
-            else:
-                q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
-            keys, values = cache.keys[i], cache.values[i]
-            keys[:, :, start:start + T] = k
-            values[:, :, start:start + T] = v
-            if T == 1:
+            q, k, v = layer.qkv(layer.norm1(x), B, T, start)
+            if cache is not None:
+                keys, values = cache.keys[i], cache.values[i]
+                keys[:, :, start:start + T] = k
+                values[:, :, start:start + T] = v
+                if start:
+                    k, v = keys[:, :, :start + T], values[:, :, :start + T]
+            if capture is not None and options.capture_attention:
+                if mask is None:  # the same for every layer
+                    mask = _causal_mask(T, start + T, start, q)
+                y, weights = _attend_with_weights(q, k, v, mask)
+                capture.output.attentions.append(weights)
+            elif T == 1:
                 # One query sees every cached position: no mask.
-                y = F.scaled_dot_product_attention(q, keys[:, :, :start + 1], values[:, :, :start + 1])
+                y = F.scaled_dot_product_attention(q, k, v)
             else:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            y = y.transpose(1, 2).reshape(B * T, C)
-            x = x + layer.out(y)
-            h = F.layer_norm(x, (C,), *layer.ln2)
-            x = x + layer.proj(F.gelu(layer.fc(h), approximate="tanh"))
-        cache.pos = start + T
-        last = x.view(B, T, C)[:, -1]
-        return self.head(F.layer_norm(last, (C,), *self.ln_f)).float()
+            y = y.transpose(1, 2)  # (B, T, H, D)
+            if capture is not None:
+                y = capture.heads(i, y)
+            a = layer.out(y.reshape(B * T, -1))
+            if capture is not None:
+                a = capture.attention_out(i, a, B, T)
+            x = x + a
+            m = layer.mlp(layer.norm2(x))
+            if capture is not None:
+                m = capture.mlp_out(i, m, B, T)
+            x = x + m
+            if capture is not None:
+                capture.block_out(x, B, T)
+        if cache is not None:
+            cache.pos = start + T
+        if capture is None:
+            return self.head(self.norm_f(x.view(B, T, C)[:, -1])).float()
+        out = capture.output
+        if options.logits == "last":
+            out.logits = self.unembed(x.view(B, T, C)[:, -1])
+        elif options.logits == "all":
+            out.logits = self.unembed(x.view(B, T, C))
+        return out
 
+    def _embed(self, ids: torch.Tensor, start: int, token_embeds: torch.Tensor | None) -> torch.Tensor:
+        """Token (or the given) embeddings plus learned positions, as (B*T, C)."""
+        B, T = ids.shape
+        C = self.config.emb_dim
+        if token_embeds is not None:
+            if tuple(token_embeds.shape) != (B, T, C):
+                raise ValueError(f"token_embeds must have shape {(B, T, C)}, got {tuple(token_embeds.shape)}")
+            if token_embeds.requires_grad and self.quantized:
+                raise ValueError("int8 layers are not differentiable: take gradients in fp32, bf16 or fp16")
+            tok = token_embeds.to(self.device, self.dtype)
+        elif self.tok_emb is not None:
+            tok = self.tok_emb[ids]
+        else:
+            tok = self.embedding_modules[0](ids)
+        if self.pos_emb is not None:
+            pos = self.pos_emb[start:start + T]
+        elif self.embedding_modules is not None:
+            pos = self.embedding_modules[1](torch.arange(start, start + T, device=self.device))
+        else:
+            return tok.reshape(B * T, C)
+        return (tok + pos).reshape(B * T, C)
+
+    def ablation_means(self, ids: torch.Tensor) -> AblationMeans:
+        """Each head's, attention's and MLP's mean output over the positions of ids (B, T): the values
+        mean-ablation puts in their place (Ablation(means=...))."""
+        out = self.forward(ids, None, ForwardOptions(logits="none", capture_parts=True))
+        return AblationMeans(heads=torch.stack([h.mean(dim=(0, 1)) for h in out.head_outputs]),
+                             attention=torch.stack([a.mean(dim=(0, 1)) for a in out.attention_outputs]),
+                             mlp=torch.stack([m.mean(dim=(0, 1)) for m in out.mlp_outputs]))
 
 class _DecoderCache:
     """One Decoder per (model, precision), rebuilt when the model's weights change.

@@ -1,38 +1,49 @@
-"""Attention maps equal the model's explicit attention path; rollout follows Abnar & Zuidema."""
+"""Attention maps equal transformers' eager attention on the same weights; rollout follows Abnar & Zuidema."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from engine.config import ModelConfig
 from engine.generation.attention import attention_maps, attention_rollout
-from engine.model import GPT
+
+transformers = pytest.importorskip("transformers")
+from engine.hf_import import gpt_from_hf  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def model():
+def pair():
+    """transformers' GPT-2 with eager attention, and our GPT holding the same weights."""
     torch.manual_seed(0)
-    m = GPT(ModelConfig(vocab_size=50, context_length=16, emb_dim=32, n_heads=4, n_layers=3, drop_rate=0.3,
-                        qkv_bias=True))
+    config = transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=32, n_head=4, n_layer=3, resid_pdrop=0.3,
+                                     embd_pdrop=0.3, attn_pdrop=0.3, bos_token_id=None, eos_token_id=None,
+                                     attn_implementation="eager")
+    hf = transformers.GPT2LMHeadModel(config).eval()
     with torch.no_grad():  # sharper attention than the init's near-uniform rows
-        for block in m.blocks:
-            block.attn.qkv.weight.mul_(8)
-            block.attn.qkv.bias.normal_()
-    return m
+        for block in hf.transformer.h:
+            block.attn.c_attn.weight.mul_(8)
+            block.attn.c_attn.bias.normal_()
+    return hf, gpt_from_hf(hf.state_dict(), config.to_dict())
 
 
-def test_maps_equal_the_models_explicit_attention(model):
+@pytest.fixture(scope="module")
+def model(pair):
+    return pair[1]
+
+
+def test_maps_equal_transformers_eager_attention(pair):
+    hf, model = pair
     ids = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]
     model.train()  # dropout on: the maps must still be the eval-mode ones, and the flag left alone
+    assert model.config.drop_rate > 0
     maps = attention_maps(model, ids)
     assert model.training
     model.eval()
     with torch.no_grad():
-        _, _, weights = model(torch.tensor([ids]), return_attention=True)
+        weights = hf(torch.tensor([ids]), output_attentions=True).attentions
     expected = torch.stack([w[0] for w in weights]).numpy()
     assert maps.shape == (3, 4, 11, 11) and maps.dtype == np.float32
-    np.testing.assert_allclose(maps, expected, atol=1e-6)
+    np.testing.assert_allclose(maps, expected, atol=1e-5)
     assert np.allclose(maps.sum(-1), 1.0, atol=1e-5)
     assert np.all(np.triu(maps, 1) == 0)  # causal: nothing from the future
     assert maps.std() > 0.05  # not uniform: the comparison above means something

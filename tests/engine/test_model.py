@@ -1,4 +1,7 @@
-"""The GPT model: shapes, causality, initial loss, KV cache and attention paths, learning one batch."""
+"""The GPT model (the training forward): shapes, causality, initial loss, bf16 attention, learning one batch.
+
+Its inference twin, engine.generation's Decoder (KV cache, attention maps, captures), is tested in
+test_forward.py and test_generation.py against this forward and against transformers."""
 from __future__ import annotations
 
 import math
@@ -7,7 +10,7 @@ import pytest
 import torch
 
 from engine.config import ModelConfig, preset
-from engine.model import GPT, KVCache
+from engine.model import GPT
 
 SMALL = ModelConfig(vocab_size=50, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
 
@@ -24,10 +27,6 @@ def test_shapes(model):
     assert logits.shape == (3, 10, 50) and loss is None
     logits, loss = model(idx, idx)
     assert loss.shape == () and torch.isfinite(loss)
-    logits, _ = model(idx, last_only=True)
-    assert logits.shape == (3, 1, 50)
-    logits, _, maps = model(idx, return_attention=True)
-    assert len(maps) == SMALL.n_layers and maps[0].shape == (3, SMALL.n_heads, 10, 10)
 
 
 def test_longer_than_context_is_refused(model):
@@ -44,20 +43,6 @@ def test_causal(model):
     b, _ = model(changed)
     torch.testing.assert_close(a[:, :7], b[:, :7])
     assert not torch.allclose(a[:, 7:], b[:, 7:])
-
-
-def test_attention_weights_are_causal_and_normalised(model):
-    _, _, maps = model(torch.randint(0, 50, (1, 9)), return_attention=True)
-    for w in maps:
-        torch.testing.assert_close(w.sum(-1), torch.ones_like(w.sum(-1)))
-        assert torch.all(w.triu(diagonal=1) == 0)
-
-
-def test_attention_path_matches_fast_path(model):
-    idx = torch.randint(0, 50, (2, 11))
-    fast, _ = model(idx)
-    slow, _, _ = model(idx, return_attention=True)
-    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
 
 
 def test_bf16_cpu_training_attention_matches_the_fused_kernel(model):
@@ -85,18 +70,6 @@ def test_bf16_cpu_training_attention_matches_the_fused_kernel(model):
         a, _ = model(idx)
         b, _ = model(changed)
     torch.testing.assert_close(a[:, :7], b[:, :7])
-
-
-def test_kv_cache_matches_full_forward(model):
-    idx = torch.randint(0, 50, (2, 12))
-    full, _ = model(idx)
-    cache = KVCache.empty(SMALL, 2, "cpu")
-    first, _ = model(idx[:, :5], kv_cache=cache)
-    steps = [model(idx[:, t:t + 1], kv_cache=cache)[0] for t in range(5, 9)]
-    rest, _ = model(idx[:, 9:], kv_cache=cache)  # several new tokens at once after a prefix
-    incremental = torch.cat([first, *steps, rest], dim=1)
-    torch.testing.assert_close(incremental, full, atol=1e-5, rtol=1e-5)
-    assert cache.pos == 12
 
 
 def test_initial_loss_is_about_ln_vocab():
