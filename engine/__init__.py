@@ -30,6 +30,10 @@ from engine.device import (
 )
 from engine.events import Event, ProgressEvent
 from engine.generation import (
+                           Ablation,
+                           AblationMeans,
+                           ForwardOptions,
+                           ForwardOutput,
                            attention_maps,
                            attention_rollout,
                            decoder_for,
@@ -38,6 +42,7 @@ from engine.generation import (
                            prompt_token_ids,
                            stream_generate,
                            weights_memory_bytes,
+                           window_length,
 )
 from engine.generation.sampling import SamplingConfig
 from engine.hf_import import import_hf_folder
@@ -52,7 +57,7 @@ from engine.tokenizers import (
                            render_bytes,
                            train_bpe_job,
 )
-from engine.training.trainer import Trainer, lr_at
+from engine.training.trainer import PROBE_TOKENS, Trainer, corpus_probe_ids, lr_at, text_probe_ids
 
 __all__ = [
     # models and configs
@@ -69,10 +74,12 @@ __all__ = [
     "Event", "ProgressEvent",
     # inference
     "SamplingConfig", "next_token_probs", "filter_stages", "attention_maps", "attention_rollout", "decoder_for",
-    "prompt_token_ids", "stream_generate", "weights_memory_bytes",
+    "prompt_token_ids", "stream_generate", "weights_memory_bytes", "window_length",
+    # the inference forward's capture options (Decoder.forward, through decoder_for)
+    "ForwardOptions", "ForwardOutput", "Ablation", "AblationMeans",
     # tokenizers
     "NAMED_ENCODINGS", "CharTokenizer", "Tokenizer", "get_tokenizer", "merges_table", "named_encoding_status",
     "render_bytes", "train_bpe_job",
     # training
-    "Trainer", "lr_at",
+    "Trainer", "lr_at", "PROBE_TOKENS", "corpus_probe_ids", "text_probe_ids",
 ]

@@ -113,6 +113,21 @@ def prompt_token_ids(tokenizer, prompt: str, config: ModelConfig) -> list[int]:
     return ids
 
 
+def window_keep(context_length: int) -> int:
+    """Tokens fed again as a fresh prompt when the sequence fills the context (the sliding window)."""
+    return max(1, context_length // 2)
+
+
+def window_length(prompt_length: int, step: int, context_length: int) -> int:
+    """How many of the latest tokens the forward saw when it chose the token of `step` (from 0): the
+    prompt fills the cache, each step adds one token, and a full cache is refilled with window_keep."""
+    keep = window_keep(context_length)
+    length = prompt_length
+    for _ in range(step):
+        length = keep if length >= context_length else length + 1
+    return length
+
+
 class _TextStream:
     """Token bytes in, complete UTF-8 text out; an incomplete character waits for its last bytes."""
 
@@ -220,7 +235,7 @@ def _run(decoder: Decoder, tokenizer, prompt_ids: list[int], configs: list[Sampl
                     seen.scatter_(1, chosen.unsqueeze(1), True)
                 if cache.pos >= context:
                     # Sliding window: feed the last half of the window again as a fresh prompt.
-                    keep = max(1, context // 2)
+                    keep = window_keep(context)
                     cache.pos = 0
                     logits = decoder.forward(history[:, length - keep:length], cache)
                 else:

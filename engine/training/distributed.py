@@ -257,6 +257,17 @@ class DistContext:
                 entries[key] = value.detach().cpu() if self.is_main else None
         return by_name if self.is_main else None
 
+    def full_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """FSDP: a plain GPT with every shard gathered, on every rank's device (a collective: every rank
+        calls it). Samples and attention probes read it, as engine.generation reads any model. DDP: the
+        model itself (every rank holds all of it)."""
+        if not self.fsdp:
+            return model
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+        return self._plain_model(model.config, weights).eval()
+
     @staticmethod
     def _plain_model(config: Any, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
         """A plain GPT holding a full state dict, built without a throwaway random initialisation."""

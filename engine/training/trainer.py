@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -27,7 +27,7 @@ import torch
 
 from engine.checkpoint import Checkpoint, load_optimizer_state, save_checkpoint
 from engine.config import ModelConfig, TrainConfig
-from engine.data import Dataset
+from engine.data import Corpus, Dataset
 from engine.device import autocast_context, check_precision, device_name, enable_fast_math, peak_flops, pick_device
 from engine.events import (
     AttentionProbeEvent,
@@ -41,10 +41,14 @@ from engine.events import (
     StartedEvent,
     StepEvent,
 )
-from engine.model import GPT, KVCache
+from engine.generation.attention import attention_maps
+from engine.generation.sampling import MAX_NEW_TOKENS, SamplingConfig
+from engine.generation.stream import generate
+from engine.model import GPT
+from engine.tokenizers import Tokenizer
 from engine.training.distributed import DistContext
 
-PROBE_TOKENS = 64  # attention maps of at most this many probe tokens (64 x 64 per head is readable)
+PROBE_TOKENS = 48  # attention over training: maps of at most this many tokens (48 x 48 per head stays readable)
 SAMPLE_TEMPERATURE = 0.8
 SAMPLE_TOP_K = 40
 HISTORY_KEYS = ("step", "loss", "lr", "tokens_seen", "tokens_per_s", "val_step", "val_loss", "val_tokens_seen")
@@ -73,20 +77,31 @@ def empty_history() -> dict[str, list]:
     return {k: [] for k in HISTORY_KEYS}
 
 
+def text_probe_ids(tokenizer: Tokenizer, text: str, context_length: int) -> list[int]:
+    """The probe's token ids: the first PROBE_TOKENS tokens of a text (at most the context)."""
+    return list(tokenizer.encode(text))[:min(PROBE_TOKENS, context_length)]
+
+
+def corpus_probe_ids(corpus: Corpus, tokenizer: Tokenizer, context_length: int) -> list[int]:
+    """The probe of a run on a corpus: the first tokens of its sample passage."""
+    return text_probe_ids(tokenizer, corpus.sample_passage(), context_length)
+
+
 class Trainer:
     """Trains a GPT on a Dataset, yielding events; see the module docstring.
 
     model: start from these weights (fine-tuning); its config wins over `model_config`.
     resume: a Checkpoint (or a dict with "train_state" and "optimizer_state") to continue exactly;
         when `model` is None its model is used.
-    probe_text: if given, the attention maps of its first tokens are sent at every evaluation.
+    probe_text: if given, the attention maps of its first tokens (`text_probe_ids`) are sent at every evaluation.
+    probe_ids: the probe as token ids instead (e.g. `corpus_probe_ids`), cut the same way.
     tokenizer_spec: how the tokenizer was asked for (e.g. "char", "bpe:512"), kept in the state.
     """
 
     def __init__(self, model_config: ModelConfig, train_config: TrainConfig, dataset: Dataset, *,
                  model: GPT | None = None, resume: Checkpoint | dict | None = None,
-                 probe_text: str | None = None, tokenizer_spec: str | None = None,
-                 dist: DistContext | None = None):
+                 probe_text: str | None = None, probe_ids: Sequence[int] | None = None,
+                 tokenizer_spec: str | None = None, dist: DistContext | None = None):
         self.train_config = train_config
         self.dataset = dataset
         self.dist = dist  # under torchrun (engine/distributed.py): this rank's place in the job
@@ -145,9 +160,11 @@ class Trainer:
         self.tokens_per_step = train_config.batch_size * train_config.grad_accum * context
         if dist is not None:  # batch_size is per rank: count the global batch
             self.tokens_per_step *= dist.world_size
-        self.probe_ids: list[int] = []
-        if probe_text:
-            self.probe_ids = self.tokenizer.encode(probe_text)[: min(PROBE_TOKENS, context)]
+        if probe_ids is None and probe_text:
+            probe_ids = text_probe_ids(self.tokenizer, probe_text, context)
+        self.probe_ids: list[int] = [int(i) for i in probe_ids or ()][:min(PROBE_TOKENS, context)]
+        if any(not 0 <= i < self.config.vocab_size for i in self.probe_ids):
+            raise ValueError(f"probe token ids must be between 0 and {self.config.vocab_size - 1}")
         self._stop = False
         self._peak: float | None = None
 
@@ -355,39 +372,24 @@ class Trainer:
             prompt = cfg.sample_prompt
             yield SampleEvent(step=self.step, prompt=prompt, text=self.sample(prompt, cfg.sample_tokens))
 
-    @torch.no_grad()
-    def attention_probe(self) -> AttentionProbeEvent:
-        self.model.eval()
-        ids = torch.tensor([self.probe_ids], dtype=torch.long, device=self.device)
-        _, _, maps = self.model(ids, return_attention=True)
-        stacked = torch.stack([m[0] for m in maps]).float().cpu().numpy()  # (n_layers, n_heads, T, T)
-        tokens = tuple(self.tokenizer.render_token(i) for i in self.probe_ids)
-        return AttentionProbeEvent(step=self.step, tokens=tokens, maps=stacked)
+    def _inference_model(self) -> GPT:
+        """The model as engine.generation reads it: the trained module itself, or under FSDP (where each
+        rank holds a shard) a full copy gathered on every rank."""
+        if self.dist is not None and self.dist.fsdp:
+            return self.dist.full_model(self.model)
+        return self.model
 
-    @torch.no_grad()
+    def attention_probe(self) -> AttentionProbeEvent:
+        """The probe's attention maps now, through the engine's inference forward."""
+        maps = attention_maps(self._inference_model(), self.probe_ids)  # (n_layers, n_heads, T, T)
+        tokens = tuple(self.tokenizer.render_token(i) for i in self.probe_ids)
+        return AttentionProbeEvent(step=self.step, tokens=tokens, maps=maps)
+
     def sample(self, prompt: str, max_new_tokens: int) -> str:
-        """Sampled continuation (temperature 0.8, top-k 40) with a fixed seed of its own, so samples at
-        different steps differ only because the model changed, and training randomness is untouched."""
-        self.model.eval()
-        generator = torch.Generator(device=self.device).manual_seed(self.train_config.seed)
-        ids = self.tokenizer.encode(prompt) if prompt else []
-        if not ids:
-            ids = [self.tokenizer.eot_id] if self.tokenizer.eot_id is not None else self.tokenizer.encode("\n")
-        context = self.config.context_length
-        ids = ids[-context:]
-        new: list[int] = []
-        cache = KVCache.empty(self.config, 1, self.device)
-        pending = ids
-        for _ in range(max_new_tokens):
-            if cache.pos + len(pending) > context:  # window full: start again from the last half
-                window = (ids + new)[-(context // 2):]
-                cache, pending = KVCache.empty(self.config, 1, self.device), window
-            logits, _ = self.model(torch.tensor([pending], device=self.device), kv_cache=cache, last_only=True)
-            logits = logits[0, -1].float() / SAMPLE_TEMPERATURE
-            k = min(SAMPLE_TOP_K, logits.numel())
-            top, index = torch.topk(logits, k)
-            choice = torch.multinomial(torch.softmax(top, dim=-1), 1, generator=generator)
-            token = int(index[choice])
-            new.append(token)
-            pending = [token]
-        return self.tokenizer.decode(new)
+        """A continuation drawn by the engine's own generate (its prompt and sliding-window rules) at
+        temperature 0.8, top-k 40, with the run's seed: samples at different steps differ only because
+        the model changed, and the draws use a generator of their own, so training randomness is untouched."""
+        config = SamplingConfig(temperature=SAMPLE_TEMPERATURE, top_k=SAMPLE_TOP_K,
+                                max_new_tokens=min(max_new_tokens, MAX_NEW_TOKENS),
+                                seed=self.train_config.seed % 2**63)
+        return generate(self._inference_model(), self.tokenizer, prompt, config).text

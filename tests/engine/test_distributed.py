@@ -177,12 +177,15 @@ def test_fsdp_resumes_exactly_and_saves_a_full_state_dict(reference, cache, tmp_
     shutil.copy(reference["three"], start)
     out = tmp_path / "fsdp.safetensors"
     job = _torchrun(["-m", "engine", "train", "--resume", str(start), "--fsdp", *DIST, *TWO_RANKS,
-                     "--steps", "6", "--json", "--out", str(out)], cache, tmp_path)
+                     "--steps", "6", "--sample-interval", "6", "--json", "--out", str(out)], cache, tmp_path)
     assert job.returncode == 0, job.stderr[-3000:]
 
-    steps, _ = _losses(_events(job.stdout))
+    events = _events(job.stdout)
+    steps, _ = _losses(events)
     ref_steps, _ = _losses(reference["events"])
-    assert steps == pytest.approx(ref_steps[3:], abs=TOL)
+    assert steps == pytest.approx(ref_steps[3:], abs=TOL)  # and the sample (a gathered copy) changed nothing
+    samples = [e for e in events if e["event"] == "sample"]
+    assert [e["step"] for e in samples] == [6] and samples[0]["text"]
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fsdp.safetensors", "three.safetensors"]
     saved = load_checkpoint(out)

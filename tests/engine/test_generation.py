@@ -14,6 +14,7 @@ from engine.generation import (
     generate,
     prompt_token_ids,
     stream_generate,
+    window_length,
 )
 from engine.model import GPT
 from engine.sampling import SamplingConfig, next_token_probs
@@ -198,9 +199,11 @@ def test_long_prompt_keeps_its_end_and_generation_slides_past_the_context(byte_m
     # The same rule computed with the plain model: when the window is full, keep its last half.
     seq, start = list(result.prompt_ids), 0
     with torch.no_grad():
-        for _ in range(70):
+        for step in range(70):
             if len(seq) - start > context:
                 start = len(seq) - context // 2
+            # the engine's public rule (the Generation tab's distribution view asks it) says the same
+            assert window_length(len(result.prompt_ids), step, context) == len(seq) - start
             logits = byte_model(torch.tensor([seq[start:]]))[0][0, -1]
             seq.append(int(logits.argmax()))
     assert seq[len(result.prompt_ids):] == result.ids

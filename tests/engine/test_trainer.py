@@ -13,9 +13,10 @@ from engine import device as device_module
 from engine.config import ModelConfig, TrainConfig
 from engine.data import Dataset, load_corpus
 from engine.device import cpu_supports_bf16
+from engine.generation import SamplingConfig, attention_maps, generate
 from engine.model import GPT
 from engine.tokenizers import CharTokenizer
-from engine.training.trainer import Trainer, lr_at
+from engine.training.trainer import PROBE_TOKENS, Trainer, corpus_probe_ids, lr_at
 
 CONFIG = ModelConfig(vocab_size=32, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
 
@@ -63,6 +64,33 @@ def test_long_probe_text_is_cut_to_the_context(dataset):
     trainer = Trainer(CONFIG, tc(steps=1), dataset, probe_text="abc|abc\n" * 20)
     probe = next(e for e in trainer.run() if e.kind == "attention_probe")
     assert probe.maps.shape[-1] == CONFIG.context_length
+
+
+def test_probe_ids_follow_one_rule(dataset):
+    corpus, tok = dataset.corpus, dataset.tokenizer
+    ids = corpus_probe_ids(corpus, tok, 1024)
+    assert ids == tok.encode(corpus.sample_passage())[:PROBE_TOKENS] and len(ids) == PROBE_TOKENS
+    assert corpus_probe_ids(corpus, tok, 10) == ids[:10]
+    trainer = Trainer(CONFIG, tc(steps=1), dataset, probe_ids=ids)
+    assert trainer.probe_ids == ids[:CONFIG.context_length]
+    probe = trainer.attention_probe()
+    np.testing.assert_allclose(probe.maps, attention_maps(trainer.model, trainer.probe_ids))
+    with pytest.raises(ValueError, match="probe token ids"):
+        Trainer(CONFIG, tc(steps=1), dataset, probe_ids=[1, 2, CONFIG.vocab_size])
+
+
+def test_samples_come_from_the_engines_generate(dataset):
+    """The run's samples are the engine's generate at temperature 0.8, top-k 40 and the run's seed, with its
+    prompt rules (an empty prompt starts from a newline here) and its sliding window (40 tokens > context 16)."""
+    trainer = Trainer(CONFIG, tc(steps=1), dataset)
+    list(trainer.run())
+    tok = dataset.tokenizer
+    for prompt in ("abc|", ""):
+        expected = generate(trainer.model, tok, prompt, SamplingConfig(temperature=0.8, top_k=40, seed=3,
+                                                                       max_new_tokens=40))
+        text = trainer.sample(prompt, 40)
+        assert text == expected.text and len(text) == 40
+        assert trainer.sample(prompt, 40) == text  # the same model gives the same sample
 
 
 def test_learning_rate_schedule():
