@@ -20,12 +20,11 @@ from engine import (
     Tokenizer,
     TrainConfig,
     Trainer,
+    corpus_probe_ids,
     get_tokenizer,
     load_corpus,
     train_bpe_job,
 )
-
-PROBE_TOKENS = 48  # attention over training: the first tokens of the corpus's sample passage
 
 
 @dataclass(frozen=True)
@@ -50,12 +49,6 @@ class TrainingRequest:
     init_model: Any = None  # engine.model.GPT to fine-tune (a copy is trained)
     probe: bool = True
     extra: dict = field(default_factory=dict)
-
-
-def probe_text(corpus: Corpus, tokenizer: Tokenizer, max_tokens: int = PROBE_TOKENS) -> str:
-    """The first tokens of the corpus's sample passage, as text."""
-    ids = tokenizer.encode(corpus.sample_passage())[:max_tokens]
-    return tokenizer.decode(ids)
 
 
 def build_tokenizer(spec: str, corpus: Corpus) -> Iterator[Event | Tokenizer]:
@@ -131,9 +124,10 @@ class TrainingJob:
         else:
             config = config.with_changes(vocab_size=tokenizer.vocab_size)
         dataset = Dataset.build(corpus, tokenizer, config.context_length)
-        probe = probe_text(corpus, tokenizer) if req.probe else None
+        # attention over training: the first tokens of the corpus's sample passage
+        probe = corpus_probe_ids(corpus, tokenizer, config.context_length) if req.probe else None
         spec = req.tokenizer_spec if req.tokenizer is None else None
-        self.trainer = Trainer(config, req.train_config, dataset, model=model, probe_text=probe,
+        self.trainer = Trainer(config, req.train_config, dataset, model=model, probe_ids=probe,
                                tokenizer_spec=spec)
         self.start_step = self.trainer.step
         yield PreparedEvent(corpus.name, tokenizer.describe(), len(dataset.ids), tokenizer.vocab_size,

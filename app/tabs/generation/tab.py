@@ -56,6 +56,7 @@ from engine import (
     prompt_token_ids,
     stream_generate,
     weights_memory_bytes,
+    window_length,
 )
 
 JOB_NAME = "generate"
@@ -143,19 +144,6 @@ class LogitsReady:
 def logits_job(model, precision: str, key: tuple[int, int, int], window_ids: list[int]) -> Iterator[LogitsReady]:
     """One step's logits, off the GUI thread (a forward pass of a big model takes seconds)."""
     yield LogitsReady(key, step_logits(model, precision, window_ids))
-
-
-def window_length(prompt_length: int, step: int, context: int) -> int:
-    """How many of the latest tokens the engine's forward saw when it chose the token of `step`.
-
-    Mirrors engine.generation's sliding window: the prompt fills the cache, each step adds one
-    token, and a full cache is refilled with its last half (positions restart at 0).
-    """
-    keep = max(1, context // 2)
-    length = prompt_length
-    for _ in range(step):
-        length = keep if length >= context else length + 1
-    return length
 
 
 @dataclass
