@@ -155,6 +155,7 @@ class Decoder:
         self.tok_emb = model.tok_emb.weight.detach() if plain else None
         self.pos_emb = model.pos_emb.weight.detach() if plain else None
         self.embedding_modules = None if plain else (model.tok_emb, model.pos_emb)
+        # A second family builds its own layer class here (same five pieces); the loop stays one.
         self.layers = [_GPT2Layer(b, self.config) for b in model.blocks]
         self.norm_f = _LayerNorm(model.ln_f)
         self.head = _Linear(model.head)
@@ -268,6 +269,7 @@ class Decoder:
         return AblationMeans(heads=torch.stack([h.mean(dim=(0, 1)) for h in out.head_outputs]),
                              attention=torch.stack([a.mean(dim=(0, 1)) for a in out.attention_outputs]),
                              mlp=torch.stack([m.mean(dim=(0, 1)) for m in out.mlp_outputs]))
+
 
 class _DecoderCache:
     """One Decoder per (model, precision), rebuilt when the model's weights change.
