@@ -27,7 +27,7 @@ from app.settings import Settings
 from app.state import AppState
 from app.tabs.training.tab import TrainingTab
 from app.worker import JobRunner, error_message
-from engine import device_name, pick_device, save_checkpoint
+from engine import ProgressEvent, device_name, pick_device, save_checkpoint
 
 APP_NAME = "LLM Playground"
 TAB_TITLES = ("Training", "Attention", "Tokenizer", "Generation")
@@ -250,7 +250,7 @@ class MainWindow(QMainWindow):
                     Settings().add_recent_file(event.path)
                 if event.note:
                     self.status(event.note)
-            elif getattr(event, "kind", "") == "progress":
+            elif isinstance(event, ProgressEvent):
                 self.status(event.message, 3000)
 
     def _on_model_job_failed(self, title: str, message: str) -> None:

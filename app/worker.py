@@ -16,6 +16,8 @@ from typing import Any
 from PySide6.QtCore import QObject, QThreadPool, Signal, Slot
 from superqt.utils import GeneratorWorker
 
+from engine import StepEvent
+
 BATCH_SECONDS = 0.1
 
 
@@ -91,7 +93,7 @@ def _errors_as_job_errors(iterator: Iterator[Any]) -> Iterator[Any]:
 
 def _is_urgent(event: Any) -> bool:
     # Step events come fast and are batched; anything rarer (eval, sample, finished...) goes at once.
-    return getattr(event, "kind", "") != "step"
+    return not isinstance(event, StepEvent)
 
 
 def error_message(exc: BaseException) -> str:

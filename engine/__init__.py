@@ -6,6 +6,7 @@ what users' scripts may rely on. `engine.config`, `engine.model` and `engine.sam
 as modules too.
 """
 from engine.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint
+from engine.cli.train import closest_preset, train_command
 from engine.config import (
                            BYTES_PER_PARAM,
                            MAX_CONTEXT_LENGTH,
@@ -28,12 +29,26 @@ from engine.device import (
                            precision_options,
                            precision_problem,
 )
-from engine.events import Event, ProgressEvent
+from engine.events import (
+                           AttentionProbeEvent,
+                           CheckpointEvent,
+                           ErrorEvent,
+                           EvalEvent,
+                           Event,
+                           FinishedEvent,
+                           ProgressEvent,
+                           SampleEvent,
+                           StartedEvent,
+                           StepEvent,
+                           run_job,
+)
 from engine.generation import (
                            Ablation,
                            AblationMeans,
                            ForwardOptions,
                            ForwardOutput,
+                           GenerationDoneEvent,
+                           GenerationStepEvent,
                            attention_maps,
                            attention_rollout,
                            decoder_for,
@@ -49,6 +64,7 @@ from engine.hf_import import import_hf_folder
 from engine.model import GPT
 from engine.tokenizers import (
                            NAMED_ENCODINGS,
+                           BPETrainedEvent,
                            CharTokenizer,
                            Tokenizer,
                            get_tokenizer,
@@ -57,6 +73,7 @@ from engine.tokenizers import (
                            render_bytes,
                            train_bpe_job,
 )
+from engine.training.run import PreparedRun, RunSpec, prepare_run
 from engine.training.trainer import PROBE_TOKENS, Trainer, corpus_probe_ids, lr_at, text_probe_ids
 
 __all__ = [
@@ -70,8 +87,10 @@ __all__ = [
     # devices and precisions
     "INFERENCE_PRECISIONS", "TRAINING_PRECISIONS", "check_precision", "device_name", "pick_device",
     "precision_options", "precision_problem",
-    # events
-    "Event", "ProgressEvent",
+    # events (dispatch on the class) and driving jobs
+    "Event", "ProgressEvent", "StartedEvent", "StepEvent", "EvalEvent", "SampleEvent", "AttentionProbeEvent",
+    "CheckpointEvent", "FinishedEvent", "ErrorEvent", "BPETrainedEvent", "GenerationStepEvent",
+    "GenerationDoneEvent", "run_job",
     # inference
     "SamplingConfig", "next_token_probs", "filter_stages", "attention_maps", "attention_rollout", "decoder_for",
     "prompt_token_ids", "stream_generate", "weights_memory_bytes", "window_length",
@@ -81,5 +100,8 @@ __all__ = [
     "NAMED_ENCODINGS", "CharTokenizer", "Tokenizer", "get_tokenizer", "merges_table", "named_encoding_status",
     "render_bytes", "train_bpe_job",
     # training
-    "Trainer", "lr_at", "PROBE_TOKENS", "corpus_probe_ids", "text_probe_ids",
+    "Trainer", "lr_at", "PROBE_TOKENS", "corpus_probe_ids", "text_probe_ids", "RunSpec", "PreparedRun",
+    "prepare_run",
+    # the command line, for the app's Export command
+    "train_command", "closest_preset",
 ]

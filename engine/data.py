@@ -13,14 +13,14 @@ import json
 import os
 import random
 import sysconfig
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from engine.events import ProgressEvent
+from engine.events import ProgressEvent, run_job
 from engine.files import cache_dir
 from engine.http import CONNECT_TIMEOUT_S, DownloadError, download_job, file_sha256
 from engine.tokenizers import Tokenizer
@@ -196,20 +196,27 @@ def load_path(path: str | os.PathLike) -> Corpus:
     return Corpus(p.name, [text], f"text file {p}", str(p))
 
 
-def load_corpus(name_or_path: str, progress: Callable[[ProgressEvent], None] | None = None) -> Corpus:
+def load_corpus_job(name_or_path: str) -> Generator[ProgressEvent, None, Corpus]:
     """A built-in or downloadable corpus by name, else a file or folder path.
 
-    `progress` sees the download's progress events when a downloadable corpus is not cached yet."""
+    Yields the download's progress events when a downloadable corpus is not cached yet, and returns the
+    Corpus (`corpus = yield from load_corpus_job(name)` in another job; `load_corpus` runs it to the end)."""
     if name_or_path in BUILTIN_CORPORA:
         spec = BUILTIN_CORPORA[name_or_path]
         return Corpus(name_or_path, spec.build(), spec.description, name_or_path)
     if name_or_path in REMOTE_CORPORA:
-        return load_remote_corpus(REMOTE_CORPORA[name_or_path], progress)
+        return (yield from load_remote_corpus_job(REMOTE_CORPORA[name_or_path]))
     if not Path(name_or_path).expanduser().exists():
         raise CorpusError(
             f"unknown corpus {name_or_path!r}: not a built-in ({', '.join(corpus_names())}) and no such file or folder"
         )
     return load_path(name_or_path)
+
+
+def load_corpus(name_or_path: str, progress: Callable[[ProgressEvent], None] | None = None) -> Corpus:
+    """`load_corpus_job` run to the end; `progress` sees the download's events (the command line's progress
+    bar passes itself here)."""
+    return run_job(load_corpus_job(name_or_path), progress)
 
 
 # ---------------------------------------------------------------- tokens and batches
@@ -373,13 +380,10 @@ def fetch_corpus_job(corpus: RemoteCorpus = TINY_SHAKESPEARE, *, url: str | None
     _digest_path(path).write_text(file_sha256(path) + "\n")
 
 
-def load_remote_corpus(corpus: RemoteCorpus = TINY_SHAKESPEARE,
-                       progress: Callable[[ProgressEvent], None] | None = None):
-    """The corpus as a Corpus, downloading it first if it isn't cached."""
+def load_remote_corpus_job(corpus: RemoteCorpus = TINY_SHAKESPEARE) -> Generator[ProgressEvent, None, Corpus]:
+    """The corpus as a Corpus, downloading it first if it isn't cached (progress events as it goes)."""
     try:
-        for event in fetch_corpus_job(corpus):
-            if progress is not None:
-                progress(event)
+        yield from fetch_corpus_job(corpus)
     except DownloadError as e:
         raise CorpusError(str(e)) from None
     text = corpus.path.read_text(encoding="utf-8")

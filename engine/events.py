@@ -3,28 +3,51 @@
 The trainer (and other long jobs) never call back into whoever runs them; they yield these, and the
 GUI worker, the CLI and the tests decide what to do with each. Nothing here holds a live tensor, so
 an event can cross threads safely.
+
+Every event is a subclass of `Event`, and whoever handles events dispatches on the class
+(`isinstance`, or `match event: case StepEvent(...)`): a misspelt class is a NameError (and a lint
+error), where a misspelt string would have matched nothing, silently. `json_name` is the "event" field
+of the command line's `--json` output (an interface: keep each name as it is); it is for serialisation
+only. Events that never leave the process (the app's own) have none.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
+
+E = TypeVar("E", bound="Event")
+R = TypeVar("R")
+_JSON_NAMES: dict[str, type] = {}  # json_name -> the one class that has it
 
 
 @dataclass(frozen=True)
 class Event:
-    kind = "event"
+    """Base of every event (see the module docstring)."""
+
+    json_name: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("json_name")
+        if name is not None:  # two classes with one name would make --json output ambiguous
+            owner = _JSON_NAMES.setdefault(name, cls)
+            if (owner.__module__, owner.__qualname__) != (cls.__module__, cls.__qualname__):
+                raise TypeError(f"{cls.__qualname__}: the JSON name {name!r} already belongs to {owner.__qualname__}")
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict with an "event" key naming the kind (numpy arrays left out)."""
+        """A JSON-ready dict with an "event" key naming the class (numpy arrays left out)."""
+        if self.json_name is None:
+            raise TypeError(f"{type(self).__qualname__} is not written as JSON (it has no json_name)")
         data = {k: v for k, v in asdict(self).items() if not isinstance(v, np.ndarray)}
-        return {"event": self.kind, **data}
+        return {"event": self.json_name, **data}
 
 
 @dataclass(frozen=True)
 class StartedEvent(Event):
-    kind = "started"
+    json_name = "started"
     total_steps: int
     start_step: int
     num_params: int
@@ -39,7 +62,7 @@ class StartedEvent(Event):
 class StepEvent(Event):
     """One optimizer step done."""
 
-    kind = "step"
+    json_name = "step"
     step: int  # steps done so far (1 after the first update)
     total_steps: int
     loss: float  # mean training loss over the step's micro-batches
@@ -54,7 +77,7 @@ class StepEvent(Event):
 
 @dataclass(frozen=True)
 class EvalEvent(Event):
-    kind = "eval"
+    json_name = "eval"
     step: int
     val_loss: float
     train_loss: float  # mean over eval batches of the training split (less noisy than StepEvent.loss)
@@ -63,7 +86,7 @@ class EvalEvent(Event):
 
 @dataclass(frozen=True)
 class SampleEvent(Event):
-    kind = "sample"
+    json_name = "sample"
     step: int
     prompt: str
     text: str
@@ -73,7 +96,7 @@ class SampleEvent(Event):
 class AttentionProbeEvent(Event):
     """Attention maps of a fixed probe text, recorded at an evaluation (attention over training)."""
 
-    kind = "attention_probe"
+    json_name = "attention_probe"
     step: int
     tokens: tuple[str, ...]
     maps: np.ndarray  # float32 [n_layers, n_heads, T, T]
@@ -81,7 +104,7 @@ class AttentionProbeEvent(Event):
 
 @dataclass(frozen=True)
 class CheckpointEvent(Event):
-    kind = "checkpoint"
+    json_name = "checkpoint"
     step: int
     path: str
 
@@ -90,7 +113,7 @@ class CheckpointEvent(Event):
 class ProgressEvent(Event):
     """Progress of a job that isn't training (tokenizer training, a download, encoding)."""
 
-    kind = "progress"
+    json_name = "progress"
     job: str
     done: float
     total: float
@@ -99,7 +122,7 @@ class ProgressEvent(Event):
 
 @dataclass(frozen=True)
 class FinishedEvent(Event):
-    kind = "finished"
+    json_name = "finished"
     step: int
     reason: str  # "completed" or "stopped"
     final_loss: float | None = None
@@ -110,7 +133,19 @@ class FinishedEvent(Event):
 class ErrorEvent(Event):
     """The job could not go on. The last good weights are kept by the job's owner."""
 
-    kind = "error"
+    json_name = "error"
     step: int
     message: str  # one line for the user
     hint: str = ""
+
+
+def run_job(job: Generator[E, None, R], on_event: Callable[[E], None] | None = None) -> R:
+    """Drive a job that yields events and returns a result (`result = yield from job` inside another job):
+    each event goes to `on_event`, and the job's return value comes back."""
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as done:
+            return done.value
+        if on_event is not None:
+            on_event(event)

@@ -577,6 +577,8 @@ def download_model_job(repo_id: str, *, revision: str = "main", token: str | boo
                 current = state["file"] if state["file"] not in done_files else None
                 raise _as_hub_error(msg[1], repo_id, revision, endpoint, token_sent, current, state["done"],
                                     state["total"], cache) from None
+            else:  # the worker and this loop disagree: a bug, not a user's problem
+                raise AssertionError(f"unknown download message {kind!r}")
     finally:
         stop.set()  # closing the generator (or any failure here) stops the worker at its next chunk
 

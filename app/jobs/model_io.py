@@ -33,7 +33,6 @@ FALLBACK_CORPUS = "python-docs"
 class ModelLoadedEvent(Event):
     """A model ready to become the current one."""
 
-    kind = "model_loaded"
     model: Any  # engine.model.GPT
     tokenizer: Tokenizer
     path: str | None = None  # the file it came from (None: not saved yet)
@@ -45,7 +44,6 @@ class ModelLoadedEvent(Event):
 
 @dataclass(frozen=True)
 class CorpusLoadedEvent(Event):
-    kind = "corpus_loaded"
     corpus: Corpus
     distinct_chars: int = 0
     extra: dict = field(default_factory=dict)

@@ -23,6 +23,8 @@ import time
 import numpy as np
 import torch
 
+from engine import GenerationStepEvent
+
 
 def build_model(preset_name: str):
     from engine import GPT, CharTokenizer, preset
@@ -46,7 +48,7 @@ def engine_tokens_per_s(model, tokenizer, prompt: str, configs) -> float:
         start = time.perf_counter()
         tokens = 0
         for event in stream_generate(model, tokenizer, prompt, configs):
-            if event.kind == "gen_step":
+            if isinstance(event, GenerationStepEvent):
                 tokens += sum(1 for row in event.rows if row is not None)
         result["tokens_per_s"] = tokens / (time.perf_counter() - start)
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import StepEvent
+
 ROOT = Path(__file__).resolve().parents[2]
 PROBE_MS = 10
 
@@ -101,7 +103,7 @@ def in_app(args: argparse.Namespace) -> tuple[float, np.ndarray]:
     if job is None:
         raise RuntimeError(f"cannot start: {tab.start_problem()}")
     job.events.connect(lambda events: steps.extend(
-        (e.step, e.tokens_seen, e.elapsed_s) for e in events if getattr(e, "kind", "") == "step"))
+        (e.step, e.tokens_seen, e.elapsed_s) for e in events if isinstance(e, StepEvent)))
     # The probe covers the training steps only (not data preparation or the first evaluation).
     wait(lambda: len(steps) > 0, 300)
     probe.start()

@@ -18,8 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
+
 from engine.checkpoint import read_checkpoint_info, save_checkpoint
 from engine.cli.errors import one_line_errors
+from engine.cli.progress import ProgressPrinter
 from engine.data import load_corpus
 from engine.events import ProgressEvent
 from engine.hf_import import import_hf_folder
@@ -34,34 +37,6 @@ from engine.tokenizers import (
     tokenizer_from_dict,
     train_bpe_job,
 )
-
-SPINNER = "|/-\\"
-
-
-class ProgressBar:
-    """A one-line bar on stderr, drawn only on a terminal; total 0 means 'busy, amount unknown'."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.ticks = 0
-
-    def update(self, event: ProgressEvent) -> None:
-        if not self.enabled:
-            return
-        self.ticks += 1
-        if event.total > 0:
-            frac = min(1.0, event.done / event.total)
-            bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
-            line = f"[{bar}] {100 * frac:5.1f}%  {event.message}"
-        else:
-            line = f"[{SPINNER[self.ticks % 4]}] {event.message}"
-        sys.stderr.write("\r" + line[:100].ljust(100))
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.ticks:
-            sys.stderr.write("\r" + " " * 100 + "\r")
-            sys.stderr.flush()
 
 
 def register(subparsers: Any) -> None:
@@ -116,15 +91,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not MIN_VOCAB_SIZE <= args.vocab_size <= MAX_VOCAB_SIZE:
         raise ValueError(f"--vocab-size must be between {MIN_VOCAB_SIZE} and {MAX_VOCAB_SIZE:,}")
     _check_out(args.out)
-    corpus = load_corpus(args.corpus)
-    bar = ProgressBar()
+    bar = ProgressPrinter()
     result = None
     try:
+        corpus = load_corpus(args.corpus, progress=None if args.json else bar)
         for event in train_bpe_job(corpus.documents, args.vocab_size, args.pattern, args.name):
             if args.json:
                 print(json.dumps(event.to_json()), flush=True)
             elif isinstance(event, ProgressEvent):
-                bar.update(event)
+                bar(event)
             if isinstance(event, BPETrainedEvent):
                 result = event
     finally:
@@ -146,9 +121,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _checkpoint_tokenizer(path: str):
     """The tokenizer stored in a checkpoint, without loading its weights."""
-    from safetensors import safe_open
-
-
     read_checkpoint_info(path)
     with safe_open(path, framework="pt") as f:
         metadata = f.metadata() or {}
@@ -164,7 +136,11 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         if not args.corpus and (args.tokenizer == "char" or args.tokenizer.startswith("bpe:")):
             raise ValueError(f"--tokenizer {args.tokenizer} is built from a corpus: add --corpus NAME|PATH")
         if args.corpus:
-            corpus_text = load_corpus(args.corpus).documents
+            bar = ProgressPrinter()
+            try:
+                corpus_text = load_corpus(args.corpus, progress=bar).documents
+            finally:
+                bar.close()
         tokenizer = get_tokenizer(args.tokenizer, corpus_text)
     ids = tokenizer.encode(text)
     tokens = [tokenizer.render_token(i) for i in ids]

@@ -14,17 +14,32 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from engine.checkpoint import Checkpoint, load_checkpoint, read_checkpoint_info
+from engine.checkpoint import load_checkpoint, read_checkpoint_info
 from engine.cli.errors import one_line_errors
+from engine.cli.progress import ProgressLine, ProgressPrinter, progress_bar
 from engine.config import PRESETS, ModelConfig, TrainConfig, preset
-from engine.data import Dataset, corpus_names, load_corpus
-from engine.tokenizers import get_tokenizer
+from engine.data import corpus_names
+from engine.events import (
+    AttentionProbeEvent,
+    CheckpointEvent,
+    ErrorEvent,
+    EvalEvent,
+    Event,
+    FinishedEvent,
+    ProgressEvent,
+    SampleEvent,
+    StartedEvent,
+    StepEvent,
+    run_job,
+)
+from engine.tokenizers import TOKENIZER_SPECS_HELP
 from engine.training import distributed
 from engine.training.distributed import DEFAULT_TIMEOUT_S
-from engine.training.trainer import Trainer
+from engine.training.run import RunSpec, prepare_run
 
+# ModelConfig field -> the flag that sets it (new models only); the app's Export command writes them too.
 SHAPE_FLAGS = {"n_layers": "--n-layers", "n_heads": "--n-heads", "emb_dim": "--emb-dim",
                "context_length": "--context-length", "drop_rate": "--drop-rate", "qkv_bias": "--qkv-bias"}
 TRAIN_FLAGS = ("steps", "batch_size", "lr", "warmup_steps", "grad_accum", "eval_interval", "seed", "device",
@@ -53,7 +68,7 @@ def register(subparsers: Any) -> None:
     data.add_argument("--corpus", metavar="NAME|PATH",
                       help=f"built-in corpus ({', '.join(corpus_names())}) or a text file / folder")
     data.add_argument("--tokenizer", metavar="SPEC",
-                      help="char (default), bpe:N, a tokenizer file, or a named encoding such as gpt2")
+                      help=f"{TOKENIZER_SPECS_HELP} (default char)")
     run = p.add_argument_group("training")
     run.add_argument("--steps", type=int, help="optimizer steps in all (with --resume: the new total)")
     run.add_argument("--batch-size", type=int, help="sequences per micro-batch (under torchrun: per process, so "
@@ -118,10 +133,10 @@ def _given_shape_flags(args: argparse.Namespace) -> list[str]:
     return [flag for name, flag in SHAPE_FLAGS.items() if getattr(args, name) is not None]
 
 
-def _prepare(args: argparse.Namespace):
-    """Everything a run needs, from flags and (for --init/--resume) a checkpoint: fails before training."""
+def _run_spec(args: argparse.Namespace, dist: distributed.DistContext | None = None) -> tuple[Path, RunSpec]:
+    """The output file and what to build the run from, from the flags: fails on a bad combination before
+    any work (a checkpoint given with --init / --resume is read here)."""
     out = _check_out(args.out)
-    source: Checkpoint | None = None
     if args.resume or args.init:
         flag = "--resume" if args.resume else "--init"
         fixed = _given_shape_flags(args) + (["--preset"] if args.preset else [])
@@ -130,9 +145,8 @@ def _prepare(args: argparse.Namespace):
                              "the checkpoint")
         if args.tokenizer:
             raise UsageError(f"--tokenizer cannot be combined with {flag}: the checkpoint's tokenizer is kept")
-        source = load_checkpoint(args.resume or args.init)
-
     if args.resume:
+        source = load_checkpoint(args.resume)
         state = source.train_state
         if not state or source.optimizer_state is None:
             raise UsageError(f"{args.resume} has no training or optimizer state to resume "
@@ -144,83 +158,105 @@ def _prepare(args: argparse.Namespace):
         if done >= train_config.steps:
             raise UsageError(f"{args.resume} already has all {train_config.steps:,} steps; pass --steps with a "
                              f"larger total (more than {done:,}) to train further")
-        corpus = load_corpus(args.corpus or saved_corpus)
-        tokenizer, model_config = source.tokenizer, source.config
-        spec = state.get("tokenizer_spec")
-    elif args.init:
-        if not args.corpus:
-            raise UsageError("--corpus is required")
-        train_config = _train_config(args, None)
-        corpus = load_corpus(args.corpus)
-        tokenizer, model_config = source.tokenizer, source.config
-        spec = (source.train_state or {}).get("tokenizer_spec")
+        return out, RunSpec(train_config, corpus=args.corpus or saved_corpus, resume=source, dist=dist)
+    if not args.init and not args.preset:
+        raise UsageError("--preset is required (or --init / --resume a checkpoint)")
+    if not args.corpus:
+        raise UsageError("--corpus is required")
+    train_config = _train_config(args, None)
+    if args.init:
+        return out, RunSpec(train_config, corpus=args.corpus, init=load_checkpoint(args.init), dist=dist)
+    shape = preset(args.preset).with_changes(**{name: getattr(args, name) for name in SHAPE_FLAGS})
+    return out, RunSpec(train_config, corpus=args.corpus, tokenizer=args.tokenizer or "char", model_config=shape,
+                        dist=dist)
+
+
+def train_command(model: ModelConfig, train: TrainConfig, *, corpus: str, tokenizer: str | None,
+                  init: str | None = None, out: str = "model.safetensors", fsdp: bool = False) -> list[str]:
+    """The words after `python -m engine` that train this run: the closest preset and the flags that differ
+    from it, or --init; the data; the training settings that differ from the defaults; the output.
+
+    tokenizer: a spec (char, bpe:N, gpt2, a file), or None when `init` (fine-tuning) brings its own.
+    """
+    words = ["train"]
+    if init:
+        words += ["--init", init]
     else:
-        if not args.preset:
-            raise UsageError("--preset is required (or --init / --resume a checkpoint)")
-        if not args.corpus:
-            raise UsageError("--corpus is required")
-        train_config = _train_config(args, None)
-        corpus = load_corpus(args.corpus)
-        spec = args.tokenizer or "char"
-        tokenizer = get_tokenizer(spec, corpus.text())
-        shape = {name: getattr(args, name) for name in SHAPE_FLAGS}
-        model_config = preset(args.preset).with_changes(vocab_size=tokenizer.vocab_size, **shape)
-    if tokenizer.vocab_size > model_config.vocab_size:
-        raise UsageError("the checkpoint's tokenizer does not fit its model")
-    dataset = Dataset.build(corpus, tokenizer, model_config.context_length)
-    return out, source, train_config, model_config, dataset, spec
+        name = closest_preset(model)
+        words += ["--preset", name]
+        base = PRESETS[name]
+        for field, flag in SHAPE_FLAGS.items():
+            value, default = getattr(model, field), getattr(base, field)
+            if value == default:
+                continue
+            if isinstance(value, bool):
+                words.append(flag if value else f"--no-{flag[2:]}")
+            else:
+                words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    words += ["--corpus", corpus]
+    if tokenizer and not init:
+        words += ["--tokenizer", tokenizer]
+    defaults = TrainConfig()
+    words += ["--steps", str(train.steps), "--batch-size", str(train.batch_size)]
+    if train.grad_accum != defaults.grad_accum:
+        words += ["--grad-accum", str(train.grad_accum)]
+    words += ["--lr", f"{train.lr:g}", "--warmup-steps", str(train.warmup_steps),
+              "--eval-interval", str(train.eval_interval)]
+    if train.sample_interval != defaults.sample_interval:
+        words += ["--sample-interval", str(train.sample_interval)]
+    if train.seed != defaults.seed:
+        words += ["--seed", str(train.seed)]
+    words += ["--device", train.device, "--precision", train.precision]
+    if train.compile:
+        words.append("--compile")
+    if fsdp:
+        words.append("--fsdp")
+    return words + ["--out", out]
 
 
-class _Progress:
-    """Human output: a one-line progress bar redrawn with a carriage return (plain lines when piped)."""
+def closest_preset(config: ModelConfig) -> str:
+    """The preset that needs the fewest shape flags to reach this shape."""
+    return min(PRESETS, key=lambda name: sum(getattr(PRESETS[name], f) != getattr(config, f) for f in SHAPE_FLAGS))
 
-    def __init__(self, stream: TextIO | None = None):
-        self.stream = stream or sys.stdout  # looked up now, not at import: sys.stdout may have been replaced
-        self.tty = self.stream.isatty()
+
+class _TrainProgress:
+    """Human output on standard output: the run's preparation and its steps on one progress line (on a
+    terminal), evaluations and samples as lines of their own."""
+
+    def __init__(self) -> None:
+        self.line = ProgressLine(sys.stdout)
+        self.preparing = ProgressPrinter(self.line)
         self.val: float | None = None
-        self.last_draw = 0.0
-        self.line_open = False
 
-    def _write_line(self, text: str) -> None:
-        if self.line_open:
-            self.stream.write("\n")
-            self.line_open = False
-        self.stream.write(text + "\n")
-        self.stream.flush()
+    def handle(self, event: Event) -> None:
+        match event:
+            case StartedEvent():
+                self.line.clear()  # the preparation's line
+                self.line.print(f"training {event.num_params:,} parameters on {event.device}, {event.precision}, "
+                                f"steps {event.start_step:,} -> {event.total_steps:,} "
+                                f"({event.tokens_per_step:,} tokens per step)")
+            case StepEvent():
+                self.line.show(self._bar(event), force=event.step == event.total_steps)
+            case EvalEvent():
+                self.val = event.val_loss
+                if not self.line.tty:
+                    self.line.print(f"step {event.step:,}: val loss {event.val_loss:.4f}, "
+                                    f"train loss {event.train_loss:.4f}")
+            case SampleEvent():
+                self.line.print(f"--- sample at step {event.step:,} ---\n{event.prompt}{event.text}\n---")
+            case FinishedEvent() | ErrorEvent():
+                self.line.end()
+            case ProgressEvent() | AttentionProbeEvent() | CheckpointEvent():
+                pass  # evaluation progress (for pausing a GUI), probes (no probe text here), saves (said below)
+            case _:
+                raise TypeError(f"unexpected event {type(event).__name__}")
 
-    def handle(self, event) -> None:
-        kind = event.kind
-        if kind == "started":
-            self._write_line(f"training {event.num_params:,} parameters on {event.device}, {event.precision}, "
-                             f"steps {event.start_step:,} -> {event.total_steps:,} "
-                             f"({event.tokens_per_step:,} tokens per step)")
-        elif kind == "step":
-            now = time.monotonic()
-            if self.tty and (now - self.last_draw >= 0.1 or event.step == event.total_steps):
-                self.last_draw = now
-                self.stream.write("\r" + self._bar(event))
-                self.stream.flush()
-                self.line_open = True
-        elif kind == "eval":
-            self.val = event.val_loss
-            if not self.tty:
-                self._write_line(f"step {event.step:,}: val loss {event.val_loss:.4f}, "
-                                 f"train loss {event.train_loss:.4f}")
-        elif kind == "sample":
-            self._write_line(f"--- sample at step {event.step:,} ---\n{event.prompt}{event.text}\n---")
-        elif kind == "finished":
-            if self.line_open:
-                self.stream.write("\n")
-                self.line_open = False
-
-    def _bar(self, e) -> str:
-        width = 24
-        filled = int(width * e.step / max(1, e.total_steps))
+    def _bar(self, e: StepEvent) -> str:
         val = f"{self.val:.4f}" if self.val is not None else "-"
         eta = time.strftime("%H:%M:%S", time.gmtime(e.eta_s)) if math.isfinite(e.eta_s) else "-"
-        return (f"[{'#' * filled}{'.' * (width - filled)}] {e.step:,}/{e.total_steps:,} "
+        return (f"{progress_bar(e.step / max(1, e.total_steps), 24)} {e.step:,}/{e.total_steps:,} "
                 f"loss {e.loss:.4f} val {val} lr {e.lr:.2e} {e.tokens_per_s:,.0f} tok/s "
-                f"MFU {100 * e.mfu:.0f}% ETA {eta}  ")
+                f"MFU {100 * e.mfu:.0f}% ETA {eta}")
 
 
 def _print_json(data: dict[str, Any]) -> None:
@@ -228,7 +264,7 @@ def _print_json(data: dict[str, Any]) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train in this process, or as one rank of a torchrun job (see engine/distributed.py)."""
+    """Train in this process, or as one rank of a torchrun job (see engine/training/distributed.py)."""
     if not distributed.launched_by_torchrun():
         if args.fsdp:
             raise UsageError("--fsdp shards the model across processes: launch with "
@@ -239,15 +275,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace, dist: distributed.DistContext | None = None) -> int:
-    with distributed.main_first(dist):  # rank 0 fills the token cache, the others then read it
-        out, source, train_config, model_config, dataset, spec = _prepare(args)
-    if args.resume:
-        trainer = Trainer(model_config, train_config, dataset, resume=source, tokenizer_spec=spec, dist=dist)
-    else:
-        trainer = Trainer(model_config, train_config, dataset, model=source.model if source else None,
-                          tokenizer_spec=spec, dist=dist)
-
-    progress = None if args.json else _Progress()
+    out, spec = _run_spec(args, dist)
+    progress = None if args.json else _TrainProgress()
+    try:
+        # --json prints the run's events only (its first line is "started"): preparing is not reported there.
+        trainer = run_job(prepare_run(spec), progress.preparing if progress else None).trainer
+    finally:
+        if progress is not None:
+            progress.preparing.close()
     interrupted = {"count": 0}
 
     def on_sigint(signum, frame):  # first Ctrl-C: stop cleanly and save; second: abort
@@ -265,17 +300,17 @@ def _run_train(args: argparse.Namespace, dist: distributed.DistContext | None = 
     finished = None
     try:
         for event in trainer.run():
-            if event.kind == "progress":
+            if isinstance(event, ProgressEvent):
                 continue  # evaluation progress: only useful to pause a GUI mid-evaluation
             if args.json:
                 _print_json(event.to_json())
             else:
                 progress.handle(event)
-            if event.kind == "error":
+            if isinstance(event, ErrorEvent):
                 hint = f" ({event.hint})" if event.hint else ""
                 print(f"error: {event.message}{hint}; nothing was written to {out}", file=sys.stderr)
                 return 1
-            if event.kind == "finished":
+            if isinstance(event, FinishedEvent):
                 finished = event
     finally:
         if previous is not None:

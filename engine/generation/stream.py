@@ -66,14 +66,12 @@ class TokenRecord:
 class GenerationStepEvent(Event):
     """One decoding step of every row; a row that finished at an earlier step has None."""
 
-    kind = "gen_step"
     step: int  # index of the new token, from 0
     rows: tuple[TokenRecord | None, ...]
 
 
 @dataclass(frozen=True)
 class GenerationDoneEvent(Event):
-    kind = "gen_done"
     prompt_ids: tuple[int, ...]  # the ids fed to the model (after the empty / too-long prompt rules)
     ids: tuple[tuple[int, ...], ...]  # new ids of each row
     texts: tuple[str, ...]  # text of each row's new ids

@@ -12,6 +12,20 @@ from engine.tokenizers.training import train_bpe
 TOKENIZER_SPECS_HELP = "char, bpe:N (trained on the corpus), a tokenizer file, or " + ", ".join(NAMED_ENCODINGS)
 
 
+def parse_bpe_spec(spec: str) -> tuple[int, str] | None:
+    """(vocab size, pattern) of `bpe:N` or `bpe:N:PATTERN`; None for a spec that is not a BPE to train.
+
+    Jobs that train the BPE themselves (to report progress) read the spec here, so it is parsed one way."""
+    spec = spec.strip()
+    if not spec.startswith("bpe:"):
+        return None
+    parts = spec.split(":")
+    pattern = parts[2] if len(parts) == 3 else "gpt2"
+    if len(parts) not in (2, 3) or not parts[1].isdigit() or pattern not in PATTERNS:
+        raise ValueError(f"bad tokenizer {spec!r}: write bpe:N or bpe:N:cl100k, e.g. bpe:4096")
+    return int(parts[1]), pattern
+
+
 def get_tokenizer(spec: str, corpus_text: str | list[str] | None = None) -> Tokenizer:
     """A tokenizer from a command-line / GUI spec.
 
@@ -28,14 +42,11 @@ def get_tokenizer(spec: str, corpus_text: str | list[str] | None = None) -> Toke
             raise ValueError("the char tokenizer needs a corpus to take its characters from")
         text = corpus_text if isinstance(corpus_text, str) else "".join(corpus_text)
         return CharTokenizer.from_text(text)
-    if spec.startswith("bpe:"):
-        parts = spec.split(":")
-        pattern = parts[2] if len(parts) == 3 else "gpt2"
-        if len(parts) not in (2, 3) or not parts[1].isdigit() or pattern not in PATTERNS:
-            raise ValueError(f"bad tokenizer {spec!r}: write bpe:N or bpe:N:cl100k, e.g. bpe:4096")
+    bpe = parse_bpe_spec(spec)
+    if bpe is not None:
         if corpus_text is None:
             raise ValueError("bpe:N trains on the corpus, and no corpus was given")
-        return train_bpe(corpus_text, int(parts[1]), pattern=pattern)
+        return train_bpe(corpus_text, bpe[0], pattern=bpe[1])
     if spec in NAMED_ENCODINGS:
         return load_named_encoding(spec)
     path = Path(spec).expanduser()

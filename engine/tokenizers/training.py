@@ -44,13 +44,13 @@ _SAFE_SPLIT = re.compile(r"\S\n(?=\S)")
 class BPETrainedEvent(Event):
     """The last event of `train_bpe_job`: the trained tokenizer and how long it took."""
 
-    kind = "bpe_trained"
+    json_name = "bpe_trained"
     tokenizer: Tokenizer
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
         t = self.tokenizer
-        return {"event": self.kind, "tokenizer": t.name, "vocab_size": t.vocab_size, "seconds": self.seconds}
+        return {"event": self.json_name, "tokenizer": t.name, "vocab_size": t.vocab_size, "seconds": self.seconds}
 
 
 def _chunks(documents: Sequence[str]) -> Iterator[str]:

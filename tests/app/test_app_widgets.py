@@ -13,7 +13,8 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from app.tabs.training.run_data import DebiasedEMA, RunData, Series, smooth, write_csv  # noqa: E402
-from app.tabs.training.torchrun import Launch, closest_preset, torchrun_command  # noqa: E402
+from app.tabs.training.torchrun import Launch, torchrun_command  # noqa: E402
+from engine import closest_preset  # noqa: E402
 from engine.config import PRESETS, ModelConfig, TrainConfig  # noqa: E402
 
 

@@ -17,7 +17,7 @@ from app.tabs.tokenizer.spans import tokenize_for_display
 from app.tabs.tokenizer.tab import NAMED_SHOWN, TokenizerTab
 from app.worker import JobRunner
 from engine.data import Corpus
-from engine.tokenizers import CharTokenizer, merges_table, train_bpe
+from engine.tokenizers import BPETrainedEvent, CharTokenizer, merges_table, train_bpe
 
 TEXTS = [
     "",
@@ -190,7 +190,7 @@ def test_bpe_training_can_be_cancelled(qtbot, tab):
     tab.cancel_bpe()
     qtbot.waitUntil(lambda: not tab.training, timeout=20_000)
     assert tab.trained == []
-    assert not any(getattr(e, "kind", "") == "bpe_trained" for e in progress)
+    assert not any(isinstance(e, BPETrainedEvent) for e in progress)
     assert tab.train_button.isEnabled() and not tab.cancel_button.isEnabled() and tab.vocab_size.isEnabled()
     assert "Cancelled" in tab.bpe_status.text()
     assert all(not r.key.startswith("trained:") for r in tab.encodings())

@@ -14,6 +14,7 @@ from engine import files
 from engine.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint
 from engine.config import ModelConfig, TrainConfig
 from engine.data import Dataset, load_corpus
+from engine.events import FinishedEvent, StepEvent
 from engine.model import GPT
 from engine.tokenizers import CharTokenizer
 from engine.training.trainer import Trainer
@@ -89,7 +90,7 @@ def test_resume_is_bit_exact(tmp_path, dataset):
 
     first = Trainer(CONFIG, train_config(6), dataset)
     for event in first.run():
-        if event.kind == "step" and event.step == 3:
+        if isinstance(event, StepEvent) and event.step == 3:
             first.request_stop()
     assert first.step == 3
     path = tmp_path / "half.safetensors"
@@ -97,7 +98,7 @@ def test_resume_is_bit_exact(tmp_path, dataset):
     torch.manual_seed(12345)  # anything in between must not matter
     second = Trainer(CONFIG, train_config(6), dataset, resume=load_checkpoint(path))
     events = list(second.run())
-    assert events[-1].kind == "finished" and events[-1].reason == "completed"
+    assert isinstance(events[-1], FinishedEvent) and events[-1].reason == "completed"
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), second.model.state_dict().items()):
         assert torch.equal(a, b), name
     assert second.history["loss"] == straight.history["loss"]

@@ -1,6 +1,7 @@
 """`python -m engine train` and `info` end to end on a tiny model, and every bad input's one-line error."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -12,6 +13,8 @@ import pytest
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.cli import main
+from engine.cli.progress import ProgressLine, ProgressPrinter, progress_bar
+from engine.events import ProgressEvent
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--preset", "tiny", "--context-length", "16", "--n-layers", "2", "--emb-dim", "32", "--batch-size", "2",
@@ -216,3 +219,30 @@ def test_bench_dispatches_to_its_modules(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["bench", "generate", "--bogus"])
     assert capsys.readouterr().err.startswith("error: unrecognized arguments")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_line_redraws_in_place_on_a_terminal_only():
+    screen = _Terminal()
+    line = ProgressLine(screen)
+    printer = ProgressPrinter(line)
+    printer(ProgressEvent("download x", 0, 100, "downloading x"))
+    printer(ProgressEvent("download x", 50, 100, "downloading x"))  # within REDRAW_S: skipped
+    printer(ProgressEvent("download x", 100, 100, "downloaded x"))  # the end is always drawn
+    line.print("a line of its own")
+    printer(ProgressEvent("bpe", 0, 0, "learning merges"))
+    printer.close()
+    text = screen.getvalue()
+    assert text.count("\r") == 3 + 2 and "50.0%" not in text  # three drawings, one erasure
+    # The shorter line blanks what is left of the longer one before it.
+    assert f"\r{progress_bar(1.0)} 100.0%  downloaded x \na line of its own\n" in text
+    assert "] learning merges" in text and text.endswith("\r")  # the spinner's line is erased at the end
+    piped = io.StringIO()
+    ProgressPrinter(ProgressLine(piped))(ProgressEvent("x", 1, 2, "half"))
+    ProgressLine(piped).print("only lines")
+    assert piped.getvalue() == "only lines\n"
+    assert progress_bar(0.5, 4) == "[##..]" and progress_bar(2.0, 2) == "[##]"

@@ -13,6 +13,16 @@ from engine import device as device_module
 from engine.config import ModelConfig, TrainConfig
 from engine.data import Dataset, load_corpus
 from engine.device import cpu_supports_bf16
+from engine.events import (
+    AttentionProbeEvent,
+    ErrorEvent,
+    EvalEvent,
+    FinishedEvent,
+    ProgressEvent,
+    SampleEvent,
+    StartedEvent,
+    StepEvent,
+)
 from engine.generation import SamplingConfig, attention_maps, generate
 from engine.model import GPT
 from engine.tokenizers import CharTokenizer
@@ -36,21 +46,21 @@ def tc(**changes) -> TrainConfig:
 def test_event_stream(dataset):
     trainer = Trainer(CONFIG, tc(sample_interval=2), dataset, probe_text="abcdef|abcdef\n")
     events = list(trainer.run())
-    kinds = [e.kind for e in events if e.kind != "progress"]
-    assert kinds[0] == "started" and kinds[-1] == "finished"
-    assert [e.step for e in events if e.kind == "step"] == [1, 2, 3, 4]
-    assert [e.step for e in events if e.kind == "eval"] == [0, 2, 4]
-    assert [e.step for e in events if e.kind == "sample"] == [0, 2, 4]
+    kinds = [type(e) for e in events if not isinstance(e, ProgressEvent)]
+    assert kinds[0] is StartedEvent and kinds[-1] is FinishedEvent
+    assert [e.step for e in events if isinstance(e, StepEvent)] == [1, 2, 3, 4]
+    assert [e.step for e in events if isinstance(e, EvalEvent)] == [0, 2, 4]
+    assert [e.step for e in events if isinstance(e, SampleEvent)] == [0, 2, 4]
     # each evaluation yields between batches, so a GUI can pause or stop inside it
-    assert sum(e.kind == "progress" for e in events) == 3 * 2 * 2
-    step = next(e for e in events if e.kind == "step")
+    assert sum(isinstance(e, ProgressEvent) for e in events) == 3 * 2 * 2
+    step = next(e for e in events if isinstance(e, StepEvent))
     assert step.tokens_seen == 4 * 16 and step.tokens_per_s > 0 and 0 <= step.mfu and step.eta_s >= 0
     assert math.isfinite(step.grad_norm) and step.lr == pytest.approx(1e-3)
-    probe = next(e for e in events if e.kind == "attention_probe")
+    probe = next(e for e in events if isinstance(e, AttentionProbeEvent))
     assert probe.maps.dtype == np.float32 and probe.maps.shape == (2, 4, 14, 14)
     assert probe.tokens[:3] == ("a", "b", "c")
     np.testing.assert_allclose(probe.maps.sum(-1), 1.0, rtol=1e-5)
-    sample = next(e for e in events if e.kind == "sample")
+    sample = next(e for e in events if isinstance(e, SampleEvent))
     assert isinstance(sample.text, str) and len(sample.text) == 20
     finished = events[-1]
     assert finished.reason == "completed" and finished.step == 4
@@ -62,7 +72,7 @@ def test_event_stream(dataset):
 
 def test_long_probe_text_is_cut_to_the_context(dataset):
     trainer = Trainer(CONFIG, tc(steps=1), dataset, probe_text="abc|abc\n" * 20)
-    probe = next(e for e in trainer.run() if e.kind == "attention_probe")
+    probe = next(e for e in trainer.run() if isinstance(e, AttentionProbeEvent))
     assert probe.maps.shape[-1] == CONFIG.context_length
 
 
@@ -129,10 +139,10 @@ def test_request_stop(dataset):
     events = []
     for event in trainer.run():
         events.append(event)
-        if event.kind == "step" and event.step == 2:
+        if isinstance(event, StepEvent) and event.step == 2:
             trainer.request_stop()
-    assert events[-1].kind == "finished" and events[-1].reason == "stopped" and events[-1].step == 2
-    assert events[-2].kind == "eval" or events[-3].kind == "eval"  # a last evaluation for the saved state
+    assert isinstance(events[-1], FinishedEvent) and events[-1].reason == "stopped" and events[-1].step == 2
+    assert isinstance(events[-2], EvalEvent) or isinstance(events[-3], EvalEvent)  # a last evaluation for the saved state
     assert trainer.history["val_step"][-1] == 2
 
 
@@ -140,12 +150,12 @@ def test_closing_the_generator_is_safe(dataset):
     trainer = Trainer(CONFIG, tc(steps=3, eval_interval=100), dataset)
     run = trainer.run()
     for event in run:
-        if event.kind == "step":
+        if isinstance(event, StepEvent):
             break
     run.close()
     assert trainer.step == 1 and not trainer.model.training
     events = list(trainer.run())  # a new run continues from there
-    assert events[-1].kind == "finished" and [e.step for e in events if e.kind == "step"] == [2, 3]
+    assert isinstance(events[-1], FinishedEvent) and [e.step for e in events if isinstance(e, StepEvent)] == [2, 3]
 
 
 def test_non_finite_loss_keeps_last_good_weights(dataset):
@@ -166,11 +176,11 @@ def test_non_finite_loss_keeps_last_good_weights(dataset):
     events = []
     for event in trainer.run():
         events.append(event)
-        if event.kind == "step" and event.step == 2:
+        if isinstance(event, StepEvent) and event.step == 2:
             snapshot = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     error = events[-1]
-    assert error.kind == "error" and "nan" in error.message and error.hint
-    assert "finished" not in [e.kind for e in events]
+    assert isinstance(error, ErrorEvent) and "nan" in error.message and error.hint
+    assert not any(isinstance(e, FinishedEvent) for e in events)
     assert trainer.step == 2
     for name, value in trainer.model.state_dict().items():
         assert torch.equal(value, snapshot[name]), name
@@ -184,7 +194,7 @@ def test_out_of_memory_is_reported(dataset, monkeypatch):
 
     monkeypatch.setattr(trainer, "_train_step", oom)
     events = list(trainer.run())
-    assert events[-1].kind == "error" and "out of GPU memory" in events[-1].message
+    assert isinstance(events[-1], ErrorEvent) and "out of GPU memory" in events[-1].message
     assert "smaller batch" in events[-1].hint
 
 
@@ -214,8 +224,8 @@ def test_bad_settings_are_refused(dataset):
 def test_bf16_autocast_on_cpu(dataset):
     trainer = Trainer(CONFIG, tc(precision="bf16"), dataset)
     events = list(trainer.run())
-    assert events[-1].kind == "finished"
-    assert all(math.isfinite(e.loss) for e in events if e.kind == "step")
+    assert isinstance(events[-1], FinishedEvent)
+    assert all(math.isfinite(e.loss) for e in events if isinstance(e, StepEvent))
     assert trainer.model.tok_emb.weight.dtype == torch.float32  # master weights stay fp32
 
 
@@ -248,8 +258,8 @@ def test_learns_the_copy_task():
     # Found by trying: at lr 2e-3 and above this model stays stuck at the unigram loss; 1e-3 copies by ~600 steps.
     trainer = Trainer(config, TrainConfig(steps=800, batch_size=64, lr=1e-3, warmup_steps=50, eval_interval=800,
                                           eval_batches=2, sample_interval=0, seed=1), ds)
-    events = [e for e in trainer.run() if e.kind in ("eval", "finished")]
-    assert events[-1].kind == "finished"
+    events = [e for e in trainer.run() if isinstance(e, (EvalEvent, FinishedEvent))]
+    assert isinstance(events[-1], FinishedEvent)
     first_val, last_val = events[0].val_loss, events[-2].val_loss
     assert first_val == pytest.approx(math.log(tok.vocab_size), abs=0.15)
     assert last_val < first_val - 0.4  # the second half of every line has become predictable

@@ -41,12 +41,11 @@ from app.tabs.attention.heatmap import AttentionHeatmap
 from app.tabs.attention.overview import MEAN, AttentionOverview, thumbnails
 from app.tabs.attention.tokens import AttentionTextView
 from app.worker import JobRunner
-from engine import Corpus, attention_maps, attention_rollout
+from engine import Corpus, Event, attention_maps, attention_rollout, is_synthetic
 
 JOB_NAME = "attention"
 RUN_TOOLTIP = "Run the current model on the text and capture the attention of every head"
 MODE_HEAD, MODE_MEAN, MODE_ROLLOUT = "head", "mean", "rollout"
-SYNTHETIC_TASKS = ("copy", "reverse", "sort", "addition")
 FALLBACK_TEXT = "The cat sat on the mat. The cat sat on the mat again, because the mat was warm."
 PROBE_PLAY_MS = 400
 
@@ -54,10 +53,9 @@ PROBE_PLAY_MS = 400
 # ---------------------------------------------------------------- the job
 
 @dataclass(frozen=True)
-class AttentionResult:
+class AttentionResult(Event):
     """Everything the views need for one text, computed off the GUI thread."""
 
-    kind = "attention_result"
     maps: np.ndarray  # [L, H, T, T]
     thumbs: np.ndarray  # [L, H + 1, t, t]
     labels: tuple[str, ...]  # axis labels, one per token
@@ -66,8 +64,7 @@ class AttentionResult:
 
 
 @dataclass(frozen=True)
-class RolloutResult:
-    kind = "attention_rollout"
+class RolloutResult(Event):
     rollout: np.ndarray  # [T, T]
 
 
@@ -109,7 +106,7 @@ def default_text(corpus: Corpus | None, max_chars: int = 400) -> str:
     """A passage of the current corpus; for a synthetic task, a few whole lines (patterns show best)."""
     if corpus is None:
         return FALLBACK_TEXT[:max_chars]
-    if corpus.source in SYNTHETIC_TASKS or corpus.name in SYNTHETIC_TASKS:
+    if is_synthetic(corpus.source) or is_synthetic(corpus.name):
         limit = min(120, max_chars)
         text = ""
         for line in corpus.text().splitlines()[:12]:
@@ -324,7 +321,7 @@ class AttentionTab(QWidget):
         if self._stopping:
             return  # stopped by the user: what was already computed is dropped
         for event in events:
-            if getattr(event, "kind", "") == AttentionResult.kind:
+            if isinstance(event, AttentionResult):
                 self._text_maps = _Maps(event.maps, list(event.labels), list(event.pieces), event.thumbs,
                                         rollout_pending=True)
                 if not self.probe_check.isChecked():
@@ -333,7 +330,7 @@ class AttentionTab(QWidget):
                 note = (f" (cut from {event.truncated_from:,} to the model's context of {T:,})"
                         if event.truncated_from else "")
                 self.status.setText(f"{T:,} tokens{note}. Hover the map for weights; scroll to zoom.")
-            elif getattr(event, "kind", "") == RolloutResult.kind and self._text_maps is not None:
+            elif isinstance(event, RolloutResult) and self._text_maps is not None:
                 self._text_maps.rollout = event.rollout
                 self._text_maps.rollout_pending = False
                 if self._shown is self._text_maps and self.view_mode == MODE_ROLLOUT:

@@ -49,6 +49,9 @@ from app.tabs.generation.token_view import ProbabilityLegend
 from app.widgets.forms import share_tooltips_with_labels
 from app.worker import Job, JobRunner
 from engine import (
+    Event,
+    GenerationDoneEvent,
+    GenerationStepEvent,
     SamplingConfig,
     check_precision,
     decoder_for,
@@ -84,10 +87,9 @@ TEMPLATES = {
 
 
 @dataclass(frozen=True)
-class TokenChunk:
+class TokenChunk(Event):
     """Generation events grouped in the worker thread, so a fast model cannot flood the GUI."""
 
-    kind = "gen_chunk"
     events: tuple[Any, ...]
 
 
@@ -102,7 +104,7 @@ def chunked(events: Iterable[Any], seconds: float = CHUNK_SECONDS) -> Iterator[T
         for event in iterator:
             batch.append(event)
             now = time.monotonic()
-            if now - last >= seconds or getattr(event, "kind", "") != "gen_step":
+            if now - last >= seconds or not isinstance(event, GenerationStepEvent):
                 yield TokenChunk(tuple(batch))
                 batch, last = [], now
         if batch:
@@ -135,8 +137,7 @@ def step_logits(model, precision: str, window_ids: list[int]) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class LogitsReady:
-    kind = "gen_logits"
+class LogitsReady(Event):
     key: tuple[int, int, int]  # (id of the model, column, step)
     logits: torch.Tensor
 
@@ -582,10 +583,10 @@ class GenerationTab(QWidget):
             return
         for chunk in batch:
             per_column: list[list[tuple[int, str, float]]] = [[] for _ in self.columns]
-            for event in getattr(chunk, "events", (chunk,)):
-                if event.kind == "gen_step":
+            for event in chunk.events:
+                if isinstance(event, GenerationStepEvent):
                     self._take_step(event, per_column)
-                elif event.kind == "gen_done":
+                elif isinstance(event, GenerationDoneEvent):
                     run.done = event
             for column, tokens in zip(self.columns, per_column):
                 if tokens:

@@ -40,8 +40,10 @@ from app.tabs.tokenizer.merges import MergesView
 from app.tabs.tokenizer.spans import EncodingPanel, tokenize_for_display
 from app.worker import JobRunner
 from engine import (
+    BPETrainedEvent,
     CharTokenizer,
     Corpus,
+    Event,
     ProgressEvent,
     Tokenizer,
     corpus_names,
@@ -80,14 +82,12 @@ class Encoding:
 # ---------------------------------------------------------------- jobs
 
 @dataclass(frozen=True)
-class NamedEncodingsLoaded:
-    kind = "named_encodings"
+class NamedEncodingsLoaded(Event):
     status: tuple  # (name, Tokenizer | None, reason | None), ...
 
 
 @dataclass(frozen=True)
-class BytesPerToken:
-    kind = "bytes_per_token"
+class BytesPerToken(Event):
     values: tuple  # (name, bytes per token), ...
     source: str
 
@@ -383,7 +383,7 @@ class TokenizerTab(QWidget):
     @Slot(list)
     def _on_named_events(self, events: list) -> None:
         for event in events:
-            if getattr(event, "kind", "") != NamedEncodingsLoaded.kind:
+            if not isinstance(event, NamedEncodingsLoaded):
                 continue
             found = {name: (tok, reason) for name, tok, reason in event.status}
             self._named = []
@@ -458,8 +458,7 @@ class TokenizerTab(QWidget):
     @Slot(list)
     def _on_bpe_events(self, events: list) -> None:
         for event in events:
-            kind = getattr(event, "kind", "")
-            if kind == "progress":
+            if isinstance(event, ProgressEvent):
                 if event.total > 0:
                     self.progress.setRange(0, 1000)
                     self.progress.setValue(int(1000 * min(1.0, event.done / event.total)))
@@ -467,9 +466,9 @@ class TokenizerTab(QWidget):
                     self.progress.setRange(0, 0)
                 if event.message and not self._bpe_cancelled:
                     self.bpe_status.setText(event.message)
-            elif kind == "bpe_trained":
+            elif isinstance(event, BPETrainedEvent):
                 self._bpe_result = event.tokenizer
-                self._bpe_seconds = float(getattr(event, "seconds", 0.0))
+                self._bpe_seconds = event.seconds
 
     @Slot(str)
     def _on_bpe_failed(self, message: str) -> None:
@@ -598,7 +597,7 @@ class TokenizerTab(QWidget):
     @Slot(list)
     def _on_chart_events(self, events: list) -> None:
         for event in events:
-            if getattr(event, "kind", "") == BytesPerToken.kind:
+            if isinstance(event, BytesPerToken):
                 self.chart.set_values(list(event.values), event.source)
 
     @Slot()

@@ -7,6 +7,7 @@ current model (with its training history, so Save keeps the curves).
 """
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from PySide6.QtWidgets import (
 from app import dialogs
 from app.formatting import format_si
 from app.jobs.model_io import DEFAULT_MODEL, CorpusLoadedEvent, load_corpus_job
-from app.jobs.training import TrainingJob, TrainingRequest
+from app.jobs.training import PreparedEvent, TrainingJob
 from app.settings import Settings
 from app.state import AppState
 from app.tabs.training.command_dialog import TorchrunDialog
@@ -44,7 +45,22 @@ from app.tabs.training.torchrun import Launch, torchrun_command  # noqa: F401  (
 from app.tabs.training.train_form import TrainSettingsForm
 from app.theme import mono_font
 from app.worker import Job, JobRunner
-from engine import BUILTIN_CORPORA, NAMED_ENCODINGS, ModelConfig, TrainConfig, corpus_names
+from engine import (
+    BUILTIN_CORPORA,
+    NAMED_ENCODINGS,
+    AttentionProbeEvent,
+    ErrorEvent,
+    EvalEvent,
+    FinishedEvent,
+    ModelConfig,
+    ProgressEvent,
+    RunSpec,
+    SampleEvent,
+    StartedEvent,
+    StepEvent,
+    TrainConfig,
+    corpus_names,
+)
 
 OPEN_FILE = "\x00open-file"  # corpus combo item that opens a file dialog
 CURRENT = "\x00current"  # tokenizer combo item: the current model's tokenizer
@@ -634,7 +650,7 @@ class TrainingTab(QWidget):
         if not running:
             self.pause_button.setText("Pause")
 
-    def _request(self) -> TrainingRequest:
+    def _request(self) -> RunSpec:
         train_config = self.train_form.train_config()
         choice = self._tokenizer_choice()
         fine_tune = self.finetune_radio.isChecked()
@@ -644,10 +660,11 @@ class TrainingTab(QWidget):
             tokenizer = self.state.tokenizer
         elif choice == PENDING:
             tokenizer = self.state.pending_tokenizer
-        return TrainingRequest(
-            model_config=self.model_form.config(), train_config=train_config, corpus=corpus,
-            tokenizer_spec=choice if not choice.startswith("\x00") else "char", tokenizer=tokenizer,
-            init_model=self.state.model if fine_tune else None)
+        return RunSpec(
+            train_config, corpus=corpus, tokenizer=tokenizer or (choice if not choice.startswith("\x00") else "char"),
+            model_config=None if fine_tune else self.model_form.config(),
+            # A copy is trained: other tabs may still be reading the current model while this runs.
+            init=copy.deepcopy(self.state.model) if fine_tune else None, probe=True)
 
     @Slot()
     def start(self) -> Job | None:
@@ -662,8 +679,8 @@ class TrainingTab(QWidget):
             return None
         self._run_count += 1
         corpus_name = self.corpus_combo.currentText()
-        kind = "fine-tune" if request.init_model is not None else self.model_form.preset_combo.currentText()
-        self._run = self.plots.start_run(f"run {self._run_count} · {kind} · {corpus_name}")
+        start = "fine-tune" if request.init is not None else self.model_form.preset_combo.currentText()
+        self._run = self.plots.start_run(f"run {self._run_count} · {start} · {corpus_name}")
         self.state.set_attention_probes([])
         self._training = TrainingJob(request)
         self._adopted = False
@@ -748,41 +765,44 @@ class TrainingTab(QWidget):
         last_step = None
         run = self._run
         for event in events:
-            kind = getattr(event, "kind", "")
-            if kind == "step":
-                run.add_step(event.step, event.loss, event.lr, event.tokens_seen, event.tokens_per_s)
-                last_step = event
-            elif kind == "eval":
-                run.add_eval(event.step, event.val_loss, event.tokens_seen)
-                self._last_val = event.val_loss
-                if last_step is None and self._started_event is not None:
-                    self.progress.setFormat(self._progress_text(event.step, None))
-            elif kind == "sample":
-                self._show_sample(event)
-            elif kind == "attention_probe":
-                self.state.add_attention_probe(event)
-            elif kind == "started":
-                self._started_event = event
-                self.progress.setRange(0, event.total_steps)
-                self.progress.setValue(event.start_step)
-                self.progress.setFormat(self._progress_text(event.start_step, None))
-                self.message_label.setText(f"{event.device} · {event.precision}")
-                self.message_label.setToolTip(event.device)
-            elif kind == "prepared":
-                self.message_label.setText(f"{event.num_tokens:,} tokens · {event.tokenizer} · "
-                                           f"{event.num_params:,} parameters")
-                if self.scratch_radio.isChecked():
-                    self.model_form.set_vocab_size(event.vocab_size)
-            elif kind == "progress":
-                if event.job == "eval":
-                    continue  # evaluations are quick; their end shows as a validation point
-                self.progress.setRange(0, 0)
-                self.progress.setFormat(event.message or "Preparing…")
-            elif kind == "finished":
-                self.message_label.setText(
-                    f"{'Finished' if event.reason == 'completed' else 'Stopped'} at step {event.step:,}")
-            elif kind == "error":
-                self._show_error_once("Training stopped", event.message + (f"\n\n{event.hint}" if event.hint else ""))
+            match event:
+                case StepEvent():
+                    run.add_step(event.step, event.loss, event.lr, event.tokens_seen, event.tokens_per_s)
+                    last_step = event
+                case EvalEvent():
+                    run.add_eval(event.step, event.val_loss, event.tokens_seen)
+                    self._last_val = event.val_loss
+                    if last_step is None and self._started_event is not None:
+                        self.progress.setFormat(self._progress_text(event.step, None))
+                case SampleEvent():
+                    self._show_sample(event)
+                case AttentionProbeEvent():
+                    self.state.add_attention_probe(event)
+                case StartedEvent():
+                    self._started_event = event
+                    self.progress.setRange(0, event.total_steps)
+                    self.progress.setValue(event.start_step)
+                    self.progress.setFormat(self._progress_text(event.start_step, None))
+                    self.message_label.setText(f"{event.device} · {event.precision}")
+                    self.message_label.setToolTip(event.device)
+                case PreparedEvent():
+                    self.message_label.setText(f"{event.num_tokens:,} tokens · {event.tokenizer} · "
+                                               f"{event.num_params:,} parameters")
+                    if self.scratch_radio.isChecked():
+                        self.model_form.set_vocab_size(event.vocab_size)
+                case ProgressEvent(job="eval"):
+                    pass  # evaluations are quick; their end shows as a validation point
+                case ProgressEvent():
+                    self.progress.setRange(0, 0)
+                    self.progress.setFormat(event.message or "Preparing…")
+                case FinishedEvent():
+                    self.message_label.setText(
+                        f"{'Finished' if event.reason == 'completed' else 'Stopped'} at step {event.step:,}")
+                case ErrorEvent():
+                    self._show_error_once("Training stopped",
+                                          event.message + (f"\n\n{event.hint}" if event.hint else ""))
+                case _:
+                    raise TypeError(f"unexpected training event {type(event).__name__}")
         if last_step is not None:
             self._pending_step = last_step
             # The progress bar repaints at once on every change: ~4 times a second is plenty, and spares
@@ -873,7 +893,7 @@ class TrainingTab(QWidget):
             return
         self._adopted = True
         trainer = training.trainer
-        fine_tune = training.request.init_model is not None
+        fine_tune = training.fine_tune
         path = self.state.checkpoint_path if fine_tune else None
         self._adopting = True
         try:
