@@ -23,6 +23,7 @@ from engine.data import BUILTIN_CORPORA, Corpus, CorpusError, Dataset, corpus_na
 from engine.device import (
                            INFERENCE_PRECISIONS,
                            TRAINING_PRECISIONS,
+                           available_devices,
                            check_precision,
                            device_name,
                            pick_device,
@@ -70,6 +71,7 @@ from engine.tokenizers import (
                            get_tokenizer,
                            merges_table,
                            named_encoding_status,
+                           named_vocab_size,
                            render_bytes,
                            train_bpe_job,
 )
@@ -85,7 +87,7 @@ __all__ = [
     # data
     "BUILTIN_CORPORA", "Corpus", "CorpusError", "Dataset", "corpus_names", "is_synthetic", "load_corpus",
     # devices and precisions
-    "INFERENCE_PRECISIONS", "TRAINING_PRECISIONS", "check_precision", "device_name", "pick_device",
+    "INFERENCE_PRECISIONS", "TRAINING_PRECISIONS", "available_devices", "check_precision", "device_name", "pick_device",
     "precision_options", "precision_problem",
     # events (dispatch on the class) and driving jobs
     "Event", "ProgressEvent", "StartedEvent", "StepEvent", "EvalEvent", "SampleEvent", "AttentionProbeEvent",
@@ -98,7 +100,7 @@ __all__ = [
     "ForwardOptions", "ForwardOutput", "Ablation", "AblationMeans",
     # tokenizers
     "NAMED_ENCODINGS", "CharTokenizer", "Tokenizer", "get_tokenizer", "merges_table", "named_encoding_status",
-    "render_bytes", "train_bpe_job",
+    "named_vocab_size", "render_bytes", "train_bpe_job",
     # training
     "Trainer", "lr_at", "PROBE_TOKENS", "corpus_probe_ids", "text_probe_ids", "RunSpec", "PreparedRun",
     "prepare_run",

@@ -48,6 +48,18 @@ def pick_device(name: str = "auto") -> torch.device:
     raise ValueError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
 
 
+def available_devices() -> list[str]:
+    """The device choices that exist here, as pick_device takes them: auto, cpu, then the GPUs."""
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+        if torch.cuda.device_count() > 1:
+            devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:

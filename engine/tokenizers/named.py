@@ -38,6 +38,7 @@ class NamedEncoding:
     pattern: str
     special_tokens: dict
     description: str
+    vocab_size: int  # ids in all (tiktoken's n_vocab), known before the files are fetched
 
 
 NAMED_ENCODINGS: dict[str, NamedEncoding] = {e.name: e for e in [
@@ -46,28 +47,36 @@ NAMED_ENCODINGS: dict[str, NamedEncoding] = {e.name: e for e in [
          "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
         (f"{_OPENAI}/gpt-2/encodings/main/encoder.json",
          "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
-    ), GPT2_PATTERN, {ENDOFTEXT: 50256}, "GPT-2's tokenizer (50,257 tokens)"),
+    ), GPT2_PATTERN, {ENDOFTEXT: 50256}, "GPT-2's tokenizer (50,257 tokens)", 50257),
     NamedEncoding("r50k_base", ((f"{_OPENAI}/encodings/r50k_base.tiktoken",
                                  "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"),),
-                  GPT2_PATTERN, {ENDOFTEXT: 50256}, "GPT-3's tokenizer (same as GPT-2)"),
+                  GPT2_PATTERN, {ENDOFTEXT: 50256}, "GPT-3's tokenizer (same as GPT-2)", 50257),
     NamedEncoding("p50k_base", ((f"{_OPENAI}/encodings/p50k_base.tiktoken",
                                  "94b5ca7dff4d00767bc256fdd1b27e5b17361d7b8a5f968547f9f23eb70d2069"),),
-                  GPT2_PATTERN, {ENDOFTEXT: 50256}, "Codex's tokenizer (GPT-2 plus runs of spaces)"),
+                  GPT2_PATTERN, {ENDOFTEXT: 50256}, "Codex's tokenizer (GPT-2 plus runs of spaces)", 50281),
     NamedEncoding("cl100k_base", ((f"{_OPENAI}/encodings/cl100k_base.tiktoken",
                                    "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"),),
                   CL100K_PATTERN, {ENDOFTEXT: 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
                                    "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276},
-                  "GPT-4's tokenizer (100k tokens)"),
+                  "GPT-4's tokenizer (100k tokens)", 100277),
     NamedEncoding("o200k_base", ((f"{_OPENAI}/encodings/o200k_base.tiktoken",
                                   "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"),),
                   O200K_PATTERN, {ENDOFTEXT: 199999, "<|endofprompt|>": 200018},
-                  "GPT-4o's tokenizer (200k tokens)"),
+                  "GPT-4o's tokenizer (200k tokens)", 200019),
 ]}
 
 NAMED_CONNECT_TIMEOUT_S = 2.0
 _named_lock = threading.Lock()
 _named_results: dict[str, TiktokenTokenizer | TokenizerUnavailable] = {}
 _network_down: str | None = None  # the reason, once a connection attempt failed in this process
+
+
+def named_vocab_size(name: str) -> int:
+    """How many ids a named encoding has (what a model's vocab_size must hold), without loading it."""
+    spec = NAMED_ENCODINGS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown tiktoken encoding {name!r}; choose one of {', '.join(NAMED_ENCODINGS)}")
+    return spec.vocab_size
 
 
 def tiktoken_cache_dir() -> Path:

@@ -19,6 +19,7 @@ from app.state import AppState
 from app.tabs.generation.presets import SamplingSettings
 from app.tabs.generation.tab import GenerationTab, window_length
 from app.worker import JobRunner
+from engine import precision_options
 from engine.config import ModelConfig
 from engine.model import GPT
 from engine.tokenizers import CharTokenizer
@@ -213,6 +214,7 @@ def test_no_model_and_bad_precision_give_a_message_not_a_job(qtbot):
     state.set_model(model, tokenizer)
     fp16 = tab.precision.model().item(tab.precision.findData("fp16"))
     assert not fp16.isEnabled() and "GPU" in fp16.toolTip()  # a CPU model
+    assert fp16.toolTip().endswith(precision_options("cpu", use="inference")["fp16"])  # the engine's reason
     tab.precision.setCurrentIndex(tab.precision.findData("fp16"))  # forced anyway
     tab.generate()
     assert not tab.is_generating() and "fp16" in tab.status.text()

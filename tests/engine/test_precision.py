@@ -4,7 +4,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine import device as device_module
 from engine.config import ModelConfig
+from engine.device import (
+    INFERENCE_PRECISIONS,
+    TRAINING_PRECISIONS,
+    available_devices,
+    pick_device,
+    precision_options,
+    precision_problem,
+)
 from engine.generation import generate, greedy_agreement, prepare_for_inference, weights_memory_bytes
 from engine.model import GPT
 from engine.sampling import SamplingConfig
@@ -80,3 +89,16 @@ def test_generation_in_lower_precision_follows_fp32(model, tokenizer, precision)
 def test_fp32_agrees_with_itself(model, tokenizer):
     report = greedy_agreement(model, tokenizer, "", "fp32", n_tokens=50)  # runs past the 32-token context
     assert (report.teacher_forced, report.first_divergence, report.free_run_match) == (1.0, 50, 1.0)
+
+
+def test_devices_and_precision_options_come_from_one_rule(monkeypatch):
+    devices = available_devices()
+    assert devices[:2] == ["auto", "cpu"] and all(pick_device(d) is not None for d in devices)
+    cpu = precision_options("cpu", use="inference")
+    assert list(cpu) == list(INFERENCE_PRECISIONS) and cpu["fp32"] is None and cpu["int8"] is None
+    assert cpu["fp16"] == precision_problem("fp16", "cpu", "inference") and "CUDA" in cpu["fp16"]
+    cuda = precision_options(torch.device("cuda"), use="inference")  # the rule, asked without a GPU
+    assert cuda["fp16"] is None and "CPU only" in cuda["int8"]
+    monkeypatch.setattr(device_module, "cpu_supports_bf16", lambda: False)
+    training = precision_options("cpu")
+    assert list(training) == list(TRAINING_PRECISIONS) and "bf16" in training["bf16"] and "CUDA" in training["fp16"]

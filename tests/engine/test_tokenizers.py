@@ -13,10 +13,12 @@ import urllib.request
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiktoken_ext import openai_public
 
 from engine import tokenizers as T
 from engine.tokenizers import (
     ENDOFTEXT,
+    NAMED_ENCODINGS,
     CharTokenizer,
     TiktokenTokenizer,
     TokenizerUnavailable,
@@ -26,6 +28,7 @@ from engine.tokenizers import (
     load_tokenizer_file,
     named,
     named_encoding_status,
+    named_vocab_size,
     save_tokenizer,
     tokenizer_from_dict,
     train_bpe,
@@ -225,6 +228,19 @@ def test_get_tokenizer_specs():
 
 
 # ---------------------------------------------------------------- named encodings
+
+def test_named_encodings_agree_with_tiktoken_before_any_download(monkeypatch):
+    """Sizes and special tokens as tiktoken's own definitions state them (its loaders stubbed: no files)."""
+    monkeypatch.setattr(openai_public, "load_tiktoken_bpe", lambda *a, **k: {})
+    monkeypatch.setattr(openai_public, "data_gym_to_mergeable_bpe_ranks", lambda *a, **k: {})
+    for name, spec in NAMED_ENCODINGS.items():
+        reference = getattr(openai_public, name)()
+        size = reference.get("explicit_n_vocab", max(reference["special_tokens"].values()) + 1)
+        assert named_vocab_size(name) == spec.vocab_size == size, name
+        assert spec.special_tokens == reference["special_tokens"], name
+    with pytest.raises(ValueError, match="unknown tiktoken encoding"):
+        named_vocab_size("gpt5")
+
 
 def _refuse_connections(monkeypatch) -> list:
     calls = []

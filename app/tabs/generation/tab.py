@@ -49,6 +49,7 @@ from app.tabs.generation.token_view import ProbabilityLegend
 from app.widgets.forms import share_tooltips_with_labels
 from app.worker import Job, JobRunner
 from engine import (
+    INFERENCE_PRECISIONS,
     Event,
     GenerationDoneEvent,
     GenerationStepEvent,
@@ -56,6 +57,7 @@ from engine import (
     check_precision,
     decoder_for,
     filter_stages,
+    precision_options,
     prompt_token_ids,
     stream_generate,
     weights_memory_bytes,
@@ -72,7 +74,6 @@ LOGITS_JOB_NAME = "generate-distribution"
 INLINE_FLOPS = 5e8
 STOP_REASONS = {"max_new_tokens": "reached max new tokens", "eot": "stopped at end of text",
                 "stop_string": "stopped at a stop string"}
-PRECISIONS = (("fp32", "FP32"), ("bf16", "BF16"), ("fp16", "FP16"), ("int8", "INT8"))
 
 TEMPLATES = {
     "Zero-shot": ("Instruction only, no example: the model must infer the task from the words alone.",
@@ -243,8 +244,8 @@ class GenerationTab(QWidget):
         self.precision.setToolTip("Number format of the weights while generating: FP32 takes 4 bytes per "
                                   "parameter, BF16 / FP16 2 (FP16 needs a GPU), INT8 1 (Linear layers "
                                   "quantized, CPU). Smaller is lighter, at some cost in accuracy.")
-        for key, label in PRECISIONS:
-            self.precision.addItem(label, key)
+        for key in INFERENCE_PRECISIONS:
+            self.precision.addItem(key.upper(), key)
         form = QFormLayout()
         form.setVerticalSpacing(4)
         form.addRow("Max new tokens", self.max_tokens)
@@ -466,22 +467,19 @@ class GenerationTab(QWidget):
 
     def _update_precisions(self) -> None:
         model = self.state.model
-        on_cuda = self._model_device().type == "cuda"
+        problems = precision_options(self._model_device(), use="inference")
         items: QStandardItemModel = self.precision.model()
-        for row, (key, label) in enumerate(PRECISIONS):
+        for row in range(items.rowCount()):
             item = items.item(row)
-            text = label
+            key = self.precision.itemData(row)
+            label = text = key.upper()
             if model is not None:
                 with contextlib.suppress(Exception):
                     text = f"{label} · {format_bytes(weights_memory_bytes(model, key))}"
             item.setText(text)
-            enabled, tip = True, ""
-            if key == "fp16" and not on_cuda:
-                enabled, tip = False, "FP16 generation needs a CUDA GPU; on the CPU use BF16 or INT8."
-            elif key == "int8" and on_cuda:
-                enabled, tip = False, "INT8 here is dynamic quantization for the CPU; on a GPU use BF16 or FP16."
-            item.setEnabled(enabled)
-            item.setToolTip(tip or f"{label}: weights in memory shown beside the name")
+            problem = problems[key]
+            item.setEnabled(problem is None)
+            item.setToolTip(f"Not here: {problem}" if problem else f"{label}: weights in memory shown beside the name")
         if not items.item(self.precision.currentIndex()).isEnabled():
             self.precision.setCurrentIndex(0)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from PySide6.QtCore import Signal, Slot
+from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
 from app.tabs.training.lr_preview import LRPreview
 from app.widgets.forms import share_tooltips_with_labels
-from engine import TrainConfig, check_precision, pick_device
+from engine import TRAINING_PRECISIONS, TrainConfig, available_devices, pick_device, precision_problem
 
 TOOLTIPS = {
     "steps": "Optimizer updates to run. Each one reads batch x grad accum sequences of context_length tokens.",
@@ -53,8 +53,6 @@ class ScientificSpinBox(QDoubleSpinBox):
             return self.value()
 
     def validate(self, text: str, pos: int):
-        from PySide6.QtGui import QValidator
-
         stripped = text.strip()
         try:
             value = float(stripped)
@@ -79,25 +77,6 @@ def _spin(lo: int, hi: int, value: int, tip: str) -> QSpinBox:
     return box
 
 
-def available_devices() -> list[str]:
-    devices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        devices.append("cuda")
-        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.device_count() > 1 else []
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        devices.append("mps")
-    return devices
-
-
-def precision_problem(device: str, precision: str) -> str | None:
-    """Why a precision cannot run on a device (None when it can)."""
-    try:
-        check_precision(precision, pick_device(device))
-    except ValueError as e:
-        return str(e)
-    return None
-
-
 class TrainSettingsForm(QWidget):
     """Edits the TrainConfig fields a person cares about; the rest keep their defaults."""
 
@@ -117,7 +96,7 @@ class TrainSettingsForm(QWidget):
         self.eval_batches = _spin(1, 10_000, d.eval_batches, TOOLTIPS["eval_batches"])
         self.sample_tokens = _spin(0, 100_000, d.sample_tokens, TOOLTIPS["sample_tokens"])
         self.precision = QComboBox()
-        self.precision.addItems(["fp32", "bf16", "fp16"])
+        self.precision.addItems(TRAINING_PRECISIONS)
         self.precision.setToolTip(TOOLTIPS["precision"])
         self.device = QComboBox()
         self.device.addItems(available_devices())
@@ -188,7 +167,11 @@ class TrainSettingsForm(QWidget):
             self.train_config()
         except ValueError as e:
             return str(e)
-        return precision_problem(self.device.currentText(), self.precision.currentText())
+        try:
+            device = pick_device(self.device.currentText())
+        except ValueError as e:  # a device saved on another machine
+            return str(e)
+        return precision_problem(self.precision.currentText(), device)
 
     def set_values(self, data: dict[str, Any]) -> None:
         """Fill from a saved train_config dict (unknown or bad values are skipped)."""
