@@ -1,4 +1,5 @@
-"""Small dialogs and file pickers, in one place so every part of the app asks the same way.
+"""Small dialogs, file pickers and status messages, in one place so every part of the app asks and tells
+the same way (`notify` is the one way to post a line in the status bar).
 
 File dialogs remember the last folder; tests replace `QFileDialog.getOpenFileName` /
 `getSaveFileName` / `getExistingDirectory` and `QMessageBox.critical` / `question` with monkeypatch.
@@ -63,8 +64,11 @@ def ask_save_changes(parent: QWidget | None, name: str, running: bool = False) -
     return "cancel"
 
 
-def status(widget: QWidget, message: str, ms: int = 6000) -> None:
-    """A message in the window's status bar (if the widget sits in a main window)."""
+def notify(widget: QWidget, message: str, ms: int = 6000) -> bool:
+    """A line for the user in the window's status bar, for `ms` milliseconds. False when the widget is
+    not in a main window (a tab shown on its own): the caller may show the line itself."""
     window = widget.window()
-    if isinstance(window, QMainWindow):
-        window.statusBar().showMessage(message, ms)
+    if not isinstance(window, QMainWindow):
+        return False
+    window.statusBar().showMessage(message, ms)
+    return True

@@ -6,12 +6,11 @@ the status bar, persistence of geometry and choices, and a clean exit while a jo
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import QApplication, QFrame, QLabel, QMainWindow, QMessageBox, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QApplication, QFrame, QLabel, QMainWindow, QMessageBox, QTabWidget
 
 from app import dialogs, theme
 from app.formatting import format_params
@@ -25,41 +24,16 @@ from app.jobs.model_io import (
 )
 from app.settings import Settings
 from app.state import AppState
+from app.tabs.attention.tab import AttentionTab
+from app.tabs.generation.tab import GenerationTab
+from app.tabs.tokenizer.tab import TokenizerTab
 from app.tabs.training.tab import TrainingTab
 from app.worker import JobRunner, error_message
 from engine import ProgressEvent, device_name, pick_device, save_checkpoint
 
 APP_NAME = "LLM Playground"
 TAB_TITLES = ("Training", "Attention", "Tokenizer", "Generation")
-# (title, module, class, what the tab will do: shown until its module exists)
-OTHER_TABS = (
-    ("Attention", "app.tabs.attention.tab", "AttentionTab",
-     "Heatmaps of every layer and head on your text, attention rollout, and how heads form during training."),
-    ("Tokenizer", "app.tabs.tokenizer.tab", "TokenizerTab",
-     "Your text cut into tokens by several tokenizers side by side, and a BPE you train here."),
-    ("Generation", "app.tabs.generation.tab", "GenerationTab",
-     "Decoders side by side: drag temperature, top-k, top-p and min-p, and see what each filter cut."),
-)
 CHECKPOINT_SUFFIXES = (".safetensors",)
-
-
-class PlaceholderTab(QWidget):
-    """Stands in for a tab whose module is not there yet (or failed to load)."""
-
-    def __init__(self, title: str, coming: str, problem: str = "", parent: QWidget | None = None):
-        super().__init__(parent)
-        heading = QLabel(title)
-        heading.setObjectName("placeholderTitle")
-        heading.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        text = QLabel(coming + (f"\n\n({problem})" if problem else "\n\nComing in a next version."))
-        text.setWordWrap(True)
-        text.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        text.setObjectName("mutedLabel")
-        layout = QVBoxLayout(self)
-        layout.addStretch(1)
-        layout.addWidget(heading)
-        layout.addWidget(text)
-        layout.addStretch(2)
 
 
 def _status_label(tip: str) -> QLabel:
@@ -81,11 +55,11 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.training_tab = TrainingTab(self.state, self.runner)
-        self.tabs.addTab(self.training_tab, "Training")
-        self.other_tabs: dict[str, QWidget] = {}
-        for title, module, cls, coming in OTHER_TABS:
-            tab = self._make_tab(title, module, cls, coming)
-            self.other_tabs[title] = tab
+        self.attention_tab = AttentionTab(self.state, self.runner)
+        self.tokenizer_tab = TokenizerTab(self.state, self.runner)
+        self.generation_tab = GenerationTab(self.state, self.runner)
+        for tab, title in zip((self.training_tab, self.attention_tab, self.tokenizer_tab, self.generation_tab),
+                              TAB_TITLES):
             self.tabs.addTab(tab, title)
         self.setCentralWidget(self.tabs)
 
@@ -98,21 +72,6 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(0, self.load_default_model)
 
     # ================================================================== construction
-
-    def _make_tab(self, title: str, module_name: str, class_name: str, coming: str) -> QWidget:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            if e.name == module_name:
-                return PlaceholderTab(title, coming)
-            return PlaceholderTab(title, coming, f"this tab could not load: {dialogs_message(e)}")
-        cls = getattr(module, class_name, None)
-        if cls is None:
-            return PlaceholderTab(title, coming)
-        try:
-            return cls(self.state, self.runner)
-        except Exception as e:  # a broken tab must not take the whole app down
-            return PlaceholderTab(title, coming, f"this tab could not start: {dialogs_message(e)}")
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -226,9 +185,6 @@ class MainWindow(QMainWindow):
         for action in (self.new_action, self.open_action, self.import_action):
             action.setEnabled(not running)
 
-    def status(self, message: str, ms: int = 6000) -> None:
-        self.statusBar().showMessage(message, ms)
-
     # ================================================================== models
 
     @Slot()
@@ -249,17 +205,17 @@ class MainWindow(QMainWindow):
                 if event.path and Path(event.path).resolve() != DEFAULT_MODEL.resolve():
                     Settings().add_recent_file(event.path)
                 if event.note:
-                    self.status(event.note)
+                    dialogs.notify(self, event.note)
             elif isinstance(event, ProgressEvent):
-                self.status(event.message, 3000)
+                dialogs.notify(self, event.message, 3000)
 
     def _on_model_job_failed(self, title: str, message: str) -> None:
-        self.status(message)
+        dialogs.notify(self, message)
         dialogs.show_error(self, title, message)
 
     def _busy_training(self) -> bool:
-        if self.training_tab.is_running:
-            self.status("Stop training first")
+        if self.state.training.running:
+            dialogs.notify(self, "Stop training first")
             return True
         return False
 
@@ -278,13 +234,14 @@ class MainWindow(QMainWindow):
     def new_model(self) -> None:
         if self._busy_training() or not self._confirm_discard():
             return
-        config = self.training_tab.model_form.config()
+        form = self.training_tab.model_panel.form
+        config = form.config()
         tokenizer = self.state.tokenizer
         if config is None:
-            self.status(f"Cannot make a model: {self.training_tab.model_form.error()}")
+            dialogs.notify(self, f"Cannot make a model: {form.error()}")
             return
         if tokenizer is None:
-            self.status("No tokenizer yet: wait for the default model to load")
+            dialogs.notify(self, "No tokenizer yet: wait for the default model to load")
             return
         self._run_model_job("new", new_model_job(config, tokenizer), "Cannot create the model")
 
@@ -335,15 +292,15 @@ class MainWindow(QMainWindow):
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
             save_checkpoint(path, model, self.state.tokenizer, train_state=self.state.train_state,
-                            optimizer=self.training_tab.optimizer_for(model))
+                            optimizer=self.state.training.optimizer_for(model))
         except (ValueError, OSError, RuntimeError) as e:
             QApplication.restoreOverrideCursor()
-            dialogs.show_error(self, "Cannot save", dialogs_message(e))
+            dialogs.show_error(self, "Cannot save", error_message(e))
             return False
         QApplication.restoreOverrideCursor()
         self.state.mark_saved(Path(path))
         Settings().add_recent_file(path)
-        self.status(f"Saved {Path(path).name}")
+        dialogs.notify(self, f"Saved {Path(path).name}")
         return True
 
     def _fill_recent_menu(self) -> None:
@@ -395,8 +352,8 @@ class MainWindow(QMainWindow):
             self.open_checkpoint(path)
         else:
             self.tabs.setCurrentWidget(self.training_tab)
-            self.training_tab.add_corpus_file(path)
-            self.status(f"Corpus: {path.name}")
+            self.training_tab.data_panel.add_corpus_file(path)
+            dialogs.notify(self, f"Corpus: {path.name}")
 
     # ================================================================== theme, settings, closing
 
@@ -431,7 +388,7 @@ class MainWindow(QMainWindow):
         if self._closing:
             event.accept()
             return
-        running = self.training_tab.is_running
+        running = self.state.training.running
         answer = "discard"
         if running or (self.state.dirty and self.state.model is not None):
             answer = dialogs.ask_save_changes(self, self.state.display_name.rstrip(" *"), running=running)
@@ -439,7 +396,7 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
         if running:
-            self.status("Stopping training…")
+            dialogs.notify(self, "Stopping training…")
             self.training_tab.stop_now(adopt=answer == "save")
         if answer == "save" and not self.save():
             event.ignore()  # the save dialog was cancelled or failed: keep the window
@@ -454,6 +411,3 @@ class MainWindow(QMainWindow):
                           f"<b>{APP_NAME}</b><p>Train a small GPT, watch it learn, look inside its attention and "
                           "tokens, and compare decoders side by side.</p><p>PySide6 · pyqtgraph · PyTorch</p>")
 
-
-def dialogs_message(exc: BaseException) -> str:
-    return error_message(exc)

@@ -1,4 +1,5 @@
-"""The one shared state of the window: current model, tokenizer, corpus and checkpoint path.
+"""The one shared state of the window: current model, tokenizer, corpus and checkpoint path, and the
+training session.
 
 Tabs read from it and listen to its signals instead of talking to each other. Only the GUI thread
 touches it; jobs get copies or read-only references when they start.
@@ -10,7 +11,40 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from app.jobs.training import TrainingJob
+from app.worker import Job
 from engine import GPT, Corpus, ModelConfig, Tokenizer
+
+
+class TrainingSession:
+    """The app's training run, held here rather than by the Training tab that shows it: the run in
+    progress (its job and worker handle, for whoever must know whether training runs) and the trainer
+    whose model became the current model, so File ▸ Save can write that model's optimizer state next
+    to it (an exact resume)."""
+
+    def __init__(self) -> None:
+        self.run: TrainingJob | None = None  # the run in progress
+        self.job: Job | None = None  # its worker: pause, resume, stop, and its signals
+        self._trainer: Any = None  # engine Trainer of the run whose model was adopted
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None
+
+    def began(self, run: TrainingJob, job: Job) -> None:
+        self.run, self.job = run, job
+
+    def ended(self) -> None:
+        self.job = None
+
+    def adopted(self, run: TrainingJob) -> None:
+        """The run's model became the current model."""
+        self._trainer = run.trainer
+
+    def optimizer_for(self, model: Any) -> Any:
+        """The optimizer that trained `model`, if it is the model of the last adopted run (None otherwise)."""
+        trainer = self._trainer
+        return trainer.optimizer if trainer is not None and trainer.model is model else None
 
 
 class AppState(QObject):
@@ -35,6 +69,7 @@ class AppState(QObject):
         self.pending_tokenizer: Tokenizer | None = None
         # engine.events.AttentionProbeEvent list from the last training run (attention over training).
         self.attention_probes: list[Any] = []
+        self.training = TrainingSession()
 
     @property
     def config(self) -> ModelConfig | None:

@@ -84,15 +84,15 @@ def in_app(args: argparse.Namespace) -> tuple[float, np.ndarray]:
 
     wait(lambda: window.state.model is not None and not window.runner.running(), 300)
     tab = window.training_tab
-    tab.scratch_radio.setChecked(True)
-    tab.model_form.preset_combo.setCurrentText(args.preset)
-    tab.tokenizer_combo.setCurrentIndex(tab.tokenizer_combo.findData("char"))
+    tab.model_panel.scratch_radio.setChecked(True)
+    tab.model_panel.form.preset_combo.setCurrentText(args.preset)
+    tab.data_panel.tokenizer_combo.setCurrentIndex(tab.data_panel.tokenizer_combo.findData("char"))
     form = tab.train_form
     defaults = form.values()
     form.set_values(dict(defaults, steps=args.steps, batch_size=args.batch_size, eval_interval=args.steps,
                          device="cpu", precision="fp32", compile=False, grad_accum=1))
-    tab.select_corpus(args.corpus)
-    wait(lambda: tab.corpus_ready, 120)
+    tab.data_panel.select_corpus(args.corpus)
+    wait(lambda: tab.data_panel.corpus_ready, 120)
 
     steps: list[tuple[int, int, float]] = []
     ticks: list[float] = []

@@ -64,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     tab = window.training_tab
     if args.preset:
-        tab.model_form.preset_combo.setCurrentText(args.preset)
+        tab.model_panel.form.preset_combo.setCurrentText(args.preset)
     if args.corpus:
-        tab.select_corpus(args.corpus)
-        _wait(app, lambda: tab.corpus_ready, 60)
+        tab.data_panel.select_corpus(args.corpus)
+        _wait(app, lambda: tab.data_panel.corpus_ready, 60)
     if args.total_steps:
         tab.train_form.steps.setValue(args.total_steps)
     if args.eval_interval:
@@ -75,12 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size:
         tab.train_form.batch_size.setValue(args.batch_size)
     if args.smoothing is not None:
-        tab.plots.smoothing_slider.setValue(int(round(args.smoothing * 100)))
+        tab.plots_panel.plots.smoothing_slider.setValue(int(round(args.smoothing * 100)))
     if args.train_steps:
         if tab.start() is None:
             print(f"error: cannot start training: {tab.start_problem()}", file=sys.stderr)
             return 1
-        _wait(app, lambda: (tab.plots.current_run is not None and tab.plots.current_run.num_steps >= args.train_steps)
+        _wait(app, lambda: (tab.plots_panel.plots.current_run is not None and tab.plots_panel.plots.current_run.num_steps >= args.train_steps)
               or not tab.is_running, args.timeout)
     titles = [window.tabs.tabText(i) for i in range(window.tabs.count())]
     if args.tab not in titles:
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     window.tabs.setCurrentIndex(titles.index(args.tab))
     _wait(app, lambda: False, 0.6)  # let plots redraw (15 Hz timer) and layouts settle
-    tab.plots.redraw()
+    tab.plots_panel.plots.redraw()
     app.processEvents()
     if not window.grab().save(args.out):
         print(f"error: could not write {args.out}", file=sys.stderr)

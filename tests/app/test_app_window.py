@@ -20,7 +20,10 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
 from PySide6.QtWidgets import QFileDialog, QMessageBox  # noqa: E402
 
 from app.main_window import TAB_TITLES, MainWindow  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.tabs.attention.tab import AttentionTab  # noqa: E402
 from app.tabs.training import loss_plot  # noqa: E402
+from engine.checkpoint import read_checkpoint_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,8 +72,8 @@ def window(qtbot, dialogs):
 def quick_settings(window: MainWindow, qtbot, steps: int = 24, eval_interval: int = 6) -> None:
     """A model and run small enough to train in a second or two on a busy CPU."""
     tab = window.training_tab
-    tab.scratch_radio.setChecked(True)
-    form = tab.model_form
+    tab.model_panel.scratch_radio.setChecked(True)
+    form = tab.model_panel.form
     form.preset_combo.setCurrentText("tiny")
     form.context_length.setValue(32)
     form.emb_dim.setValue(64)
@@ -84,10 +87,10 @@ def quick_settings(window: MainWindow, qtbot, steps: int = 24, eval_interval: in
     t.sample_tokens.setValue(16)
     t.precision.setCurrentText("fp32")
     t.device.setCurrentText("cpu")
-    tab.tokenizer_combo.setCurrentIndex(tab.tokenizer_combo.findData("char"))
-    tab.select_corpus("copy")
-    qtbot.waitUntil(lambda: tab.corpus_ready, timeout=20000)
-    assert tab.start_button.isEnabled(), tab.start_problem()
+    tab.data_panel.tokenizer_combo.setCurrentIndex(tab.data_panel.tokenizer_combo.findData("char"))
+    tab.data_panel.select_corpus("copy")
+    qtbot.waitUntil(lambda: tab.data_panel.corpus_ready, timeout=20000)
+    assert tab.controls.start_button.isEnabled(), tab.start_problem()
 
 
 def train(window: MainWindow, qtbot, steps: int = 24, eval_interval: int = 6) -> None:
@@ -106,6 +109,15 @@ def test_window_has_four_tabs_and_a_status_bar(window):
     assert window.state.corpus is not None  # the Training tab loaded its corpus for every tab
 
 
+def test_a_tab_that_fails_to_build_is_an_error_not_a_placeholder(qtbot, dialogs, monkeypatch):
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("broken tab")
+
+    monkeypatch.setattr(AttentionTab, "__init__", broken)
+    with pytest.raises(RuntimeError, match="broken tab"):
+        MainWindow(load_default=False)
+
+
 def test_training_grows_the_curves_and_the_result_becomes_the_current_model(window, qtbot, dialogs, monkeypatch):
     # A run this short ends before a busy test machine's paint budget allows a second redraw: relax it.
     monkeypatch.setattr(loss_plot, "PAINT_DUTY_FACTOR", 2)
@@ -115,17 +127,17 @@ def test_training_grows_the_curves_and_the_result_becomes_the_current_model(wind
     # The curve must grow while the run goes on, not only at its end: watch it from a timer.
     drawn_while_running: set[int] = set()
     watch = QTimer()
-    watch.timeout.connect(lambda: tab.is_running and drawn_while_running.add(tab.plots.drawn_points()))
+    watch.timeout.connect(lambda: tab.is_running and drawn_while_running.add(tab.plots_panel.plots.drawn_points()))
     watch.start(10)
     tab.start()
-    assert tab.is_running and not tab.start_button.isEnabled()
+    assert tab.is_running and not tab.controls.start_button.isEnabled()
     qtbot.waitUntil(lambda: not tab.is_running, timeout=60000)
     watch.stop()
     assert len(drawn_while_running - {0}) >= 2, drawn_while_running
     assert not dialogs.errors
-    run = tab.plots.current_run
-    assert run.num_steps == 60 and tab.plots.drawn_points() == 60
-    assert tab.plots.drawn_val_points() == 4  # step 0 and every 20 steps
+    run = tab.plots_panel.plots.current_run
+    assert run.num_steps == 60 and tab.plots_panel.plots.drawn_points() == 60
+    assert tab.plots_panel.plots.drawn_val_points() == 4  # step 0 and every 20 steps
     assert run.val_loss.view()[-1] < run.val_loss.view()[0]  # it learned something
     # The trained model is now the app's model, unsaved, with its history and attention probes.
     state = window.state
@@ -133,58 +145,61 @@ def test_training_grows_the_curves_and_the_result_becomes_the_current_model(wind
     assert state.train_state["step"] == 60 and len(state.train_state["history"]["loss"]) == 60
     assert state.model.config.n_layers == 2 and state.model.config.context_length == 32
     assert len(state.attention_probes) == 4
-    assert tab.sample_text.toPlainText()
+    assert tab.plots_panel.sample_text.toPlainText()
     assert window.file_label.text().startswith("untitled *")
-    assert tab.start_button.isEnabled()
+    assert tab.controls.start_button.isEnabled()
 
 
 def test_pause_resume_and_stop(window, qtbot):
     quick_settings(window, qtbot, steps=5000, eval_interval=1000)
     tab = window.training_tab
     tab.start()
-    qtbot.waitUntil(lambda: tab.plots.current_run.num_steps >= 3, timeout=30000)
-    with qtbot.waitSignal(tab._job.paused, timeout=10000):
+    qtbot.waitUntil(lambda: tab.plots_panel.plots.current_run.num_steps >= 3, timeout=30000)
+    with qtbot.waitSignal(window.state.training.job.paused, timeout=10000):
         tab.pause()
-    paused_at = tab.plots.current_run.num_steps
+    paused_at = tab.plots_panel.plots.current_run.num_steps
     qtbot.wait(400)  # a paused run takes no further steps
-    assert tab.plots.current_run.num_steps == paused_at
-    assert tab.pause_button.text() == "Resume"
+    assert tab.plots_panel.plots.current_run.num_steps == paused_at
+    assert tab.controls.pause_button.text() == "Resume"
     tab.resume()
-    qtbot.waitUntil(lambda: tab.plots.current_run.num_steps > paused_at + 2, timeout=30000)
+    qtbot.waitUntil(lambda: tab.plots_panel.plots.current_run.num_steps > paused_at + 2, timeout=30000)
     tab.stop()
     qtbot.waitUntil(lambda: not tab.is_running, timeout=30000)
     steps = window.state.train_state["step"]
     assert 0 < steps < 5000
-    assert "Stopped" in tab.message_label.text()
+    assert "Stopped" in tab.controls.message_label.text()
     # A graceful stop ends with a last evaluation at the stopping step.
-    assert tab.plots.current_run.val_step.view()[-1] == steps
+    assert tab.plots_panel.plots.current_run.val_step.view()[-1] == steps
 
 
 def test_save_then_open_restores_model_settings_and_curves(window, qtbot, dialogs, tmp_path):
     train(window, qtbot, steps=12, eval_interval=4)
     path = tmp_path / "trained.safetensors"
     dialogs.save_path = str(path)
+    trained = window.state.model
+    optimizer = window.state.training.optimizer_for(trained)  # the session, not the tab, holds it for Save
+    assert optimizer is not None and window.state.training.optimizer_for(object()) is None
     assert window.save()
     assert path.exists() and not window.state.dirty
+    assert read_checkpoint_info(path)["has_optimizer_state"]  # saved for an exact resume
     assert window.file_label.text() == "trained.safetensors"
     trained_config = window.state.model.config
 
     tab = window.training_tab
-    tab.plots.clear()
-    tab.model_form.n_layers.setValue(3)
+    tab.plots_panel.plots.clear()
+    tab.model_panel.form.n_layers.setValue(3)
     tab.train_form.steps.setValue(999)
     dialogs.open_path = str(path)
     window.open_action.trigger()
     qtbot.waitUntil(lambda: window.state.checkpoint_path == path and window.runner.running() == [], timeout=30000)
     assert not dialogs.errors
     assert window.state.model.config == trained_config
-    assert tab.model_form.config() == trained_config
+    assert tab.model_panel.form.config() == trained_config
     assert tab.train_form.steps.value() == 12
-    assert tab.corpus_combo.currentData() == "copy"
-    run = tab.plots.current_run
+    assert tab.data_panel.corpus_combo.currentData() == "copy"
+    run = tab.plots_panel.plots.current_run
     assert run.name == "trained.safetensors" and run.num_steps == 12 and len(run.val_step) == 4
-    qtbot.waitUntil(lambda: tab.plots.drawn_points(run) == 12, timeout=5000)
-    from app.settings import Settings
+    qtbot.waitUntil(lambda: tab.plots_panel.plots.drawn_points(run) == 12, timeout=5000)
     assert Settings().recent_files()[0] == str(path.resolve())
 
 
@@ -202,7 +217,7 @@ def test_closing_mid_run_asks_and_cancel_keeps_running_save_stops_and_saves(wind
     quick_settings(window, qtbot, steps=5000, eval_interval=1000)
     tab = window.training_tab
     tab.start()
-    qtbot.waitUntil(lambda: tab.plots.current_run.num_steps >= 3, timeout=30000)
+    qtbot.waitUntil(lambda: tab.plots_panel.plots.current_run.num_steps >= 3, timeout=30000)
     dialogs.answer = QMessageBox.StandardButton.Cancel
     assert not window.close()
     assert tab.is_running and "still running" in dialogs.questions[0]
@@ -211,20 +226,19 @@ def test_closing_mid_run_asks_and_cancel_keeps_running_save_stops_and_saves(wind
     assert window.close()
     assert not tab.is_running and window.runner.running() == []
     assert Path(dialogs.save_path).exists()
-    from engine.checkpoint import read_checkpoint_info
     assert read_checkpoint_info(dialogs.save_path)["train_state"]["step"] >= 3
 
 
 def test_invalid_shape_is_shown_inline_and_blocks_start(window, qtbot):
     tab = window.training_tab
-    tab.model_form.n_heads.setValue(3)
-    tab.model_form.emb_dim.setValue(128)  # 128 is not divisible by 3
-    assert tab.model_form.config() is None
-    assert tab.model_form.error_label.isVisible() and "n_heads" in tab.model_form.error_label.text()
-    assert not tab.start_button.isEnabled()
+    tab.model_panel.form.n_heads.setValue(3)
+    tab.model_panel.form.emb_dim.setValue(128)  # 128 is not divisible by 3
+    assert tab.model_panel.form.config() is None
+    assert tab.model_panel.form.error_label.isVisible() and "n_heads" in tab.model_panel.form.error_label.text()
+    assert not tab.controls.start_button.isEnabled()
     assert tab.start() is None
-    tab.model_form.n_heads.setValue(4)
-    assert tab.model_form.config() is not None and not tab.model_form.error_label.isVisible()
+    tab.model_panel.form.n_heads.setValue(4)
+    assert tab.model_panel.form.config() is not None and not tab.model_panel.form.error_label.isVisible()
 
 
 def test_dropping_a_text_file_makes_it_the_corpus(window, qtbot, tmp_path):
@@ -242,19 +256,19 @@ def test_dropping_a_text_file_makes_it_the_corpus(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: window.state.corpus is not None and window.state.corpus.name == "poem.txt",
                     timeout=20000)
     tab = window.training_tab
-    assert tab.corpus_combo.currentText() == "poem.txt"
+    assert tab.data_panel.corpus_combo.currentText() == "poem.txt"
     assert window.tabs.currentWidget() is tab
     # char vocabulary of the new corpus: its distinct characters + the unknown-character id
-    assert tab.model_form.vocab_size.value() == len(set(text.read_text())) + 1
+    assert tab.model_panel.form.vocab_size.value() == len(set(text.read_text())) + 1
 
 
 def test_fine_tune_locks_the_shape_and_trains_a_copy(window, qtbot):
     train(window, qtbot, steps=6, eval_interval=3)
     tab = window.training_tab
     base = window.state.model
-    tab.finetune_radio.setChecked(True)
-    assert tab.model_form.config() == base.config
-    assert not tab.model_form.n_layers.isEnabled() and not tab.tokenizer_combo.isEnabled()
+    tab.model_panel.finetune_radio.setChecked(True)
+    assert tab.model_panel.form.config() == base.config
+    assert not tab.model_panel.form.n_layers.isEnabled() and not tab.data_panel.tokenizer_combo.isEnabled()
     tab.train_form.steps.setValue(4)
     tab.start()
     qtbot.waitUntil(lambda: not tab.is_running, timeout=60000)
@@ -279,14 +293,14 @@ CLOSE_SCRIPT = textwrap.dedent("""
         assert cond()
     wait(lambda: w.state.model is not None, 60)
     tab = w.training_tab
-    tab.model_form.context_length.setValue(32); tab.model_form.n_layers.setValue(2)
+    tab.model_panel.form.context_length.setValue(32); tab.model_panel.form.n_layers.setValue(2)
     tab.train_form.steps.setValue(100000); tab.train_form.batch_size.setValue(4)
     tab.train_form.eval_batches.setValue(2); tab.train_form.sample_tokens.setValue(8)
     tab.train_form.device.setCurrentText("cpu")
-    tab.select_corpus("copy")
-    wait(lambda: tab.corpus_ready, 30)
+    tab.data_panel.select_corpus("copy")
+    wait(lambda: tab.data_panel.corpus_ready, 30)
     tab.start()
-    wait(lambda: tab.plots.current_run.num_steps >= 3, 60)
+    wait(lambda: tab.plots_panel.plots.current_run.num_steps >= 3, 60)
     t0 = time.monotonic()
     w.close()
     app.quit()

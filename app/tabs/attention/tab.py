@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
-    QMainWindow,
     QMessageBox,
     QPlainTextEdit,
     QPushButton,
@@ -36,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import dialogs
 from app.state import AppState
 from app.tabs.attention.heatmap import AttentionHeatmap
 from app.tabs.attention.overview import MEAN, AttentionOverview, thumbnails
@@ -640,9 +640,7 @@ class AttentionTab(QWidget):
 
     def _notify(self, message: str) -> None:
         self.status.setText(message)
-        window = self.window()
-        if isinstance(window, QMainWindow):
-            window.statusBar().showMessage(message, 8000)
+        dialogs.notify(self, message, 8000)
 
 
 def _heading(text: str) -> QLabel:

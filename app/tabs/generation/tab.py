@@ -28,7 +28,6 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
-    QMainWindow,
     QMenu,
     QPlainTextEdit,
     QPushButton,
@@ -40,6 +39,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import dialogs
 from app.formatting import format_bytes
 from app.state import AppState
 from app.tabs.generation.column import DecoderColumn
@@ -780,9 +780,8 @@ class GenerationTab(QWidget):
     def show_message(self, text: str, *, status_bar: bool = True) -> None:
         """One line for the user: in the tab, and in the window's status bar when there is one."""
         self.status.setText(text)
-        window = self.window()
-        if status_bar and isinstance(window, QMainWindow):
-            window.statusBar().showMessage(text, 8000)
+        if status_bar:
+            dialogs.notify(self, text, 8000)
 
     def closeEvent(self, event) -> None:
         self.stop()

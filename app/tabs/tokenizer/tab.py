@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QMainWindow,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -34,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import dialogs
 from app.state import AppState
 from app.tabs.tokenizer.chart import BytesPerTokenChart
 from app.tabs.tokenizer.merges import MergesView
@@ -631,8 +631,5 @@ class TokenizerTab(QWidget):
         self.text.setPlainText(corpus.sample_passage(600))
 
     def _notify(self, message: str) -> None:
-        window = self.window()
-        if isinstance(window, QMainWindow):
-            window.statusBar().showMessage(message, 8000)
-        else:
+        if not dialogs.notify(self, message, 8000):
             self.summary.setText(message)

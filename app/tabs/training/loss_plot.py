@@ -523,7 +523,7 @@ class TrainingPlots(QWidget):
         except OSError as e:
             dialogs.show_error(self, "Export failed", f"Could not write {path}: {e.strerror or e}")
         else:
-            dialogs.status(self, f"Saved {path}")
+            dialogs.notify(self, f"Saved {path}")
 
     # ------------------------------------------------------------------ look
 
