@@ -12,6 +12,8 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from PySide6.QtCore import Qt  # noqa: E402
+
 from app.tabs.training.run_data import DebiasedEMA, RunData, Series, smooth, write_csv  # noqa: E402
 from app.tabs.training.torchrun import Launch, torchrun_command  # noqa: E402
 from engine import closest_preset  # noqa: E402
@@ -250,3 +252,23 @@ def test_form_labels_explain_their_fields(qtbot):
     layout.addRow("Seed", row)
     share_tooltips_with_labels(layout, fallbacks={0: seed})
     assert layout.itemAt(0, QFormLayout.ItemRole.LabelRole).widget().toolTip() == "the seed"
+
+
+def test_runs_list_hides_curves_and_clears_earlier_runs(qtbot):
+    from app.tabs.training.loss_plot import TrainingPlots
+
+    plots = TrainingPlots()
+    qtbot.addWidget(plots)
+    first, second = plots.start_run("first"), plots.start_run("second")
+    for run in (first, second):
+        run.add_step(1, 2.0, 1e-3, 64, 100.0)
+        run.add_step(2, 1.5, 1e-3, 128, 100.0)
+    plots.redraw()
+    items = plots.runs_list.list
+    assert [items.item(i).text() for i in range(items.count())] == ["first", "second"]
+    assert items.item(1).font().bold() and not items.item(0).font().bold()  # the latest run
+    items.item(0).setCheckState(Qt.CheckState.Unchecked)
+    assert not first.visible and second.visible
+    assert plots.drawn_points(first) == 2  # hidden, not forgotten
+    plots.runs_list.clear_button.click()
+    assert plots.runs == [second] and items.count() == 1 and items.item(0).font().bold()

@@ -14,16 +14,13 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.exporters import ImageExporter
-from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QColor, QFont, QIcon, QPixmap
+from PySide6.QtCore import QEvent, Qt, QTimer, Slot
+from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QHBoxLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
-    QPushButton,
     QSizePolicy,
     QSlider,
     QToolButton,
@@ -34,6 +31,7 @@ from PySide6.QtWidgets import (
 from app import dialogs, theme
 from app.formatting import format_si
 from app.tabs.training.run_data import DebiasedEMA, RunData, write_csv
+from app.tabs.training.runs_list import RunsList
 
 REDRAW_MS = 66  # ~15 Hz
 # Painting must not steal the training's CPU: after a redraw whose paints took t ms, wait at least
@@ -86,8 +84,6 @@ class _TimedGraphics(pg.GraphicsLayoutWidget):
 
 class TrainingPlots(QWidget):
     """Loss, learning rate and throughput of the current run and every earlier one."""
-
-    runs_changed = Signal()
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -174,21 +170,7 @@ class TrainingPlots(QWidget):
         self.hover_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.hover_label.setToolTip("Values of the latest visible run under the mouse")
 
-        # ---- runs list
-        self.runs_list = QListWidget()
-        self.runs_list.setToolTip("Every run since the app started (and the opened checkpoint's history).\n"
-                                  "Untick a run to hide its curves.")
-        self.runs_list.setMinimumWidth(150)
-        self.runs_list.setMaximumWidth(220)
-        self.clear_button = QPushButton("Clear earlier")
-        self.clear_button.setToolTip("Forget every run but the latest")
-        runs_box = QVBoxLayout()
-        runs_box.setContentsMargins(0, 0, 0, 0)
-        title = QLabel("Runs")
-        title.setObjectName("sectionTitle")
-        runs_box.addWidget(title)
-        runs_box.addWidget(self.runs_list, 1)
-        runs_box.addWidget(self.clear_button)
+        self.runs_list = RunsList()
 
         body = QHBoxLayout()
         body.setContentsMargins(0, 0, 0, 0)
@@ -196,7 +178,7 @@ class TrainingPlots(QWidget):
         left.addWidget(self.graphics, 1)
         left.addWidget(self.hover_label)
         body.addLayout(left, 1)
-        body.addLayout(runs_box)
+        body.addWidget(self.runs_list)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -209,8 +191,8 @@ class TrainingPlots(QWidget):
         self.x_combo.currentIndexChanged.connect(self._on_x_axis)
         self.png_button.clicked.connect(self._ask_export_png)
         self.csv_button.clicked.connect(self._ask_export_csv)
-        self.runs_list.itemChanged.connect(self._on_run_item_changed)
-        self.clear_button.clicked.connect(self.clear_earlier_runs)
+        self.runs_list.visibility_changed.connect(self._on_run_visibility)
+        self.runs_list.clear_requested.connect(self.clear_earlier_runs)
 
         self._last_redraw = 0.0
         self._paint_ms_at_redraw = 0.0
@@ -268,25 +250,10 @@ class TrainingPlots(QWidget):
         curves.raw.setVisible(self.raw_check.isChecked())
         self._curves[id(run)] = curves
         self._set_legend(run, curves)
-        item = QListWidgetItem(self._swatch(run.color), run.name)
-        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-        item.setCheckState(Qt.CheckState.Checked)
-        item.setData(Qt.ItemDataRole.UserRole, id(run))
-        self.runs_list.blockSignals(True)
-        self.runs_list.addItem(item)
-        self.runs_list.blockSignals(False)
-        self._mark_current()
+        self.runs_list.add(run)
         if self._empty_text.isVisible():
             self._show_empty(False)
-        self.runs_changed.emit()
         return run
-
-    def rename_run(self, run: RunData, name: str) -> None:
-        run.name = name
-        for i in range(self.runs_list.count()):
-            item = self.runs_list.item(i)
-            if item.data(Qt.ItemDataRole.UserRole) == id(run):
-                item.setText(name)
 
     def remove_run(self, run: RunData) -> None:
         curves = self._curves.pop(id(run), None)
@@ -294,17 +261,13 @@ class TrainingPlots(QWidget):
             for item in curves.items():
                 item.getViewBox() and item.getViewBox().removeItem(item)
         self.runs = [r for r in self.runs if r is not run]
-        for i in reversed(range(self.runs_list.count())):
-            if self.runs_list.item(i).data(Qt.ItemDataRole.UserRole) == id(run):
-                self.runs_list.takeItem(i)
+        self.runs_list.remove(run)
         if self.runs:
             last = self.runs[-1]
             self._set_legend(last, self._curves[id(last)])
         else:
             self.legend.clear()
             self._show_empty(True)
-        self._mark_current()
-        self.runs_changed.emit()
 
     @Slot()
     def clear_earlier_runs(self) -> None:
@@ -333,25 +296,11 @@ class TrainingPlots(QWidget):
         self.legend.addItem(curves.raw, "train (raw)")
         self.legend.addItem(curves.val, "validation")
 
-    def _mark_current(self) -> None:
-        for i in range(self.runs_list.count()):
-            item = self.runs_list.item(i)
-            font = item.font()
-            font.setBold(i == self.runs_list.count() - 1)
-            item.setFont(font)
-
-    @staticmethod
-    def _swatch(color: str) -> QIcon:
-        pix = QPixmap(12, 12)
-        pix.fill(QColor(color))
-        return QIcon(pix)
-
-    @Slot(QListWidgetItem)
-    def _on_run_item_changed(self, item: QListWidgetItem) -> None:
-        key = item.data(Qt.ItemDataRole.UserRole)
+    @Slot(object, bool)
+    def _on_run_visibility(self, key: int, visible: bool) -> None:
         for run in self.runs:
             if id(run) == key:
-                run.visible = item.checkState() == Qt.CheckState.Checked
+                run.visible = visible
                 curves = self._curves[key]
                 for c in curves.items():
                     c.setVisible(run.visible)
