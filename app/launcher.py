@@ -8,6 +8,8 @@ from PySide6.QtCore import Qt, QThreadPool
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
 
+from app import theme
+from app.main_window import MainWindow
 from app.settings import APPLICATION, ORGANIZATION
 
 
@@ -24,8 +26,6 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setApplicationDisplayName(APPLICATION)
-    from app import theme
-
     theme.setup_application(app)
     return app
 
@@ -33,8 +33,6 @@ def make_app(argv: list[str] | None = None) -> QApplication:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     app = make_app(argv)
-    from app.main_window import MainWindow
-
     files = [a for a in argv[1:] if not a.startswith("-")]
     window = MainWindow(load_default=not files)
     window.show()

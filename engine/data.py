@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from engine.events import ProgressEvent, run_job
-from engine.files import cache_dir
+from engine.files import atomic_write, atomic_write_text, cache_dir
 from engine.http import CONNECT_TIMEOUT_S, DownloadError, download_job, file_sha256
 from engine.tokenizers import Tokenizer
 
@@ -249,10 +249,8 @@ def cached_encode(corpus: Corpus, tokenizer: Tokenizer) -> np.ndarray:
     if len(ids) >= MMAP_MIN_TOKENS:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # A name of this process's own: ranks of a torchrun job may encode the same corpus at once.
-            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-            np.save(tmp, ids)
-            os.replace(tmp, path)
+            # Ranks of a torchrun job may encode the same corpus at once: each writes a temp file of its own.
+            atomic_write(path, lambda name: np.save(name, ids), suffix=".npy")
             return np.load(path, mmap_mode="r")
         except OSError:
             pass  # no writable cache: keep it in memory
@@ -377,7 +375,7 @@ def fetch_corpus_job(corpus: RemoteCorpus = TINY_SHAKESPEARE, *, url: str | None
             f"{corpus.name} is not downloaded yet and could not be fetched ({e}); "
             f"use a built-in corpus instead ({', '.join(BUILTIN_CORPORA)}) or a text file of your own"
         ) from None
-    _digest_path(path).write_text(file_sha256(path) + "\n")
+    atomic_write_text(_digest_path(path), file_sha256(path) + "\n")
 
 
 def load_remote_corpus_job(corpus: RemoteCorpus = TINY_SHAKESPEARE) -> Generator[ProgressEvent, None, Corpus]:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import platform
 import time
 
 import torch
 
-from engine.files import cache_dir
+from engine.files import atomic_write_text, cache_dir
 
 TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")
 INFERENCE_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
@@ -199,9 +198,7 @@ def peak_flops(device: torch.device | str, precision: str, *, refresh: bool = Fa
         table[key] = value
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(table, indent=1), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic_write_text(path, json.dumps(table, indent=1))
         except OSError:
             pass
     _peak_memo[key] = value

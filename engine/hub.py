@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import ProgressEvent
+from engine.files import atomic_write_text
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 CONNECT_DEADLINE_S = 2.0  # the hub's first answer (the repo's file list) must come within this
@@ -262,11 +263,6 @@ def list_cached_models(cache_dir: str | os.PathLike | None = None) -> list[Cache
     return sorted(models, key=lambda m: m.repo_id.lower())
 
 
-def find_cached_model(repo_id: str, cache_dir: str | os.PathLike | None = None) -> CachedModel | None:
-    """The complete cached snapshot of a repo, or None (offline)."""
-    return next((m for m in list_cached_models(cache_dir) if m.repo_id == repo_id), None)
-
-
 # ---------------------------------------------------------------- downloads
 
 @dataclass(frozen=True)
@@ -303,9 +299,7 @@ def _write_ref(storage: Path, revision: str, commit: str) -> None:
         return
     ref = storage / "refs" / revision
     ref.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ref.with_name(ref.name + ".tmp")
-    tmp.write_text(commit)
-    os.replace(tmp, ref)
+    atomic_write_text(ref, commit)
 
 
 def _reason(error: BaseException) -> str:

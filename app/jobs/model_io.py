@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from app.resources import RESOURCES
 from engine import (
     GPT,
@@ -84,8 +86,6 @@ def warm_up_training() -> None:
     """Import what the first training run needs, ahead of time: creating the first torch optimizer
     imports torch._dynamo, which takes seconds. Done in the background after the default model loads,
     so the first Start begins at once."""
-    import torch
-
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
 
 

@@ -9,7 +9,7 @@
    ticks on the GUI thread (a long gap is a frozen window).
 Engine and tab runs alternate for a few rounds and their medians are compared (the load of a shared
 machine drifts); the gap percentiles cover every tab run.
-Targets (issue 6): tab >= 90% of the engine's tokens/s; p99 event-loop gap < 50 ms.
+Targets: tab >= 90% of the engine's tokens/s; p99 event-loop gap < 50 ms.
 Timings on a shared CPU are noisy: run it once or twice, not in a loop.
 """
 from __future__ import annotations
@@ -22,13 +22,17 @@ import time
 
 import numpy as np
 import torch
+from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
+from PySide6.QtWidgets import QApplication, QMainWindow
 
-from engine import GenerationStepEvent
+from app.state import AppState
+from app.tabs.generation.presets import builtin_presets
+from app.tabs.generation.tab import GenerationTab, sampling_config
+from app.worker import JobRunner
+from engine import GPT, CharTokenizer, GenerationStepEvent, preset, stream_generate
 
 
 def build_model(preset_name: str):
-    from engine import GPT, CharTokenizer, preset
-
     alphabet = "".join(chr(c) for c in range(32, 127)) + "\n"
     tokenizer = CharTokenizer.from_text(alphabet)
     torch.manual_seed(0)
@@ -40,8 +44,6 @@ def engine_tokens_per_s(model, tokenizer, prompt: str, configs) -> float:
     """Consume stream_generate in a plain background thread, as the tab's worker does (on a loaded
     machine, torch's intra-op threads behave very differently in the main thread, so timing the
     engine there would compare two different things)."""
-    from engine import stream_generate
-
     result: dict[str, float] = {}
 
     def consume() -> None:
@@ -62,11 +64,7 @@ class TabHarness:
     """A window with a GenerationTab on the model, ready to press Generate again and again."""
 
     def __init__(self, model, tokenizer, prompt: str, presets: list[str], max_tokens: int):
-        from PySide6.QtWidgets import QApplication, QMainWindow
 
-        from app.state import AppState
-        from app.tabs.generation.tab import GenerationTab
-        from app.worker import JobRunner
 
         self.app = QApplication.instance() or QApplication(sys.argv[:1])
         self.state, self.runner = AppState(), JobRunner()
@@ -86,7 +84,6 @@ class TabHarness:
     def run_once(self) -> tuple[float, np.ndarray]:
         """Tokens/s of one Generate (button press to job finished), and the GUI event-loop gaps (s)
         a 10 ms timer saw meanwhile."""
-        from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
 
         clock = QElapsedTimer()
         ticks: list[int] = []
@@ -134,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-    from app.tabs.generation.presets import builtin_presets
-    from app.tabs.generation.tab import sampling_config
 
     model, tokenizer = build_model(args.preset)
     presets = ["Greedy", "Balanced", "Creative", "Balanced"][:args.columns]

@@ -24,7 +24,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PySide6.QtCore import QEventLoop, QTimer
 
+from app.launcher import make_app
+from app.main_window import MainWindow
 from engine import StepEvent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,10 +61,7 @@ def headless(args: argparse.Namespace, out_dir: Path) -> float:
 
 
 def in_app(args: argparse.Namespace) -> tuple[float, np.ndarray]:
-    from PySide6.QtCore import QEventLoop, QTimer
 
-    from app.launcher import make_app
-    from app.main_window import MainWindow
 
     app = make_app([sys.argv[0]])  # noqa: F841 - the QApplication must stay alive while the window runs
     window = MainWindow()

@@ -13,6 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.launcher import make_app
+from app.main_window import MainWindow
+
 
 def _wait(app, condition, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
@@ -48,10 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.theme != "system":
         os.environ["LLM_PLAYGROUND_THEME"] = args.theme
 
-    from app.launcher import make_app
 
     app = make_app([sys.argv[0]])
-    from app.main_window import MainWindow
 
     window = MainWindow(load_default=args.checkpoint is None)
     width, height = (int(x) for x in args.size.lower().split("x"))

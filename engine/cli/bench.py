@@ -1,8 +1,8 @@
 """`python -m engine bench WHAT [flags]`: speed benchmarks that print figures (they are not tests).
 
 Each benchmark lives in its own module with `run(args) -> int` and, optionally, `add_arguments(parser)`
-for its flags. Modules are imported only when their benchmark runs, so heavy imports (transformers)
-never slow down other commands.
+for its flags. Modules are imported only when their benchmark runs (an import inside a function, on
+purpose): their heavy imports (transformers) never slow down other commands.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ BENCHMARKS = {
 
 
 class BenchUnavailable(ValueError):
-    """The benchmark's module is not there (yet)."""
+    """No benchmark was named, or its module is missing from this installation."""
 
 
 def register(subparsers: Any) -> None:
@@ -42,8 +42,8 @@ def _load(what: str):
         return importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name == module_name:
-            raise BenchUnavailable(f"the '{what}' benchmark is not available in this version "
-                                   f"({module_name.replace('.', '/')}.py is missing)") from None
+            raise BenchUnavailable(f"the '{what}' benchmark is not available "
+                                   f"({module_name.replace('.', '/')}.py is missing from this installation)") from None
         raise
 
 

@@ -33,10 +33,7 @@ MAX_NEW_TOKENS = 1_000_000
 MAX_TEMPERATURE = 100.0
 MAX_REPETITION_PENALTY = 100.0
 
-# Names of the filters that can remove a token, as FilterStages.removed_by reports them.
-REMOVED_BY_TOP_K = "top_k"
-REMOVED_BY_TOP_P = "top_p"
-REMOVED_BY_MIN_P = "min_p"
+# What FilterStages.removed_by reports for greedy decoding (the filters report their stage names).
 REMOVED_BY_GREEDY = "greedy"
 
 

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from engine.files import atomic_write_text
 from engine.tokenizers.base import Tokenizer, tokenizer_from_dict
 from engine.tokenizers.bpe import ENDOFTEXT, GPT2_PATTERN, TiktokenTokenizer, ranks_from_text
 from engine.tokenizers.named import NAMED_ENCODINGS
@@ -34,13 +35,12 @@ def save_tokenizer(tokenizer: Tokenizer, path: str | os.PathLike) -> None:
     """Write a tokenizer to a JSON file (atomically), readable by `load_tokenizer_file`."""
     path = Path(path).expanduser()
     data = {"format": TOKENIZER_FILE_FORMAT, "version": 1, "tokenizer": tokenizer.to_dict()}
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(data))
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"cannot write {path}: {e.strerror or e}") from None
+        if not e.strerror:  # already one line naming the file
+            raise
+        raise OSError(f"cannot write {path}: {e.strerror}") from None
 
 
 def load_tokenizer_file(path: str | os.PathLike) -> Tokenizer:

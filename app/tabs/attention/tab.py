@@ -13,6 +13,7 @@ follows in a second event instead of holding the maps back).
 from __future__ import annotations
 
 import csv
+import html
 from dataclasses import dataclass
 from typing import Any
 
@@ -650,6 +651,4 @@ def _heading(text: str) -> QLabel:
 
 
 def _html(s: str) -> str:
-    import html
-
     return html.escape(repr(s))

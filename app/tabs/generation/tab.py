@@ -406,7 +406,6 @@ class GenerationTab(QWidget):
         return self.job is not None
 
     @Slot()
-    @Slot()
     def _offer_starter_prompt(self) -> None:
         """Once per session, an empty prompt gets the start of a line from the corpus, so a first
         Generate shows the model continuing text it knows (a person may clear it for an empty prompt)."""

@@ -388,7 +388,7 @@ class TokenizerTab(QWidget):
             found = {name: (tok, reason) for name, tok, reason in event.status}
             self._named = []
             for name in NAMED_SHOWN:
-                tok, reason = found.get(name, (None, "not offered by this version of the engine"))
+                tok, reason = found[name]
                 self._named.append(Encoding(name, name, tok, reason or ("" if tok else "unavailable")))
             self.refresh()
             self._fill_merges_combo()
