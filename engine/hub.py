@@ -263,6 +263,11 @@ def list_cached_models(cache_dir: str | os.PathLike | None = None) -> list[Cache
     return sorted(models, key=lambda m: m.repo_id.lower())
 
 
+def find_cached_model(repo_id: str, cache_dir: str | os.PathLike | None = None) -> CachedModel | None:
+    """The complete cached snapshot of a repo, or None (offline)."""
+    return next((m for m in list_cached_models(cache_dir) if m.repo_id == repo_id), None)
+
+
 # ---------------------------------------------------------------- downloads
 
 @dataclass(frozen=True)
