@@ -43,7 +43,7 @@ def _quantize_dynamic(model: nn.Module) -> nn.Module:
 def prepare_for_inference(model: nn.Module, precision: str) -> nn.Module:
     """The model to generate with in a precision: the model itself for fp32, otherwise a copy
     (cast to bf16/fp16, or with int8 Linear layers). The result is in eval mode except for fp32,
-    whose train/eval flag is left alone (generation never uses dropout; see engine/generation.py)."""
+    whose train/eval flag is left alone (generation never uses dropout; see engine/generation/stream.py)."""
     device = model_device(model)
     check_precision(precision, device, use="inference")
     if precision == "fp32":

@@ -104,7 +104,7 @@ class Trainer:
                  tokenizer_spec: str | None = None, dist: DistContext | None = None):
         self.train_config = train_config
         self.dataset = dataset
-        self.dist = dist  # under torchrun (engine/distributed.py): this rank's place in the job
+        self.dist = dist  # under torchrun (engine/training/distributed.py): this rank's place in the job
         if dist is not None:  # this rank's slice of each global batch
             self.dataset = dist.shard_dataset(dataset)
         self.tokenizer = dataset.tokenizer

@@ -5,7 +5,7 @@ time limit so a hang fails the test instead of blocking the suite. Models and ru
 mostly process start-up.
 
 Why the losses can be compared tightly: a rank's batch is its slice of one global batch drawn from a
-generator every rank shares (engine/distributed.py), so 2 ranks x batch 2 train on exactly the rows that one
+generator every rank shares (engine/training/distributed.py), so 2 ranks x batch 2 train on exactly the rows that one
 process draws with batch 4 (with 2 micro-batches per step here, so gradient accumulation is covered too).
 The only differences are the order of floating-point sums (an all-reduce of two half-batch gradient means
 instead of one full-batch mean): ~1e-7 relative per step, measured ≤ 5e-7 on the weights after 6 steps. A
