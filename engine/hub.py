@@ -19,6 +19,10 @@ top-level .safetensors), one `hf_hub_download` per file pinned to one commit, in
 generator can report bytes as they arrive and honour a cancel flag. Failures are one `HubError` line:
 offline (within ~2 s: the first answer has a deadline, since a DNS lookup can hang far longer than any
 socket timeout), gated repo, not found, token refused, cut-off download, cancelled.
+
+One module of about 600 lines on purpose: listing the cache and downloading share the one definition of a
+complete model folder (`model_folder_info`, `weight_files_for`) and the cache layout, and this is the only
+module that knows huggingface_hub.
 """
 from __future__ import annotations
 
