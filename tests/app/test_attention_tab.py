@@ -12,16 +12,9 @@ import torch
 from PySide6.QtCore import Qt
 
 from app.state import AppState
+from app.tabs.attention.jobs import AttentionResult, RolloutResult, default_text
 from app.tabs.attention.overview import MEAN, thumbnails
-from app.tabs.attention.tab import (
-    MODE_HEAD,
-    MODE_MEAN,
-    MODE_ROLLOUT,
-    AttentionResult,
-    AttentionTab,
-    RolloutResult,
-    default_text,
-)
+from app.tabs.attention.tab import MODE_HEAD, MODE_MEAN, MODE_ROLLOUT, AttentionTab
 from app.worker import JobRunner
 from engine.config import ModelConfig
 from engine.data import Corpus
@@ -91,7 +84,7 @@ def test_text_longer_than_the_context_is_cut_and_said_so(qtbot, tab):
 
 def test_clicking_an_overview_cell_opens_that_layer_and_head(qtbot, tab):
     run_on(qtbot, tab, TEXT)
-    maps = tab._shown.maps
+    maps = tab.shown.maps
     for layer, head in ((2, 1), (0, 3)):
         cell = tab.overview.cells[(layer, head)]
         point = tab.overview.mapFromScene(cell.sceneBoundingRect().center())
@@ -116,7 +109,7 @@ def test_rollout_and_mean_rows_sum_to_one(qtbot, tab):
         assert np.allclose(shown.sum(axis=1), 1.0, atol=1e-4), mode
         assert np.allclose(np.triu(shown, k=1), 0.0, atol=1e-6), mode
     assert "rollout" in tab.current_title().lower()
-    assert np.allclose(tab.heatmap.matrix, tab._shown.get_rollout())
+    assert np.allclose(tab.heatmap.matrix, tab.shown.get_rollout())
     assert not tab.layer.isEnabled() and not tab.head.isEnabled()
 
 
@@ -139,7 +132,7 @@ def test_per_token_view_tints_by_the_query_row(qtbot, tab):
     tab.open_cell(1, 2)
     q = 10
     tab.set_query(q)
-    row = tab._shown.maps[1, 2, q]
+    row = tab.shown.maps[1, 2, q]
     weights = tab.text_view.weights_shown()
     assert sorted(weights) == list(range(q + 1))  # only the query and the tokens before it
     assert np.allclose([weights[k] for k in range(q + 1)], row[: q + 1])
@@ -157,23 +150,23 @@ def test_attention_over_training_slider_shows_each_recorded_step(qtbot, tab):
         m = np.tril(rng.random((3, 4, 5, 5), dtype=np.float32))
         probes.append(AttentionProbeEvent(step=step, tokens=tokens, maps=m / m.sum(-1, keepdims=True)))
     tab.state.set_attention_probes(probes[:2])
-    assert tab.probe_check.isEnabled() and tab.probe_slider.maximum() == 1
+    assert tab.probes.check.isEnabled() and tab.probes.slider.maximum() == 1
     # with no run of its own to show (e.g. opened during training), the tab shows the probes
-    assert tab.probe_check.isChecked()
+    assert tab.probes.check.isChecked()
     tab.open_cell(2, 3)
-    tab.probe_slider.setValue(0)
+    tab.probes.slider.setValue(0)
     assert np.array_equal(tab.heatmap.matrix, probes[0].maps[2, 3])
     assert "step 0" in tab.current_title()
-    tab.probe_slider.setValue(1)
+    tab.probes.slider.setValue(1)
     assert np.array_equal(tab.heatmap.matrix, probes[1].maps[2, 3])
     # a probe arriving during training is followed when the slider sits at the end
     tab.state.add_attention_probe(probes[2])
-    assert tab.probe_slider.value() == 2
+    assert tab.probes.slider.value() == 2
     assert np.array_equal(tab.heatmap.matrix, probes[2].maps[2, 3])
     assert tab.heatmap.tokens == list(tokens)
     # a new run clears them
     tab.state.set_attention_probes([])
-    assert not tab.probe_check.isChecked() and not tab.probe_check.isEnabled()
+    assert not tab.probes.check.isChecked() and not tab.probes.check.isEnabled()
 
 
 def test_export_csv_and_png(qtbot, tab, tmp_path):
@@ -187,7 +180,7 @@ def test_export_csv_and_png(qtbot, tab, tmp_path):
     assert len(rows) == T + 1 and len(rows[0]) == T + 1
     assert rows[0][1:] == tab.heatmap.tokens and [r[0] for r in rows[1:]] == tab.heatmap.tokens
     values = np.array([[float(x) for x in r[1:]] for r in rows[1:]])
-    assert np.allclose(values, tab._shown.maps[0, 1], atol=1e-5)
+    assert np.allclose(values, tab.shown.maps[0, 1], atol=1e-5)
     png = tmp_path / "a.png"
     tab.export_png(str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -195,13 +188,13 @@ def test_export_csv_and_png(qtbot, tab, tmp_path):
 
 def test_model_change_clears_and_reruns_when_visible(qtbot, tab):
     run_on(qtbot, tab, TEXT)
-    before = tab._text_maps
+    before = tab.text_maps
     tok = tab.state.tokenizer
     tab.state.set_model(tiny_model(tok, seed=1), tok)
     assert tab.busy  # re-running on the new weights
     qtbot.waitUntil(lambda: not tab.busy, timeout=20_000)
-    assert tab._text_maps is not None and tab._text_maps is not before
-    assert not np.allclose(tab._text_maps.maps, before.maps)
+    assert tab.text_maps is not None and tab.text_maps is not before
+    assert not np.allclose(tab.text_maps.maps, before.maps)
 
 
 def test_no_model_gives_a_message_not_a_job(qtbot, runner):
@@ -240,7 +233,7 @@ def test_run_button_stops_a_run_in_progress(qtbot, tab, monkeypatch):
     assert tab.busy and tab.run_button.text() == "Stop" and tab.run_button.isEnabled()
     tab.run_button.click()
     qtbot.waitUntil(lambda: not tab.busy, timeout=20_000)
-    assert tab._text_maps is None  # the stopped run shows nothing
+    assert tab.text_maps is None  # the stopped run shows nothing
     assert "Stopped" in tab.status.text() and tab.run_button.text() == "Run"
     run_on(qtbot, tab, TEXT)  # and the next run works
-    assert tab._text_maps is not None
+    assert tab.text_maps is not None

@@ -6,22 +6,19 @@ one to open it); the text below is tinted by what a chosen query token attends t
 training", the maps come from the probe text recorded at each evaluation of the last training
 run, and a slider walks through the steps: heads can be watched forming.
 
-The model runs in a job (engine.attention.attention_maps), never on the GUI thread; the job also
-prepares the overview thumbnails, then the rollout (as costly as the maps at 1024 tokens, so it
-follows in a second event instead of holding the maps back).
+The model runs in a job (jobs.py), never on the GUI thread; "over training" is the probe bar
+(probes.py).
 """
 from __future__ import annotations
 
 import csv
 import html
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QKeySequence, QPalette, QShortcut
 from PySide6.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
@@ -29,7 +26,6 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPlainTextEdit,
     QPushButton,
-    QSlider,
     QSpinBox,
     QSplitter,
     QVBoxLayout,
@@ -39,84 +35,15 @@ from PySide6.QtWidgets import (
 from app import dialogs
 from app.state import AppState
 from app.tabs.attention.heatmap import AttentionHeatmap
+from app.tabs.attention.jobs import AttentionResult, Maps, RolloutResult, attention_job, default_text
 from app.tabs.attention.overview import MEAN, AttentionOverview, thumbnails
+from app.tabs.attention.probes import ProbeBar
 from app.tabs.attention.tokens import AttentionTextView
 from app.worker import JobRunner
-from engine import Corpus, Event, attention_maps, attention_rollout, is_synthetic
 
 JOB_NAME = "attention"
 RUN_TOOLTIP = "Run the current model on the text and capture the attention of every head"
 MODE_HEAD, MODE_MEAN, MODE_ROLLOUT = "head", "mean", "rollout"
-FALLBACK_TEXT = "The cat sat on the mat. The cat sat on the mat again, because the mat was warm."
-PROBE_PLAY_MS = 400
-
-
-# ---------------------------------------------------------------- the job
-
-@dataclass(frozen=True)
-class AttentionResult(Event):
-    """Everything the views need for one text, computed off the GUI thread."""
-
-    maps: np.ndarray  # [L, H, T, T]
-    thumbs: np.ndarray  # [L, H + 1, t, t]
-    labels: tuple[str, ...]  # axis labels, one per token
-    pieces: tuple[str, ...]  # the text of each token
-    truncated_from: int  # token count before cutting to the context length (0: not cut)
-
-
-@dataclass(frozen=True)
-class RolloutResult(Event):
-    rollout: np.ndarray  # [T, T]
-
-
-def attention_job(model: Any, tokenizer: Any, ids: list[int], truncated_from: int = 0):
-    """A job: the model's attention on `ids` with thumbnails, then the rollout."""
-    maps = np.asarray(attention_maps(model, ids), dtype=np.float32)
-    yield AttentionResult(
-        maps=maps,
-        thumbs=thumbnails(maps),
-        labels=tuple(tokenizer.render_token(i) for i in ids),
-        pieces=tuple(tokenizer.decode_bytes([i]).decode("utf-8", errors="replace") for i in ids),
-        truncated_from=truncated_from,
-    )
-    yield RolloutResult(np.asarray(attention_rollout(maps), dtype=np.float32))
-
-
-# ---------------------------------------------------------------- what is on screen
-
-@dataclass
-class _Maps:
-    """One set of maps on screen: from a run on the text box, or one recorded training probe."""
-
-    maps: np.ndarray
-    labels: list[str]
-    pieces: list[str]
-    thumbs: np.ndarray
-    rollout: np.ndarray | None = None
-    step: int | None = None  # the training step of a probe
-    rollout_pending: bool = False  # a job is still computing it
-
-    def get_rollout(self) -> np.ndarray | None:
-        """The rollout, computed here if no job brings it (probes are short); None while pending."""
-        if self.rollout is None and not self.rollout_pending:
-            self.rollout = np.asarray(attention_rollout(self.maps), dtype=np.float32)
-        return self.rollout
-
-
-def default_text(corpus: Corpus | None, max_chars: int = 400) -> str:
-    """A passage of the current corpus; for a synthetic task, a few whole lines (patterns show best)."""
-    if corpus is None:
-        return FALLBACK_TEXT[:max_chars]
-    if is_synthetic(corpus.source) or is_synthetic(corpus.name):
-        limit = min(120, max_chars)
-        text = ""
-        for line in corpus.text().splitlines()[:12]:
-            if len(text) + len(line) + 1 > limit:
-                break
-            text += line + "\n"
-        return text or corpus.sample_passage(limit)
-    return corpus.sample_passage(max_chars)
-
 
 class AttentionTab(QWidget):
     def __init__(self, state: AppState, runner: JobRunner, parent: QWidget | None = None):
@@ -124,8 +51,8 @@ class AttentionTab(QWidget):
         self.state = state
         self.runner = runner
         self._job = None
-        self._text_maps: _Maps | None = None
-        self._shown: _Maps | None = None
+        self._text_maps: Maps | None = None
+        self._shown: Maps | None = None
         self._query = -1
         self._default_text = self._make_default_text()
         self._rerun_when_shown = False
@@ -202,28 +129,9 @@ class AttentionTab(QWidget):
         controls.addWidget(self.png_button)
         controls.addWidget(self.csv_button)
 
-        self.probe_check = QCheckBox("Over training")
-        self.probe_check.setToolTip("Show the probe text's attention recorded at each evaluation of the last "
-                                    "training run instead of a run on the text above")
-        self.probe_slider = QSlider(Qt.Orientation.Horizontal)
-        self.probe_slider.setRange(0, 0)
-        self.probe_slider.setToolTip("Training step at which the maps were recorded")
-        self.probe_slider.setPageStep(1)
-        self.probe_label = QLabel()
-        self.probe_label.setMinimumWidth(150)
-        self.play_button = QPushButton("▶ Play")
-        self.play_button.setCheckable(True)
-        self.play_button.setToolTip("Step through the recorded training steps")
-        self._play_timer = QTimer(self, interval=PROBE_PLAY_MS)
-        self._play_timer.timeout.connect(self._play_step)
-        self.probe_check.toggled.connect(self._on_source_changed)
-        self.probe_slider.valueChanged.connect(self._on_probe_step)
-        self.play_button.toggled.connect(self._on_play_toggled)
-        probes = QHBoxLayout()
-        probes.addWidget(self.probe_check)
-        probes.addWidget(self.probe_slider, 1)
-        probes.addWidget(self.probe_label)
-        probes.addWidget(self.play_button)
+        self.probes = ProbeBar(self.state)
+        self.probes.showing_changed.connect(self._on_source_changed)
+        self.probes.probe_chosen.connect(self._show_probe)
 
         self.heatmap = AttentionHeatmap()
         self.heatmap.query_clicked.connect(self.set_query)
@@ -265,7 +173,7 @@ class AttentionTab(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addLayout(controls)
-        layout.addLayout(probes)
+        layout.addWidget(self.probes)
         layout.addWidget(self.splitter, 1)
         layout.addWidget(self.status)
 
@@ -274,6 +182,16 @@ class AttentionTab(QWidget):
     @property
     def busy(self) -> bool:
         return self._job is not None
+
+    @property
+    def shown(self) -> Maps | None:
+        """The maps on screen: the text's, or a training probe's."""
+        return self._shown
+
+    @property
+    def text_maps(self) -> Maps | None:
+        """The maps of the last run on the text box (None before one, or after a stopped run)."""
+        return self._text_maps
 
     @Slot()
     def on_run_clicked(self) -> None:
@@ -309,8 +227,7 @@ class AttentionTab(QWidget):
         if not ids:
             self._notify("The text gave no tokens.")
             return
-        if self.probe_check.isChecked():
-            self.probe_check.setChecked(False)
+        self.probes.show_probes(False)
         self._set_busy(True, f"Running the model on {len(ids):,} tokens…")
         self._job = self.runner.start(JOB_NAME, attention_job(model, tokenizer, ids, truncated_from))
         self._job.events.connect(self._on_job_events)
@@ -323,9 +240,9 @@ class AttentionTab(QWidget):
             return  # stopped by the user: what was already computed is dropped
         for event in events:
             if isinstance(event, AttentionResult):
-                self._text_maps = _Maps(event.maps, list(event.labels), list(event.pieces), event.thumbs,
-                                        rollout_pending=True)
-                if not self.probe_check.isChecked():
+                self._text_maps = Maps(event.maps, list(event.labels), list(event.pieces), event.thumbs,
+                                       rollout_pending=True)
+                if not self.probes.showing:
                     self._show(self._text_maps)
                 T = event.maps.shape[-1]
                 note = (f" (cut from {event.truncated_from:,} to the model's context of {T:,})"
@@ -362,7 +279,7 @@ class AttentionTab(QWidget):
 
     # ------------------------------------------------------------ showing maps
 
-    def _show(self, maps: _Maps | None) -> None:
+    def _show(self, maps: Maps | None) -> None:
         self._shown = maps
         if maps is None:
             self.heatmap.clear("Press Run to see the attention of the current model")
@@ -491,74 +408,23 @@ class AttentionTab(QWidget):
 
     @Slot()
     def _on_probes_changed(self) -> None:
-        probes = self.state.attention_probes
-        at_end = self.probe_slider.value() >= self.probe_slider.maximum()
-        self.probe_slider.blockSignals(True)
-        self.probe_slider.setRange(0, max(0, len(probes) - 1))
-        if at_end or self.probe_slider.value() > len(probes) - 1:
-            self.probe_slider.setValue(max(0, len(probes) - 1))  # follow new probes as they arrive
-        self.probe_slider.blockSignals(False)
-        has = bool(probes)
-        for w in (self.probe_check, self.probe_slider, self.play_button):
-            w.setEnabled(has)
-        if not has:
-            self.probe_label.setText("no probes recorded yet")
-            self.probe_check.setToolTip("Train with a probe text: its attention is recorded at each evaluation")
-            if self.probe_check.isChecked():
-                self.probe_check.setChecked(False)
-            return
-        self.probe_check.setToolTip("Show the probe text's attention recorded at each evaluation of the last "
-                                    "training run instead of a run on the text above")
-        if self._text_maps is None and self._job is None and not self.probe_check.isChecked():
-            self.probe_check.setChecked(True)  # nothing else to show: watch the heads form during training
-        else:
-            self._on_probe_step(self.probe_slider.value())
+        self.probes.refresh(show_if_idle=self._text_maps is None and self._job is None)
 
     @Slot(bool)
     def _on_source_changed(self, probes: bool) -> None:
-        if probes:
-            self._on_probe_step(self.probe_slider.value())
-        else:
-            self.play_button.setChecked(False)
+        if not probes:
             self._show(self._text_maps)
             self.status.setText(" " if self._text_maps is None else
                                 f"{self._text_maps.maps.shape[-1]:,} tokens of your text.")
 
-    @Slot(int)
-    def _on_probe_step(self, index: int) -> None:
-        probes = self.state.attention_probes
-        if not probes:
-            return
-        index = max(0, min(index, len(probes) - 1))
-        probe = probes[index]
-        self.probe_label.setText(f"step {probe.step:,}  ({index + 1} of {len(probes)})")
-        if not self.probe_check.isChecked():
-            return
+    @Slot(object)
+    def _show_probe(self, probe: Any) -> None:
         maps = np.asarray(probe.maps, dtype=np.float32)
         labels = [str(t) for t in probe.tokens]  # render_token strings: "\n" arrives escaped
         pieces = [t.replace("\\n", "\n").replace("\\t", "\t") for t in labels]
-        self._show(_Maps(maps, labels, pieces, thumbnails(maps), step=probe.step))
+        self._show(Maps(maps, labels, pieces, thumbnails(maps), step=probe.step))
         self.status.setText(f"Probe text as the model saw it at training step {probe.step:,} "
                             f"({len(labels)} tokens). Untick \"Over training\" to go back to your text.")
-
-    @Slot(bool)
-    def _on_play_toggled(self, playing: bool) -> None:
-        self.play_button.setText("❚❚ Pause" if playing else "▶ Play")
-        if playing:
-            if not self.probe_check.isChecked():
-                self.probe_check.setChecked(True)
-            if self.probe_slider.value() >= self.probe_slider.maximum():
-                self.probe_slider.setValue(0)
-            self._play_timer.start()
-        else:
-            self._play_timer.stop()
-
-    @Slot()
-    def _play_step(self) -> None:
-        if self.probe_slider.value() >= self.probe_slider.maximum():
-            self.play_button.setChecked(False)
-        else:
-            self.probe_slider.setValue(self.probe_slider.value() + 1)
 
     # ------------------------------------------------------------ reacting to the app
 
@@ -566,7 +432,7 @@ class AttentionTab(QWidget):
     def _on_model_changed(self) -> None:
         self._update_default_text()
         self._text_maps = None
-        if not self.probe_check.isChecked():
+        if not self.probes.showing:
             self._show(None)
         if self.state.model is None:
             return
