@@ -19,7 +19,16 @@ from engine.config import (
                            TrainConfig,
                            preset,
 )
-from engine.data import BUILTIN_CORPORA, Corpus, CorpusError, Dataset, corpus_names, is_synthetic, load_corpus
+from engine.data import (
+                           BUILTIN_CORPORA,
+                           Corpus,
+                           CorpusError,
+                           Dataset,
+                           corpus_names,
+                           is_synthetic,
+                           load_corpus,
+                           load_corpus_job,
+)
 from engine.device import (
                            INFERENCE_PRECISIONS,
                            TRAINING_PRECISIONS,
@@ -86,6 +95,7 @@ __all__ = [
     "CheckpointError", "load_checkpoint", "read_checkpoint_info", "save_checkpoint", "import_hf_folder",
     # data
     "BUILTIN_CORPORA", "Corpus", "CorpusError", "Dataset", "corpus_names", "is_synthetic", "load_corpus",
+    "load_corpus_job",
     # devices and precisions
     "INFERENCE_PRECISIONS", "TRAINING_PRECISIONS", "available_devices", "check_precision", "device_name", "pick_device",
     "precision_options", "precision_problem",

@@ -25,6 +25,7 @@ from engine import (
     import_hf_folder,
     load_checkpoint,
     load_corpus,
+    load_corpus_job,
 )
 
 DEFAULT_MODEL = RESOURCES / "models" / "default.safetensors"
@@ -102,7 +103,8 @@ def import_hf_job(folder: str | Path) -> Iterator[Event]:
     yield ModelLoadedEvent(model, tokenizer, None, None, dirty=True, note=f"Imported {folder.name}: save it to keep it")
 
 
-def load_corpus_job(source: str) -> Iterator[Event]:
+def open_corpus_job(source: str) -> Iterator[Event]:
+    """A corpus by name or path (a download reports its progress), then CorpusLoadedEvent."""
     yield ProgressEvent(job="corpus", done=0, total=1, message=f"Loading {Path(source).name or source}…")
-    corpus = load_corpus(source)
+    corpus = yield from load_corpus_job(source)
     yield CorpusLoadedEvent(corpus, len(set(corpus.text())))

@@ -12,7 +12,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from app.state import AppState
-from app.tabs.tokenizer import tab as tokenizer_tab_module
+from app.tabs.tokenizer import jobs as tokenizer_jobs_module
 from app.tabs.tokenizer.spans import tokenize_for_display
 from app.tabs.tokenizer.tab import NAMED_SHOWN, TokenizerTab
 from app.worker import JobRunner
@@ -41,7 +41,7 @@ def named(monkeypatch, small_bpe):
     status = [("gpt2", small_bpe, None),
               ("cl100k_base", None, "cl100k_base: not in the cache and the network is unreachable"),
               ("o200k_base", None, "o200k_base: offline for this test")]
-    monkeypatch.setattr(tokenizer_tab_module, "named_encoding_status", lambda *a, **k: list(status))
+    monkeypatch.setattr(tokenizer_jobs_module, "named_encoding_status", lambda *a, **k: list(status))
     return status
 
 
@@ -62,7 +62,7 @@ def tab(qtbot, runner, named, tmp_path, monkeypatch):
     qtbot.addWidget(tab)
     tab.resize(1300, 900)
     tab.show()
-    qtbot.waitUntil(lambda: tab._named_job is None and all(e.reason != "loading…" for e in tab._named),
+    qtbot.waitUntil(lambda: tab.named_loaded,
                     timeout=10_000)
     return tab
 
@@ -161,11 +161,11 @@ def test_a_failing_loader_is_a_reason_not_a_crash(qtbot, runner, monkeypatch, tm
     def boom(*args, **kwargs):
         raise OSError("cache folder is read-only")
 
-    monkeypatch.setattr(tokenizer_tab_module, "named_encoding_status", boom)
+    monkeypatch.setattr(tokenizer_jobs_module, "named_encoding_status", boom)
     tab = TokenizerTab(AppState(), runner)
     qtbot.addWidget(tab)
     tab.show()
-    qtbot.waitUntil(lambda: tab._named_job is None and all(e.reason != "loading…" for e in tab._named),
+    qtbot.waitUntil(lambda: tab.named_loaded,
                     timeout=10_000)
     assert all("read-only" in tab.panel(n).reason_text for n in NAMED_SHOWN)
 
@@ -180,28 +180,28 @@ def big_corpus() -> Corpus:
 
 def test_bpe_training_can_be_cancelled(qtbot, tab):
     tab.state.set_corpus(big_corpus())
-    tab.corpus_combo.setCurrentIndex(0)  # the current corpus
-    tab.vocab_size.setValue(4096)
+    tab.bpe.corpus_combo.setCurrentIndex(0)  # the current corpus
+    tab.bpe.vocab_size.setValue(4096)
     progress = []
-    tab.train_bpe()
-    tab._bpe_job.events.connect(progress.extend)
-    assert tab.training and not tab.train_button.isEnabled() and tab.cancel_button.isEnabled()
+    tab.bpe.train()
+    tab.bpe.job.events.connect(progress.extend)
+    assert tab.bpe.training and not tab.bpe.train_button.isEnabled() and tab.bpe.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: bool(progress), timeout=10_000)
-    tab.cancel_bpe()
-    qtbot.waitUntil(lambda: not tab.training, timeout=20_000)
+    tab.bpe.cancel()
+    qtbot.waitUntil(lambda: not tab.bpe.training, timeout=20_000)
     assert tab.trained == []
     assert not any(isinstance(e, BPETrainedEvent) for e in progress)
-    assert tab.train_button.isEnabled() and not tab.cancel_button.isEnabled() and tab.vocab_size.isEnabled()
-    assert "Cancelled" in tab.bpe_status.text()
+    assert tab.bpe.train_button.isEnabled() and not tab.bpe.cancel_button.isEnabled() and tab.bpe.vocab_size.isEnabled()
+    assert "Cancelled" in tab.bpe.status.text()
     assert all(not r.key.startswith("trained:") for r in tab.encodings())
 
 
 def test_bpe_trained_here_is_usable_listed_and_handed_over(qtbot, tab):
-    tab.corpus_combo.setCurrentIndex(0)
-    tab.vocab_size.setValue(320)
-    tab.pattern.setCurrentIndex(tab.pattern.findData("cl100k"))
-    tab.train_bpe()
-    qtbot.waitUntil(lambda: not tab.training, timeout=30_000)
+    tab.bpe.corpus_combo.setCurrentIndex(0)
+    tab.bpe.vocab_size.setValue(320)
+    tab.bpe.pattern.setCurrentIndex(tab.bpe.pattern.findData("cl100k"))
+    tab.bpe.train()
+    qtbot.waitUntil(lambda: not tab.bpe.training, timeout=30_000)
     assert len(tab.trained) == 1
     tok = tab.trained[0]
     assert tok.vocab_size <= 320
@@ -226,7 +226,7 @@ def test_bpe_trained_here_is_usable_listed_and_handed_over(qtbot, tab):
 
 def test_bytes_per_token_chart_covers_every_available_encoding(qtbot, tab):
     tab.update_chart()
-    qtbot.waitUntil(lambda: tab._chart_job is None and len(tab.chart.values) >= 2, timeout=10_000)
+    qtbot.waitUntil(lambda: not tab.chart_measuring and len(tab.chart.values) >= 2, timeout=10_000)
     values = dict(tab.chart.values)
     available = [r.name for r in tab.encodings() if r.tokenizer is not None]
     assert list(values) == available

@@ -6,8 +6,8 @@ token spans with the ids and counts. Right: train a byte-level BPE on a corpus (
 progress and Cancel), browse its merges, hand it to the Training tab for the next model, and a
 chart of bytes per token of every encoding on the current corpus.
 
-Named encodings are loaded in a job (engine.tokenizers.named_encoding_status), so a slow or
-missing network never blocks the window; an encoding that cannot load is listed with the reason.
+Named encodings are loaded in a job (jobs.py), so a slow or missing network never blocks the window;
+an encoding that cannot load is listed with the reason. Training a BPE is its own panel (bpe_panel.py).
 """
 from __future__ import annotations
 
@@ -19,15 +19,12 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QScrollArea,
-    QSpinBox,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -35,22 +32,22 @@ from PySide6.QtWidgets import (
 
 from app import dialogs
 from app.state import AppState
+from app.tabs.tokenizer.bpe_panel import BpePanel
 from app.tabs.tokenizer.chart import BytesPerTokenChart
+from app.tabs.tokenizer.jobs import (
+    BytesPerToken,
+    NamedEncodingsLoaded,
+    bytes_per_token_job,
+    named_encodings_job,
+    sample_text,
+)
 from app.tabs.tokenizer.merges import MergesView
 from app.tabs.tokenizer.spans import EncodingPanel, tokenize_for_display
 from app.worker import JobRunner
 from engine import (
-    BPETrainedEvent,
     CharTokenizer,
-    Corpus,
-    Event,
-    ProgressEvent,
     Tokenizer,
-    corpus_names,
-    load_corpus,
     merges_table,
-    named_encoding_status,
-    train_bpe_job,
 )
 
 NAMED_SHOWN = ("gpt2", "cl100k_base", "o200k_base")
@@ -61,11 +58,8 @@ DEFAULT_TEXT = (
     "        return text.split()\n"
     "日本語のテキスト, emoji 🙂👍🏽 and <|endoftext|> as plain text."
 )
-CHART_SAMPLE_CHARS = 200_000  # bytes-per-token is measured on this much of the corpus
-BPE_TEXT_CAP = 20_000_000  # characters of a corpus a BPE is trained on at most
 REFRESH_MS = 250
 MAX_TEXT_CHARS = 100_000  # characters of the text box that are tokenized and shown
-CURRENT_CORPUS = "__current__"
 
 
 @dataclass
@@ -79,57 +73,6 @@ class Encoding:
     detail: str = ""
 
 
-# ---------------------------------------------------------------- jobs
-
-@dataclass(frozen=True)
-class NamedEncodingsLoaded(Event):
-    status: tuple  # (name, Tokenizer | None, reason | None), ...
-
-
-@dataclass(frozen=True)
-class BytesPerToken(Event):
-    values: tuple  # (name, bytes per token), ...
-    source: str
-
-
-def named_encodings_job():
-    """Load the named tiktoken encodings (cache or network) off the GUI thread."""
-    yield NamedEncodingsLoaded(tuple(named_encoding_status()))
-
-
-def bytes_per_token_job(text: str, encodings: list[tuple[str, Tokenizer]], source: str):
-    values = []
-    size = len(text.encode("utf-8", errors="surrogatepass"))
-    for name, tokenizer in encodings:
-        n = len(tokenizer.encode(text))
-        values.append((name, size / n if n else 0.0))
-        yield ProgressEvent("bytes_per_token", len(values), len(encodings), name)
-    yield BytesPerToken(tuple(values), source)
-
-
-def bpe_job(corpus: Corpus | str, vocab_size: int, pattern: str, name: str):
-    """Load the corpus (a built-in may take a moment) and train a BPE on it; stopping = closing this."""
-    yield ProgressEvent("bpe", 0, 1, "reading the corpus…")
-    if isinstance(corpus, str):
-        corpus = load_corpus(corpus)
-    documents, total = [], 0
-    for doc in corpus.documents:  # documents stay apart: no merge is learned across two of them
-        documents.append(doc[: BPE_TEXT_CAP - total])
-        total += len(documents[-1])
-        if total >= BPE_TEXT_CAP:
-            break
-    yield from train_bpe_job(documents, vocab_size, pattern=pattern, name=name)
-
-
-def _sample(text: str, size: int = CHART_SAMPLE_CHARS) -> str:
-    """Up to `size` characters taken from five places, so one unusual start doesn't decide the chart."""
-    if len(text) <= size:
-        return text
-    part = size // 5
-    step = (len(text) - part) // 4
-    return "".join(text[i * step: i * step + part] for i in range(5))
-
-
 # ---------------------------------------------------------------- the tab
 
 class TokenizerTab(QWidget):
@@ -141,9 +84,6 @@ class TokenizerTab(QWidget):
         self._named: list[Encoding] = [Encoding(n, n, None, "loading…") for n in NAMED_SHOWN]
         self._named_job = None
         self._named_requested = False
-        self._bpe_job = None
-        self._bpe_cancelled = False
-        self._bpe_result: Tokenizer | None = None
         self._chart_job = None
         self._chart_again = False
         self._chart_stale = True
@@ -151,7 +91,6 @@ class TokenizerTab(QWidget):
         self.panels: dict[str, EncodingPanel] = {}
         self._encoded_by: dict[str, Tokenizer] = {}  # the tokenizer each panel's spans came from
         self._merge_items: list[tuple[str, Tokenizer]] = []
-        self._bpe_seconds = 0.0
 
         self._build_ui()
         self._refresh_timer = QTimer(self, singleShot=True, interval=REFRESH_MS)
@@ -165,7 +104,6 @@ class TokenizerTab(QWidget):
         state.tokenizer_changed.connect(self._on_model_changed)
         state.corpus_changed.connect(self._on_corpus_changed)
         state.pending_tokenizer_changed.connect(self._update_use_button)
-        self._fill_corpus_combo()
         self.refresh()
 
     # ------------------------------------------------------------ layout
@@ -202,46 +140,9 @@ class TokenizerTab(QWidget):
         lv.addLayout(options)
         lv.addWidget(scroll, 1)
 
-        # Train a BPE
-        self.corpus_combo = QComboBox()
-        self.corpus_combo.setToolTip("Text the BPE learns its merges from")
-        self.vocab_size = QSpinBox()
-        self.vocab_size.setRange(257, 200_000)
-        self.vocab_size.setSingleStep(256)
-        self.vocab_size.setValue(1024)
-        self.vocab_size.setToolTip("Number of tokens: the 256 bytes plus one new token per merge. GPT-2 has 50,257")
-        self.pattern = QComboBox()
-        self.pattern.addItem("GPT-2", "gpt2")
-        self.pattern.addItem("GPT-4 (cl100k)", "cl100k")
-        self.pattern.setToolTip("How text is pre-split before merging (words, numbers, spaces, punctuation); "
-                                "merges never cross these pieces. GPT-4's keeps numbers to 3 digits.")
-        self.train_button = QPushButton("Train BPE")
-        self.train_button.setToolTip("Learn byte-pair merges on the corpus: the most frequent adjacent pair "
-                                     "becomes a new token, again and again")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setValue(0)
-        self.progress.setTextVisible(False)
-        self.bpe_status = QLabel("Trains in the background; the result appears among the encodings.")
-        self.bpe_status.setWordWrap(True)
-        self.bpe_status.setForegroundRole(QPalette.ColorRole.PlaceholderText)
-        self.train_button.clicked.connect(self.train_bpe)
-        self.cancel_button.clicked.connect(self.cancel_bpe)
-        form = QFormLayout()
-        form.addRow("Corpus", self.corpus_combo)
-        form.addRow("Vocab size", self.vocab_size)
-        form.addRow("Pattern", self.pattern)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.train_button)
-        buttons.addWidget(self.cancel_button)
-        train_box = QGroupBox("Train a BPE")
-        tv = QVBoxLayout(train_box)
-        tv.addLayout(form)
-        tv.addLayout(buttons)
-        tv.addWidget(self.progress)
-        tv.addWidget(self.bpe_status)
+        self.bpe = BpePanel(self.state, self.runner)
+        self.bpe.trained.connect(self._on_bpe_trained)
+        self.bpe.message.connect(self._notify)
 
         # Merges
         self.merges_of = QComboBox()
@@ -270,7 +171,7 @@ class TokenizerTab(QWidget):
         cv.addWidget(self.chart)
 
         right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(train_box)
+        right.addWidget(self.bpe)
         right.addWidget(merges_box)
         right.addWidget(chart_box)
         right.setStretchFactor(1, 1)
@@ -368,6 +269,11 @@ class TokenizerTab(QWidget):
         if self._chart_stale:
             self._chart_timer.start()
 
+    @property
+    def named_loaded(self) -> bool:
+        """The named encodings' job has answered (each loaded, or listed with the reason it cannot)."""
+        return self._named_job is None and all(e.reason != "loading…" for e in self._named)
+
     @Slot()
     def load_named_encodings(self) -> None:
         """Ask tiktoken for the named encodings in a job (it may need the network or its cache)."""
@@ -406,105 +312,14 @@ class TokenizerTab(QWidget):
             self._named = [Encoding(n, n, None, "could not be loaded") for n in NAMED_SHOWN]
             self.refresh()
 
-    # ------------------------------------------------------------ BPE training
+    # ------------------------------------------------------------ BPEs trained here
 
-    def _fill_corpus_combo(self) -> None:
-        current = self.corpus_combo.currentData()
-        self.corpus_combo.blockSignals(True)
-        self.corpus_combo.clear()
-        if self.state.corpus is not None:
-            self.corpus_combo.addItem(f"current corpus ({self.state.corpus.name})", CURRENT_CORPUS)
-        for name in corpus_names():
-            self.corpus_combo.addItem(name, name)
-        index = self.corpus_combo.findData(current)
-        self.corpus_combo.setCurrentIndex(max(0, index))
-        self.corpus_combo.blockSignals(False)
-
-    @property
-    def training(self) -> bool:
-        return self._bpe_job is not None
-
-    @Slot()
-    def train_bpe(self) -> None:
-        if self._bpe_job is not None:
-            return
-        choice = self.corpus_combo.currentData()
-        corpus: Corpus | str = self.state.corpus if choice == CURRENT_CORPUS else choice
-        if corpus is None:
-            self._notify("Choose a corpus to train the BPE on.")
-            return
-        corpus_name = corpus.name if isinstance(corpus, Corpus) else corpus
-        vocab = self.vocab_size.value()
-        pattern = self.pattern.currentData()
-        name = f"bpe-{vocab}-{pattern} {corpus_name}"
-        self._bpe_cancelled = False
-        self._bpe_result = None
-        self._set_training(True)
-        self.bpe_status.setText(f"Training {name}…")
-        self._bpe_job = self.runner.start("tokenizer-bpe", bpe_job(corpus, vocab, pattern, name))
-        self._bpe_job.events.connect(self._on_bpe_events)
-        self._bpe_job.failed.connect(self._on_bpe_failed)
-        self._bpe_job.finished.connect(self._on_bpe_finished)
-
-    @Slot()
-    def cancel_bpe(self) -> None:
-        if self._bpe_job is None:
-            return
-        self._bpe_cancelled = True
-        self.cancel_button.setEnabled(False)
-        self.bpe_status.setText("Cancelling…")
-        self._bpe_job.stop()
-
-    @Slot(list)
-    def _on_bpe_events(self, events: list) -> None:
-        for event in events:
-            if isinstance(event, ProgressEvent):
-                if event.total > 0:
-                    self.progress.setRange(0, 1000)
-                    self.progress.setValue(int(1000 * min(1.0, event.done / event.total)))
-                else:  # a stage that cannot tell how far it is: a busy bar
-                    self.progress.setRange(0, 0)
-                if event.message and not self._bpe_cancelled:
-                    self.bpe_status.setText(event.message)
-            elif isinstance(event, BPETrainedEvent):
-                self._bpe_result = event.tokenizer
-                self._bpe_seconds = event.seconds
-
-    @Slot(str)
-    def _on_bpe_failed(self, message: str) -> None:
-        self._bpe_result = None
-        self.bpe_status.setText(f"Training failed: {message}")
-        self._notify(f"BPE training failed: {message}")
-
-    @Slot()
-    def _on_bpe_finished(self) -> None:
-        self._bpe_job = None
-        self._set_training(False)
-        if self._bpe_cancelled:
-            self._bpe_result = None
-            self.progress.setValue(0)
-            self.bpe_status.setText("Cancelled: no tokenizer was made.")
-            return
-        tok = self._bpe_result
-        self._bpe_result = None
-        if tok is None:
-            self.progress.setValue(0)
-            return
+    @Slot(object)
+    def _on_bpe_trained(self, tok: Tokenizer) -> None:
         self.trained.append(tok)
-        self.progress.setValue(1000)
-        self.bpe_status.setText(f"Trained {tok.name} ({tok.vocab_size:,} tokens) in {self._bpe_seconds:.1f} s.")
         self.refresh()
         self._fill_merges_combo(select=tok)
         self._chart_timer.start()
-
-    def _set_training(self, busy: bool) -> None:
-        self.train_button.setEnabled(not busy)
-        self.cancel_button.setEnabled(busy)
-        for w in (self.corpus_combo, self.vocab_size, self.pattern):
-            w.setEnabled(not busy)
-        self.progress.setRange(0, 1000)
-        if busy:
-            self.progress.setValue(0)
 
     # ------------------------------------------------------------ merges and hand-over
 
@@ -570,6 +385,10 @@ class TokenizerTab(QWidget):
 
     # ------------------------------------------------------------ bytes per token chart
 
+    @property
+    def chart_measuring(self) -> bool:
+        return self._chart_job is not None
+
     @Slot()
     def update_chart(self) -> None:
         """Measure bytes per token of every available encoding on a sample of the corpus (in a job)."""
@@ -582,7 +401,7 @@ class TokenizerTab(QWidget):
             return
         corpus = self.state.corpus
         if corpus is not None:
-            text, source = _sample(corpus.text()), f"on a sample of {corpus.name}"
+            text, source = sample_text(corpus.text()), f"on a sample of {corpus.name}"
         else:
             text, source = self.text.toPlainText(), "on the text above (no corpus chosen)"
         encodings = [(r.name, r.tokenizer) for r in self.encodings() if r.tokenizer is not None]
@@ -618,7 +437,7 @@ class TokenizerTab(QWidget):
     @Slot()
     def _on_corpus_changed(self) -> None:
         self._corpus_char = None
-        self._fill_corpus_combo()
+        self.bpe.fill_corpus_combo()
         self.refresh()
         self._chart_timer.start()
 

@@ -13,12 +13,20 @@ from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QVBoxLayout, QWidget
 
 from app import dialogs
-from app.jobs.model_io import CorpusLoadedEvent, load_corpus_job
+from app.jobs.model_io import CorpusLoadedEvent, open_corpus_job
 from app.settings import Settings
 from app.state import AppState
 from app.tabs.training.boxes import group_box
 from app.worker import Job, JobRunner
-from engine import BUILTIN_CORPORA, NAMED_ENCODINGS, Corpus, Tokenizer, corpus_names, named_vocab_size
+from engine import (
+    BUILTIN_CORPORA,
+    NAMED_ENCODINGS,
+    Corpus,
+    ProgressEvent,
+    Tokenizer,
+    corpus_names,
+    named_vocab_size,
+)
 
 OPEN_FILE = "\x00open-file"  # corpus combo item that opens a file dialog
 CURRENT = "\x00current"  # tokenizer combo item: the current model's tokenizer
@@ -221,7 +229,7 @@ class DataPanel(QWidget):
             self._show_corpus_info()
             return
         self.corpus_info.setText("Loading…")
-        job = self.runner.start("corpus", load_corpus_job(source))
+        job = self.runner.start("corpus", open_corpus_job(source))
         job.events.connect(self._on_corpus_events)
         job.failed.connect(self._on_corpus_failed)
         self._corpus_job = job
@@ -229,7 +237,9 @@ class DataPanel(QWidget):
     @Slot(list)
     def _on_corpus_events(self, events: list) -> None:
         for event in events:
-            if isinstance(event, CorpusLoadedEvent):
+            if isinstance(event, ProgressEvent) and 0 < event.done < event.total:
+                self.corpus_info.setText(f"Loading… {100 * event.done / event.total:.0f}%")  # a download
+            elif isinstance(event, CorpusLoadedEvent):
                 source = event.corpus.source or event.corpus.name
                 self._corpus_chars[source] = event.distinct_chars
                 if source == self._corpus_wanted:
