@@ -33,7 +33,11 @@ MAX_NEW_TOKENS = 1_000_000
 MAX_TEMPERATURE = 100.0
 MAX_REPETITION_PENALTY = 100.0
 
-# What FilterStages.removed_by reports for greedy decoding (the filters report their stage names).
+# Names of the filters that can remove a token, as FilterStages.removed_by reports them (public through
+# engine.sampling, which users' scripts import).
+REMOVED_BY_TOP_K = "top_k"
+REMOVED_BY_TOP_P = "top_p"
+REMOVED_BY_MIN_P = "min_p"
 REMOVED_BY_GREEDY = "greedy"
 
 
@@ -351,7 +355,7 @@ def filter_stages(logits: torch.Tensor | np.ndarray, config: SamplingConfig,
     else:
         # A stage removes exactly the tokens it turned to -inf that were finite before it.
         before = stages["temperature"]
-        for name in ("top_k", "top_p", "min_p"):
+        for name in (REMOVED_BY_TOP_K, REMOVED_BY_TOP_P, REMOVED_BY_MIN_P):  # also the stages' names
             after = stages[name]
             newly = (torch.isinf(after) & ~torch.isinf(before))[0].numpy()
             removed_by[newly] = name

@@ -287,13 +287,13 @@ def _split_export(command: str) -> tuple[list[str], list[str]]:
 
 
 def test_exported_torchrun_command_runs_our_cli(tmp_path):
-    """The Training tab's command line (app/torchrun.py) parses with torchrun's parser and ours, and gives
+    """The Training tab's command line (app/tabs/training/torchrun.py) parses with torchrun's parser and ours, and gives
     back the form's model and training settings."""
     export = pytest.importorskip("app.tabs.training.torchrun")
     from torch.distributed.run import get_args_parser
 
     from engine.cli import build_parser
-    from engine.cli.train import _prepare
+    from engine.cli.train import _run_spec
     from engine.config import TrainConfig, preset
 
     model = preset("tiny").with_changes(n_layers=3, emb_dim=96, n_heads=4, drop_rate=0.05, qkv_bias=True)
@@ -315,9 +315,10 @@ def test_exported_torchrun_command_runs_our_cli(tmp_path):
 
         args = build_parser().parse_args(engine_words)
         assert args.fsdp == launch.fsdp and args.out == str(out)
-        _, _, got_train, got_model, dataset, spec = _prepare(args)
-        assert got_model == model.with_changes(vocab_size=dataset.tokenizer.vocab_size)
-        assert spec == "char"
+        _, spec = _run_spec(args)  # what prepare_run builds the run from (vocab_size then follows the tokenizer)
+        got_train = spec.train_config
+        assert spec.model_config == model.with_changes(vocab_size=preset("tiny").vocab_size)
+        assert spec.tokenizer == "char" and spec.corpus == "copy"
         for field in ("steps", "batch_size", "grad_accum", "lr", "warmup_steps", "eval_interval", "seed",
                       "precision", "compile"):
             assert getattr(got_train, field) == getattr(train, field), field
