@@ -9,7 +9,8 @@ from engine.tokenizers.files import load_tokenizer_file
 from engine.tokenizers.named import NAMED_ENCODINGS, load_named_encoding
 from engine.tokenizers.training import train_bpe
 
-TOKENIZER_SPECS_HELP = "char, bpe:N (trained on the corpus), a tokenizer file, or " + ", ".join(NAMED_ENCODINGS)
+TOKENIZER_SPECS_HELP = ("char, bpe:N or bpe:N:cl100k (trained on the corpus), a tokenizer file, or "
+                        + ", ".join(NAMED_ENCODINGS))
 
 
 def parse_bpe_spec(spec: str) -> tuple[int, str] | None:
