@@ -256,7 +256,11 @@ class Trainer:
                 self._elapsed = time.perf_counter() - t_start
                 recent = step_times[-20:]
                 tokens_per_s = self.tokens_per_step * len(recent) / sum(recent)
-                mfu = flops_per_step * len(recent) / sum(recent) / self._peak if self._peak else 0.0
+                achieved = flops_per_step * len(recent) / sum(recent)
+                if self._peak and achieved > self._peak:  # the cached peak was probed under load: again
+                    world = self.dist.world_size if self.dist is not None else 1
+                    self._peak = peak_flops(self.device, cfg.precision, at_least=achieved / world) * world
+                mfu = min(1.0, achieved / self._peak) if self._peak else 0.0
                 eta = (cfg.steps - self.step) * sum(recent) / len(recent)
                 lr = self.optimizer.param_groups[0]["lr"]
                 tokens_seen = self.step * self.tokens_per_step

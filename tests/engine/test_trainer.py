@@ -277,3 +277,45 @@ def test_learns_the_copy_task():
         right += sum(a == b for a, b in zip(copied, word))
         total += len(word)
     assert right / total >= 0.85, f"copied only {right}/{total} characters"
+
+
+def test_mfu_never_above_100_percent_after_a_bogus_cached_peak(dataset, tmp_path, monkeypatch):
+    """A peak probed under load (here: 1 kFLOP/s in the cache file) makes the run re-probe, and MFU <= 1."""
+    monkeypatch.setenv("LLM_PLAYGROUND_CACHE", str(tmp_path))
+    monkeypatch.setattr(device_module, "_peak_memo", {})
+    monkeypatch.setattr(device_module, "_reprobed", set())
+    cpu = torch.device("cpu")
+    key = device_module._probe_key(cpu, "fp32")
+    (tmp_path / "peak_flops.json").write_text(json.dumps({key: 1e3}))
+    probes = []
+    real = device_module.measure_peak_flops
+    monkeypatch.setattr(device_module, "measure_peak_flops",
+                        lambda d, p: probes.append(p) or real(d, p, seconds=0.1, bursts=2, size=512))
+    events = list(Trainer(CONFIG, tc(steps=6, eval_interval=100), dataset).run())
+    steps = [e for e in events if e.kind == "step"]
+    assert steps and all(0 < e.mfu <= 1.0 for e in steps)
+    assert probes == ["fp32"]  # probed again once, not at every step
+    cached = json.loads((tmp_path / "peak_flops.json").read_text())[key]
+    assert cached > 1e6  # the bogus figure is gone from the cache
+
+
+def test_a_peak_below_what_a_run_achieves_is_raised_to_it(tmp_path, monkeypatch):
+    """Even when the new probe also reads low (a machine busy all along), MFU cannot pass 100%."""
+    monkeypatch.setenv("LLM_PLAYGROUND_CACHE", str(tmp_path))
+    monkeypatch.setattr(device_module, "_peak_memo", {})
+    monkeypatch.setattr(device_module, "_reprobed", set())
+    calls = []
+    monkeypatch.setattr(device_module, "measure_peak_flops", lambda d, p: calls.append(p) or 1e9)
+    cpu = torch.device("cpu")
+    assert device_module.peak_flops(cpu, "fp32") == 1e9
+    assert device_module.peak_flops(cpu, "fp32", at_least=5e8) == 1e9  # below the peak: nothing to do
+    assert calls == ["fp32"]
+    assert device_module.peak_flops(cpu, "fp32", at_least=3e9) == 3e9  # probed again (1e9), raised to 3e9
+    assert device_module.peak_flops(cpu, "fp32", at_least=4e9) == 4e9  # no third probe in this process
+    assert calls == ["fp32", "fp32"]
+
+
+def test_the_peak_cache_is_keyed_by_device_model_and_torch_build():
+    key = device_module._probe_key(torch.device("cpu"), "fp32")
+    assert device_module._cpu_model() in key and torch.__version__ in key
+    assert f"|{torch.get_num_threads()}|" in key
