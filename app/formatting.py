@@ -30,3 +30,14 @@ def format_bytes(n: float) -> str:
         if n >= div:
             return f"{n / div:.3g} {unit}"
     return f"{int(n)} B"
+
+
+def unknown_chars_note(chars: list[str], limit: int = 5) -> str:
+    """'2 characters not in the vocabulary (é, 日) become “�”' for characters a tokenizer cannot give back."""
+    if not chars:
+        return ""
+    shown = ", ".join("␣" if c == " " else repr(c)[1:-1] if not c.isprintable() or c.isspace() else c
+                      for c in chars[:limit])
+    more = f", … {len(chars) - limit:,} more" if len(chars) > limit else ""
+    n = len(chars)
+    return f"{n:,} character{'s' if n != 1 else ''} not in the vocabulary ({shown}{more}) become “\ufffd”"

@@ -83,6 +83,7 @@ from engine.tokenizers import (
                            named_vocab_size,
                            render_bytes,
                            train_bpe_job,
+                           unknown_characters,
 )
 from engine.training.run import PreparedRun, RunSpec, prepare_run
 from engine.training.trainer import PROBE_TOKENS, Trainer, corpus_probe_ids, lr_at, text_probe_ids
@@ -110,7 +111,7 @@ __all__ = [
     "ForwardOptions", "ForwardOutput", "Ablation", "AblationMeans",
     # tokenizers
     "NAMED_ENCODINGS", "CharTokenizer", "Tokenizer", "get_tokenizer", "merges_table", "named_encoding_status",
-    "named_vocab_size", "render_bytes", "train_bpe_job",
+    "named_vocab_size", "render_bytes", "train_bpe_job", "unknown_characters",
     # training
     "Trainer", "lr_at", "PROBE_TOKENS", "corpus_probe_ids", "text_probe_ids", "RunSpec", "PreparedRun",
     "prepare_run",

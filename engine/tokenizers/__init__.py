@@ -27,7 +27,14 @@ Named encodings never hang offline: their files are fetched into the app's own c
 (`<user cache>/llm-playground/tiktoken`, or $LLM_PLAYGROUND_CACHE/tiktoken) with a short deadline, and
 a machine without network gets `TokenizerUnavailable` with the reason within about two seconds.
 """
-from engine.tokenizers.base import CharTokenizer, Tokenizer, register, render_bytes, tokenizer_from_dict
+from engine.tokenizers.base import (
+                  CharTokenizer,
+                  Tokenizer,
+                  register,
+                  render_bytes,
+                  tokenizer_from_dict,
+                  unknown_characters,
+)
 from engine.tokenizers.bpe import (
                   CL100K_PATTERN,
                   ENDOFTEXT,
@@ -65,7 +72,7 @@ from engine.tokenizers.training import (
 )
 
 __all__ = [
-    "CharTokenizer", "Tokenizer", "register", "render_bytes", "tokenizer_from_dict",
+    "CharTokenizer", "Tokenizer", "register", "render_bytes", "tokenizer_from_dict", "unknown_characters",
     "CL100K_PATTERN", "ENDOFTEXT", "GPT2_PATTERN", "MAX_BPE_TOKENS", "O200K_PATTERN", "PATTERNS", "TiktokenTokenizer",
     "TokenizerUnavailable", "gpt2_byte_decoder", "ranks_from_text", "ranks_to_text", "tokenizer_from_hf_files",
     "TOKENIZER_FILE_FORMAT", "load_tiktoken_file", "load_tokenizer_file", "save_tokenizer",

@@ -38,6 +38,8 @@ def render_bytes(data: bytes) -> str:
 class Tokenizer(ABC):
     """Turns text into token ids and back."""
 
+    UNKNOWN_TEXT = "\ufffd"  # what a character the tokenizer cannot represent decodes to
+
     type_name: str = ""
     name: str = ""
     eot_id: int | None = None  # the end-of-text token's id, if the tokenizer has one
@@ -120,6 +122,16 @@ class CharTokenizer(Tokenizer):
         if not isinstance(chars, str):
             raise ValueError("char tokenizer state needs a 'chars' string")
         return cls(chars)
+
+
+def unknown_characters(tokenizer: Tokenizer, text: str) -> list[str]:
+    """The distinct characters of `text` this tokenizer cannot give back (a char tokenizer's unknown id,
+    a lone surrogate in a byte-level BPE): they come out as U+FFFD. In order of first appearance."""
+    out = []
+    for ch in dict.fromkeys(text):
+        if ch != Tokenizer.UNKNOWN_TEXT and tokenizer.decode(tokenizer.encode(ch)) != ch:
+            out.append(ch)
+    return out
 
 
 def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
