@@ -358,7 +358,8 @@ class MainWindow(QMainWindow):
     # ================================================================== theme, settings, closing
 
     def set_theme(self, name: str) -> None:
-        theme.apply_theme(QApplication.instance(), name)
+        """Switch the theme now (both ways, every tab) and keep the choice for the next start."""
+        name = theme.apply_theme(QApplication.instance(), name)
         Settings().set_value("view/theme", name)
         for action in self.theme_group.actions():
             action.setChecked(action.data() == name)
@@ -371,11 +372,11 @@ class MainWindow(QMainWindow):
         else:
             self.resize(1360, 860)
         self.tabs.setCurrentIndex(s.value("window/tab", 0))
-        name = s.value("view/theme", "system")
+        name = theme.forced_theme() or s.value("view/theme", "system")
+        if name != theme.current_theme():
+            name = theme.apply_theme(QApplication.instance(), name)
         for action in self.theme_group.actions():
             action.setChecked(action.data() == name)
-        if name != "system":
-            theme.apply_theme(QApplication.instance(), name)
 
     def save_settings(self) -> None:
         s = Settings()

@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-interval", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=0)
     parser.add_argument("--smoothing", type=float, default=None)
+    parser.add_argument("--generate", type=int, default=0,
+                        help="Generation tab: generate this many tokens (and select one) before the shot")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
 
@@ -89,6 +91,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     window.tabs.setCurrentIndex(titles.index(args.tab))
     _wait(app, lambda: False, 0.6)  # let plots redraw (15 Hz timer) and layouts settle
+    _wait(app, lambda: not window.runner.running(), 60)  # the tab's own jobs (attention run, tokenizing)
+    if args.generate and args.tab == "Generation":
+        generation = window.tabs.currentWidget()
+        generation.max_tokens.setValue(args.generate)
+        finished = []
+        generation.generation_finished.connect(lambda: finished.append(True))
+        generation.generate()
+        _wait(app, lambda: bool(finished), args.timeout)
+        generation.select_step(1, min(args.generate - 1, 12))
+        _wait(app, lambda: not window.runner.running(), 30)
+    _wait(app, lambda: False, 0.4)
     tab.plots_panel.plots.redraw()
     app.processEvents()
     if not window.grab().save(args.out):
