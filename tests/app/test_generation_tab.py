@@ -362,3 +362,67 @@ def test_starter_prompt_comes_from_the_corpus_once(qtbot):
     state.set_model(*small_model(seed=1))
     assert widget.prompt.toPlainText() == ""
     runner.stop_all()
+
+
+def test_stop_strings_end_a_column_and_say_so(qtbot, tab):
+    generate(qtbot, tab, max_tokens=40)
+    text = tab.columns[1].output.generated_text()  # sampled with a fixed seed: the same text next time
+    stop = next(c for c in text[2:] if c.isalpha())
+    tab.stop_strings.setText(f"{stop}, \\n\\n")
+    assert tab.settings_row.stop_strings() == (stop, "\n\n")
+    generate(qtbot, tab, max_tokens=40)
+    out = tab.columns[1].output.generated_text()
+    assert out.endswith(stop) and stop not in out[:-1]  # ended at the first stop string, which is kept
+    assert len(out) < 40 and "stopped at a stop string" in tab.columns[1].info.text()
+    assert tab.run.done.stop_reasons[1] == "stop_string"
+
+
+def test_each_column_shows_its_time_to_first_token_and_speed(qtbot, tab):
+    generate(qtbot, tab, max_tokens=12)
+    for i, column in enumerate(tab.columns):
+        timing = tab.run.timings[i]
+        assert timing.tokens == 12 and 0 < timing.first_token_s < 30 and timing.tokens_per_s > 0
+        assert f"first token {timing.first_token_s:.2f} s" in column.info.text()
+        assert f"{timing.tokens_per_s:,.1f} tokens/s" in column.info.text()
+
+
+def test_output_is_marked_stale_when_what_made_it_changes(qtbot, tab):
+    generate(qtbot, tab, max_tokens=6)
+    assert not any(c.stale for c in tab.columns)
+    tab.columns[1].rows["top_p"].slider.setValue(300)  # a slider moved
+    assert tab.columns[1].stale and not tab.columns[0].stale
+    assert "Settings changed" in tab.columns[1].info.text() and tab.columns[1].output.property("stale")
+    tab.seed.setValue(tab.seed.value() + 1)  # a shared setting: every column
+    assert tab.columns[0].stale
+    generate(qtbot, tab, max_tokens=6)
+    assert not any(c.stale for c in tab.columns)
+    assert "6 tokens" in tab.columns[1].info.text()
+
+
+def test_live_regenerate_keeps_the_selected_step(qtbot, tab):
+    generate(qtbot, tab, max_tokens=10)
+    tab.select_step(1, 6)
+    assert "step 7" in tab.distribution.data.title
+    tab.live_toggle.setChecked(True)
+    row = tab.columns[1].rows["temperature"]
+    with qtbot.waitSignal(tab.generation_finished, timeout=20_000):
+        row.slider.setSliderDown(True)
+        row.slider.setValue(row._to_position(1.2))
+        row.slider.setSliderDown(False)  # release: regenerate
+    assert tab._selection == (1, 6)  # not back to the first token of the first column
+    assert "Decoder 2" in tab.distribution.data.title and "step 7" in tab.distribution.data.title
+
+
+def test_a_top_k_lowered_to_fit_the_vocabulary_is_said(qtbot, tab):
+    vocab = tab.state.config.vocab_size  # 30 characters: Balanced's k = 50 does not fit
+    assert tab.columns[1].clamped_top_k == (50, vocab)
+    assert f"top-k lowered from 50 to {vocab}" in tab.status.text()
+    tab.columns[1].rows["top_k"].slider.setValue(tab.columns[1].rows["top_k"]._to_position(10))
+    assert tab.columns[1].clamped_top_k is None and "lowered" not in tab.status.text()
+
+
+def test_characters_outside_the_vocabulary_are_noted(qtbot, tab):
+    tab.prompt.setPlainText("the cat 日本 sat")
+    assert "2 characters not in the vocabulary (日, 本)" in tab.prompt_info.text()
+    tab.prompt.setPlainText("the cat sat")
+    assert "vocabulary" not in tab.prompt_info.text()

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFrame,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QMenu,
@@ -32,8 +33,11 @@ from app.tabs.generation.presets import (
 )
 from app.tabs.generation.slider import SliderRow, SliderSpec
 from app.tabs.generation.token_view import TokenView
+from app.widgets.labels import Swatch, set_tone
 
 HOVER_MS = 60
+TWO_PER_ROW_WIDTH = 560  # a column at least this wide shows its sliders two to a row (more room for text)
+MIN_OUTPUT_LINES = 6
 COLUMN_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7")  # Okabe-Ito, one per column
 
 SLIDERS = (
@@ -71,10 +75,10 @@ class DecoderColumn(QFrame):
         self.presets = builtin_presets()
         self.index = index
 
-        self.title = QLabel()
-        font = self.title.font()
+        self.title = Swatch(COLUMN_COLOURS[0], shape="dot")
+        font = self.title.text.font()
         font.setBold(True)
-        self.title.setFont(font)
+        self.title.text.setFont(font)
         self.preset_box = QComboBox()
         self.preset_box.addItems([*self.presets, CUSTOM])
         self.preset_box.setToolTip("Presets: Greedy (always the top token), Balanced (a little randomness "
@@ -104,18 +108,24 @@ class DecoderColumn(QFrame):
         header.addWidget(self.remove_button)
 
         self.rows: dict[str, SliderRow] = {}
-        knobs = QVBoxLayout()
-        knobs.setSpacing(2)
+        self.knobs = QGridLayout()
+        self.knobs.setHorizontalSpacing(6)
+        self.knobs.setVerticalSpacing(2)
         for spec in SLIDERS:
-            row = SliderRow(spec)
+            row = SliderRow(spec, self)
             row.valueChanged.connect(self._on_knob)
             row.released.connect(self.settings_released)
             self.rows[spec.key] = row
-            knobs.addWidget(row)
+        self._per_row = 0
+        self._place_knobs(1)
+        # Set when a model's vocabulary lowered this column's top-k: (wanted, given); cleared by the user.
+        self.clamped_top_k: tuple[int, int] | None = None
+        self.stale = False
 
         self.info = QLabel(" ")
-        self.info.setObjectName("columnInfo")
+        self.info.setWordWrap(True)
         self.output = TokenView()
+        self.output.setMinimumHeight(self.output.fontMetrics().lineSpacing() * 3 + 12)
         # Hovering selects a step once the mouse rests on a token, so sweeping across the text does not
         # recompute the distribution for every token passed over; a click selects at once.
         self._hovered_step = -1
@@ -130,7 +140,7 @@ class DecoderColumn(QFrame):
         layout.setContentsMargins(8, 6, 8, 8)
         layout.setSpacing(4)
         layout.addLayout(header)
-        layout.addLayout(knobs)
+        layout.addLayout(self.knobs)
         layout.addWidget(self.output, 1)
         layout.addWidget(self.info)
         self.preset_box.currentTextChanged.connect(self._on_preset)
@@ -148,8 +158,48 @@ class DecoderColumn(QFrame):
 
     def set_index(self, index: int) -> None:
         self.index = index
-        self.title.setText(f'<span style="color:{self.colour}">●</span> {self.name}')
+        self.title.set_colour(self.colour)
+        self.title.setText(self.name)
         self.setStyleSheet(f"QFrame#decoderColumn {{ border-top: 3px solid {self.colour}; }}")
+
+    # layout ----------------------------------------------------------------------------------
+
+    def _place_knobs(self, per_row: int) -> None:
+        """The five sliders one or two to a row: two when the column is wide, so the output gets the height."""
+        if per_row == self._per_row:
+            return
+        self._per_row = per_row
+        for row in self.rows.values():
+            for w in row.widgets:
+                self.knobs.removeWidget(w)
+        for i in range(self.knobs.columnCount()):
+            self.knobs.setColumnStretch(i, 0)
+        for i, row in enumerate(self.rows.values()):
+            row.place(self.knobs, i // per_row, 3 * (i % per_row))
+        for k in range(per_row):
+            self.knobs.setColumnStretch(3 * k + 1, 1)  # the sliders take the spare width
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._place_knobs(2 if event.size().width() >= TWO_PER_ROW_WIDTH else 1)
+
+    # state shown -----------------------------------------------------------------------------
+
+    def set_stale(self, stale: bool) -> None:
+        """Say that the settings (or the prompt) changed since the output was made."""
+        if stale == self.stale:
+            return
+        self.stale = stale
+        self.output.set_stale(stale)
+        if stale:
+            self.info.setText("Settings changed since this text was generated: Generate (Ctrl+Enter) to update")
+            set_tone(self.info, "warning")
+        else:
+            set_tone(self.info, None)
+
+    def set_info(self, text: str) -> None:
+        self.set_stale(False)
+        self.info.setText(text)
 
     # settings --------------------------------------------------------------------------------
 
@@ -176,11 +226,16 @@ class DecoderColumn(QFrame):
             self.set_settings(self.presets[name])
 
     def set_vocab_size(self, vocab_size: int) -> None:
-        """Top-k reaches the vocabulary; a column on a preset keeps it (its k clamped to the vocabulary)."""
+        """Top-k reaches the vocabulary; a column on a preset keeps it (its k clamped to the vocabulary).
+        A k lowered to fit is remembered in `clamped_top_k`, so the tab can say so."""
         preset = self.preset_box.currentText()
+        wanted = self.presets[preset].top_k if preset in self.presets else int(self.rows["top_k"].value())
+        if self.clamped_top_k is not None:
+            wanted = max(wanted, self.clamped_top_k[0])
         self.rows["top_k"].setMaximum(max(1, vocab_size))
-        if preset in self.presets:
-            self.rows["top_k"].setValue(self.presets[preset].top_k)
+        self.rows["top_k"].setValue(wanted)
+        given = int(self.rows["top_k"].value())
+        self.clamped_top_k = (wanted, given) if given < wanted else None
         self._sync_preset_box()
 
     @Slot(str)
@@ -191,6 +246,8 @@ class DecoderColumn(QFrame):
 
     @Slot(float)
     def _on_knob(self, _value: float) -> None:
+        if self.sender() is self.rows["top_k"]:
+            self.clamped_top_k = None  # the person chose a k of their own
         self._sync_preset_box()
         self.settings_changed.emit()
 
@@ -214,7 +271,7 @@ class DecoderColumn(QFrame):
 
     def start_output(self, prompt: str) -> None:
         self.output.start(prompt)
-        self.info.setText("waiting for the first token…")
+        self.set_info("waiting for the first token…")
 
     @Slot()
     def copy_output(self) -> None:

@@ -15,6 +15,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication, QPalette
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from app.widgets.labels import Swatch
+
 # Which filter removed a token -> (legend text, colour). Okabe-Ito hues, readable by colour-blind people.
 # "penalty" never removes a token: it outlines the raw bars of the tokens it pushed down.
 FILTER_COLOURS = {
@@ -37,8 +39,9 @@ class DistributionData:
     removed_by: list[str]  # [N] key of FILTER_COLOURS that removed the token, "" if it survived
     penalised: list[bool]  # [N] the repetition penalty lowered it
     chosen: int | None = None  # index of the token the decoder picked at this step, if among them
-    title: str = ""
-    summary: str = ""
+    title: str = ""  # plain text
+    summary: str = ""  # rich text
+    colour: str = ""  # the column's colour, as a dot before the title
     removed_counts: dict[str, int] = field(default_factory=dict)  # over the whole vocabulary
 
 
@@ -48,11 +51,10 @@ class DistributionView(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.data: DistributionData | None = None
-        self.title = QLabel("Next-token distribution")
-        self.title.setTextFormat(Qt.TextFormat.RichText)
-        font = self.title.font()
+        self.title = Swatch("#00000000", "Next-token distribution", shape="dot")
+        font = self.title.text.font()
         font.setBold(True)
-        self.title.setFont(font)
+        self.title.text.setFont(font)
         self.summary = QLabel("Generate, then hover or click a token to see the choice the decoder had at that step.")
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.RichText)
@@ -65,7 +67,7 @@ class DistributionView(QWidget):
         self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.getAxis("bottom").setStyle(tickTextOffset=4)
         self.plot.getAxis("bottom").setHeight(30)  # room for the token labels
-        self.plot.setMinimumHeight(170)
+        self.plot.setMinimumHeight(110)
         self.plot.setToolTip("Top candidates for the selected step. Grey: the model's raw probability. "
                              "Blue: the probability after this column's filters (what is sampled from). "
                              "A coloured raw bar with no blue bar: a filter removed that token.")
@@ -73,20 +75,20 @@ class DistributionView(QWidget):
         self.final_bars = pg.BarGraphItem(x=[], height=[], width=0.38)
         self.plot.addItem(self.raw_bars)
         self.plot.addItem(self.final_bars)
-        self.chosen_marker = pg.TextItem("▼ chosen", anchor=(0.5, 1.0))
+        self.chosen_marker = pg.TextItem("◀ chosen", anchor=(0.0, 0.5))
         self.plot.addItem(self.chosen_marker)
         self.chosen_marker.hide()
 
         legend = QHBoxLayout()
         legend.setSpacing(14)
-        legend.addWidget(_swatch(RAW_COLOUR, "raw"))
-        legend.addWidget(_swatch(FINAL_COLOUR, "final (sampled from)"))
-        self.removed_labels: dict[str, QLabel] = {}
+        legend.addWidget(Swatch(RAW_COLOUR, "raw"))
+        legend.addWidget(Swatch(FINAL_COLOUR, "final (sampled from)"))
+        self.removed_labels: dict[str, Swatch] = {}
         for key, (_text, colour) in FILTER_COLOURS.items():
             if key == "top_k":
                 legend.addSpacing(10)
                 legend.addWidget(QLabel("removed by:"))
-            label = _swatch(colour, _legend_text(key, 0), outline=key == "penalty")
+            label = Swatch(colour, _legend_text(key, 0), shape="outline" if key == "penalty" else "square")
             self.removed_labels[key] = label
             legend.addWidget(label)
         legend.addStretch(1)
@@ -125,6 +127,7 @@ class DistributionView(QWidget):
         self.chosen_marker.hide()
         self.plot.getAxis("bottom").setTicks([[]])
         self.title.setText("Next-token distribution")
+        self.title.set_colour("#00000000")
         if message:
             self.summary.setText(message)
 
@@ -143,17 +146,19 @@ class DistributionView(QWidget):
         self.plot.getAxis("bottom").setTicks([ticks])
         top = float(max(np.max(data.raw, initial=0.0), np.max(data.final, initial=0.0), 1e-6))
         self.plot.setXRange(-0.7, max(n, 1) - 0.3, padding=0)
-        self.plot.setYRange(0, top * 1.18, padding=0)
+        self.plot.setYRange(0, top * 1.12, padding=0)
         if data.chosen is not None and 0 <= data.chosen < n:
-            self.chosen_marker.setPos(data.chosen, max(data.raw[data.chosen], data.final[data.chosen]) + top * 0.01)
+            # Beside the chosen bars, half way up (above them, a short plot would cut the mark off).
+            height = max(data.raw[data.chosen], data.final[data.chosen])
+            self.chosen_marker.setPos(data.chosen + 0.45, max(height / 2, top * 0.15))
             self.chosen_marker.show()
         else:
             self.chosen_marker.hide()
         self.title.setText(data.title)
+        self.title.set_colour(data.colour or "#00000000")
         self.summary.setText(data.summary)
         for key, label in self.removed_labels.items():
-            label.setText(_swatch_html(FILTER_COLOURS[key][1], _legend_text(key, data.removed_counts.get(key, 0)),
-                                       outline=key == "penalty"))
+            label.setText(_legend_text(key, data.removed_counts.get(key, 0)))
 
 
 def _legend_text(key: str, count: int) -> str:
@@ -163,14 +168,3 @@ def _legend_text(key: str, count: int) -> str:
 
 def _short(label: str) -> str:
     return label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…"
-
-
-def _swatch_html(colour: str, text: str, outline: bool = False) -> str:
-    mark = "□" if outline else "■"  # the penalty outlines bars instead of filling them
-    return f'<span style="color:{colour}; font-size:large">{mark}</span> {text}'
-
-
-def _swatch(colour: str, text: str, outline: bool = False) -> QLabel:
-    label = QLabel(_swatch_html(colour, text, outline))
-    label.setTextFormat(Qt.TextFormat.RichText)
-    return label

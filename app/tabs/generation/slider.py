@@ -9,8 +9,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import QAbstractSpinBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSlider, QSpinBox, QWidget
+from PySide6.QtCore import QObject, Qt, Signal, Slot
+from PySide6.QtWidgets import (
+    QAbstractSpinBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QLabel,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QWidget,
+)
 
 POSITIONS = 1000  # slider resolution for float knobs and log-scaled int knobs
 
@@ -27,22 +36,22 @@ class SliderSpec:
     special_text: str = ""  # shown instead of the value at the minimum ("off", "greedy")
 
 
-class SliderRow(QWidget):
-    """Label · slider · value box. `valueChanged` fires while dragging; `released` when a drag or an
-    edit is done (the moment "live regenerate" reacts to)."""
+class SliderRow(QObject):
+    """Label · slider · value box (three widgets the column lays out in its grid, so the sliders of
+    every row line up). `valueChanged` fires while dragging; `released` when a drag or an edit is done
+    (the moment "live regenerate" reacts to)."""
 
     valueChanged = Signal(float)
     released = Signal()
 
-    def __init__(self, spec: SliderSpec, parent: QWidget | None = None):
+    def __init__(self, spec: SliderSpec, parent: QObject | None = None):
         super().__init__(parent)
         self.spec = spec
         self._maximum = spec.maximum
         self.label = QLabel(spec.label)
-        self.label.setMinimumWidth(92)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, POSITIONS)
-        self.slider.setMinimumWidth(90)
+        self.slider.setMinimumWidth(60)
         if spec.decimals == 0:
             self.box: QAbstractSpinBox = QSpinBox()
         else:
@@ -53,20 +62,27 @@ class SliderRow(QWidget):
         self.box.setSpecialValueText(spec.special_text)
         self.box.setKeyboardTracking(False)  # typing "0.75" must not fire for "0", "0.", "0.7"
         self.box.setAlignment(Qt.AlignmentFlag.AlignRight)
-        self.box.setFixedWidth(74)
+        # As wide as its longest text ("greedy", the vocabulary size): the grid column takes the widest box.
+        self.box.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        # Tall enough for descenders ("greedy"): Fusion's minimum cuts them at some font sizes.
+        self.box.setMinimumHeight(self.box.fontMetrics().height() + 8)
+        self.label.setBuddy(self.box)
         for w in (self.label, self.slider, self.box):
             w.setToolTip(spec.tooltip)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(6)
-        layout.addWidget(self.label)
-        layout.addWidget(self.slider, 1)
-        layout.addWidget(self.box)
         self.slider.valueChanged.connect(self._on_slider)
         self.slider.sliderReleased.connect(self._emit_released)
         self.box.valueChanged.connect(self._on_box)
         self.box.editingFinished.connect(self._on_box_done)
         self._last_released = self.value()
+
+    @property
+    def widgets(self) -> tuple[QWidget, QWidget, QWidget]:
+        return self.label, self.slider, self.box
+
+    def place(self, grid: QGridLayout, row: int, column: int) -> None:
+        """Put label, slider and box into grid columns column … column + 2 of `row`."""
+        for i, w in enumerate(self.widgets):
+            grid.addWidget(w, row, column + i)
 
     # value <-> slider position ---------------------------------------------------------------
 

@@ -2,71 +2,72 @@
 
 Generate runs every column as one batched engine job (engine.generation.stream_generate with one
 SamplingConfig per column, one shared seed, so columns share their random draws) through the
-JobRunner, and streams tokens into the columns. Hovering or clicking a token selects its step; the
-distribution view shows that step's candidates before and after the column's filters
-(engine.sampling.filter_stages), recomputed at once whenever a slider of that column moves.
+JobRunner, and streams tokens into the columns, each with its time to first token and speed.
+Hovering or clicking a token selects its step; the distribution view shows that step's candidates
+before and after the column's filters (engine.sampling.filter_stages), recomputed at once whenever a
+slider of that column moves.
+
+The tab says what changed without being asked: output made with other settings is marked stale, a
+top-k lowered to fit a small vocabulary and prompt characters the tokenizer cannot represent are
+noted, and the selected step stays put across a live regenerate.
 """
 from __future__ import annotations
 
-import contextlib
 import html
-import random
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from PySide6.QtCore import Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QKeySequence, QShortcut, QStandardItemModel
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox,
-    QComboBox,
-    QFormLayout,
-    QFrame,
     QHBoxLayout,
     QLabel,
     QMenu,
     QPlainTextEdit,
     QPushButton,
     QSizePolicy,
-    QSpinBox,
     QSplitter,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from app import dialogs
-from app.formatting import format_bytes
+from app import dialogs, theme
+from app.formatting import unknown_chars_note
 from app.state import AppState
 from app.tabs.generation.column import DecoderColumn
 from app.tabs.generation.distribution import DistributionData, DistributionView
-from app.tabs.generation.presets import SamplingSettings
+from app.tabs.generation.jobs import (
+    ColumnTiming,
+    JobStarted,
+    LogitsReady,
+    generation_job,
+    logits_job,
+    sampling_config,
+    step_logits,
+)
+from app.tabs.generation.run_settings import RunSettings
 from app.tabs.generation.token_view import ProbabilityLegend
-from app.widgets.forms import share_tooltips_with_labels
 from app.worker import Job, JobRunner
 from engine import (
-    INFERENCE_PRECISIONS,
-    Event,
     GenerationDoneEvent,
     GenerationStepEvent,
-    SamplingConfig,
     check_precision,
-    decoder_for,
     filter_stages,
-    precision_options,
     prompt_token_ids,
-    stream_generate,
-    weights_memory_bytes,
+    unknown_characters,
     window_length,
 )
 
+__all__ = ["GenerationTab", "TEMPLATES", "window_length", "LogitsReady"]
+
 JOB_NAME = "generate"
 MAX_COLUMNS = 4
-CHUNK_SECONDS = 0.08  # token events are grouped this long before they cross to the GUI thread
 TOP_CANDIDATES = 20
 LOGITS_CACHE = 64  # recomputed raw logits kept for quick re-selection
 LOGITS_JOB_NAME = "generate-distribution"
@@ -87,67 +88,6 @@ TEMPLATES = {
 }
 
 
-@dataclass(frozen=True)
-class TokenChunk(Event):
-    """Generation events grouped in the worker thread, so a fast model cannot flood the GUI."""
-
-    events: tuple[Any, ...]
-
-
-def chunked(events: Iterable[Any], seconds: float = CHUNK_SECONDS) -> Iterator[TokenChunk]:
-    """Group an engine event stream into TokenChunks of about `seconds` each; the last event flushes.
-
-    Closing this generator (Stop) closes the engine's generator too.
-    """
-    with contextlib.closing(iter(events)) as iterator:
-        batch: list[Any] = []
-        last = time.monotonic()
-        for event in iterator:
-            batch.append(event)
-            now = time.monotonic()
-            if now - last >= seconds or not isinstance(event, GenerationStepEvent):
-                yield TokenChunk(tuple(batch))
-                batch, last = [], now
-        if batch:
-            yield TokenChunk(tuple(batch))
-
-
-def sampling_config(settings: SamplingSettings, max_new_tokens: int, seed: int,
-                    stop_at_eot: bool = False) -> SamplingConfig:
-    """The engine's config for one column (temperature 0 reads as greedy, as on every playground)."""
-    return SamplingConfig(greedy=settings.greedy, temperature=settings.temperature, top_k=settings.top_k,
-                          top_p=settings.top_p, min_p=settings.min_p,
-                          repetition_penalty=settings.repetition_penalty, max_new_tokens=max_new_tokens,
-                          seed=seed, stop_at_eot=stop_at_eot)
-
-
-def generation_job(model, tokenizer, prompt: str, configs: list[SamplingConfig], precision: str,
-                   prompt_ids: list[int]) -> Iterator[TokenChunk]:
-    """The job handed to the JobRunner. stream_generate is called here, in the worker thread, because
-    preparing a bf16 / int8 copy of a big model takes a while and must not freeze the window."""
-    yield from chunked(stream_generate(model, tokenizer, prompt, configs, precision=precision,
-                                       prompt_ids=prompt_ids))
-
-
-def step_logits(model, precision: str, window_ids: list[int]) -> torch.Tensor:
-    """The logits (V,) the engine computes after these tokens: its own inference forward and precision."""
-    decoder = decoder_for(model, precision)
-    ids = torch.tensor([window_ids], dtype=torch.long, device=decoder.device)
-    with torch.inference_mode():
-        return decoder.forward(ids, decoder.new_cache(1))[0].float().cpu()
-
-
-@dataclass(frozen=True)
-class LogitsReady(Event):
-    key: tuple[int, int, int]  # (id of the model, column, step)
-    logits: torch.Tensor
-
-
-def logits_job(model, precision: str, key: tuple[int, int, int], window_ids: list[int]) -> Iterator[LogitsReady]:
-    """One step's logits, off the GUI thread (a forward pass of a big model takes seconds)."""
-    yield LogitsReady(key, step_logits(model, precision, window_ids))
-
-
 @dataclass
 class _Run:
     """What one Generate produced, kept for the distribution view."""
@@ -157,6 +97,7 @@ class _Run:
     precision: str
     ids: list[list[int]] = field(default_factory=list)  # per column: generated ids
     records: list[list[Any]] = field(default_factory=list)  # per column: the engine's per-step row records
+    timings: list[ColumnTiming] = field(default_factory=list)  # per column, on the worker's clock
     started: float = field(default_factory=time.monotonic)
     tokens: int = 0
     done: Any = None  # the engine's GenerationDoneEvent, once it came
@@ -175,9 +116,12 @@ class GenerationTab(QWidget):
         self._restart_after_stop = False
         self._training_note = False
         self._selection: tuple[int, int] | None = None  # (column, step)
+        self._wanted_selection: tuple[int, int] | None = None  # to restore once a regenerate reaches it
+        self._changed_while_running = False
         self._logits_cache: OrderedDict[tuple[int, int, int], torch.Tensor] = OrderedDict()
         self._logits_job: Job | None = None
         self._wanted_logits: tuple[tuple[int, int, int], list[int]] | None = None
+        self._unknown: list[str] = []
         self.columns: list[DecoderColumn] = []
         self._build()
         state.model_changed.connect(self._on_model_changed)
@@ -196,10 +140,12 @@ class GenerationTab(QWidget):
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("Write a prompt… (Ctrl+Enter generates)")
         self.prompt.setToolTip("The prompt: the text the model continues. Every column continues the same prompt.")
-        self.prompt.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.prompt.setMinimumHeight(self.prompt.fontMetrics().lineSpacing() * 2 + 12)
         self.prompt.textChanged.connect(self._update_prompt_info)
+        self.prompt.textChanged.connect(self._on_output_settings_changed)
         self.prompt_info = QLabel()
         self.prompt_info.setTextFormat(Qt.TextFormat.RichText)
+        self.prompt_info.setWordWrap(True)
         self.templates_button = QToolButton()
         self.templates_button.setText("Insert template")
         self.templates_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
@@ -212,87 +158,31 @@ class GenerationTab(QWidget):
         menu.setToolTipsVisible(True)
         self.templates_button.setMenu(menu)
         prompt_head = QHBoxLayout()
-        title = QLabel("<b>Prompt</b>")
-        prompt_head.addWidget(title)
+        prompt_head.addWidget(QLabel("<b>Prompt</b>"))
         prompt_head.addWidget(self.prompt_info, 1)
         prompt_head.addWidget(self.templates_button)
-        prompt_box = QVBoxLayout()
-        prompt_box.setSpacing(4)
-        prompt_box.addLayout(prompt_head)
-        prompt_box.addWidget(self.prompt, 1)
 
-        # Shared settings: max new tokens, seed, precision; Generate / Stop; speed.
-        self.max_tokens = QSpinBox()
-        self.max_tokens.setRange(1, 4096)
-        self.max_tokens.setValue(200)
-        self.max_tokens.setToolTip("Max new tokens: each column stops after this many new tokens, even if the "
-                                   "text is unfinished.")
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        self.seed.setValue(1234)
-        self.seed.setToolTip("Seed: fixes the random draws, so a run repeats exactly. All columns share the "
-                             "same draws, so their differences come from their settings, not from luck.")
-        self.dice = QToolButton()
-        self.dice.setText("⚄")
-        self.dice.setToolTip("Roll a new random seed")
-        self.dice.clicked.connect(self.roll_seed)
-        seed_row = QHBoxLayout()
-        seed_row.setSpacing(4)
-        seed_row.addWidget(self.seed, 1)
-        seed_row.addWidget(self.dice)
-        self.precision = QComboBox()
-        self.precision.setToolTip("Number format of the weights while generating: FP32 takes 4 bytes per "
-                                  "parameter, BF16 / FP16 2 (FP16 needs a GPU), INT8 1 (Linear layers "
-                                  "quantized, CPU). Smaller is lighter, at some cost in accuracy.")
-        for key in INFERENCE_PRECISIONS:
-            self.precision.addItem(key.upper(), key)
-        form = QFormLayout()
-        form.setVerticalSpacing(4)
-        form.addRow("Max new tokens", self.max_tokens)
-        form.addRow("Seed", seed_row)
-        form.addRow("Precision", self.precision)
-        self.stop_at_eot = QCheckBox("Stop at end of text")
-        self.stop_at_eot.setToolTip("End a column when it produces the tokenizer's end-of-text token "
-                                    "(tokenizers without one, like char, never stop early)")
-        form.addRow("", self.stop_at_eot)
-        share_tooltips_with_labels(form, fallbacks={1: self.seed})  # row 1, the seed, is a layout
-
-        self.generate_button = QPushButton("Generate")
-        self.generate_button.setDefault(True)
-        self.generate_button.setMinimumHeight(34)
-        self.generate_button.setToolTip("Run every column on the prompt as one batched job (Ctrl+Enter)")
+        # Shared settings in one row: max new tokens, seed, precision, stop strings, Generate / Stop, speed.
+        self.settings_row = settings = RunSettings()
+        self.max_tokens, self.seed, self.dice = settings.max_tokens, settings.seed, settings.dice
+        self.precision, self.stop_at_eot = settings.precision, settings.stop_at_eot
+        self.stop_strings = settings.stop_strings_edit
+        self.generate_button, self.stop_button, self.speed = (settings.generate_button, settings.stop_button,
+                                                              settings.speed)
         self.generate_button.clicked.connect(self.generate)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setMinimumHeight(34)
-        self.stop_button.setEnabled(False)
-        self.stop_button.setToolTip("Stop generating now (Esc); the text so far stays")
         self.stop_button.clicked.connect(self.stop)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.generate_button, 2)
-        buttons.addWidget(self.stop_button, 1)
-        self.speed = QLabel("–")
-        self.speed.setToolTip("Generation speed: new tokens per second over all columns together")
-        font = self.speed.font()
-        font.setPointSizeF(font.pointSizeF() * 1.25)
-        font.setBold(True)
-        self.speed.setFont(font)
+        settings.changed.connect(self._on_output_settings_changed)
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.status.setTextFormat(Qt.TextFormat.RichText)
-        shared = QVBoxLayout()
-        shared.setSpacing(6)
-        shared.addLayout(form)
-        shared.addLayout(buttons)
-        shared.addWidget(self.speed)
-        shared.addWidget(self.status, 1)
-        shared_frame = QFrame()
-        shared_frame.setLayout(shared)
-        shared_frame.setFixedWidth(300)
 
-        top = QHBoxLayout()
+        top = QVBoxLayout()
         top.setContentsMargins(0, 0, 0, 0)
-        top.addLayout(prompt_box, 1)
-        top.addWidget(shared_frame)
+        top.setSpacing(4)
+        top.addLayout(prompt_head)
+        top.addWidget(self.prompt, 1)
+        top.addWidget(settings)
+        top.addWidget(self.status)
         top_widget = QWidget()
         top_widget.setLayout(top)
 
@@ -337,15 +227,23 @@ class GenerationTab(QWidget):
         self.splitter.addWidget(self.distribution)
         self.splitter.setStretchFactor(0, 0)
         self.splitter.setStretchFactor(1, 3)
-        self.splitter.setStretchFactor(2, 2)
-        self.splitter.setSizes([130, 440, 260])
+        self.splitter.setStretchFactor(2, 1)
+        # The decoders' text gets most of the height; drag the handles to give the prompt or chart more.
+        self.splitter.setSizes([140, 400, 200])
+        top_widget.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(10, 8, 10, 8)
+        layout.setContentsMargins(10, 6, 10, 6)
         layout.addWidget(self.splitter)
 
         QShortcut(QKeySequence("Ctrl+Return"), self, self.generate)
         QShortcut(QKeySequence("Ctrl+Enter"), self, self.generate)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.stop)
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and hasattr(self, "status"):
+            self._update_prompt_info()  # their coloured notes take the new theme's readable colours
+            self._refresh_status()
 
     # ---------------------------------------------------------------------------------- columns
 
@@ -364,6 +262,7 @@ class GenerationTab(QWidget):
         self.columns.append(column)
         self.columns_layout.addWidget(column, 1)
         self._update_column_buttons()
+        self._refresh_status()
         return column
 
     def remove_column(self, column: DecoderColumn) -> None:
@@ -381,9 +280,11 @@ class GenerationTab(QWidget):
         if self.run is not None and index < len(self.run.ids):
             del self.run.ids[index]
             del self.run.records[index]
+            del self.run.timings[index]
         self._logits_cache.clear()
         self._select(None)
         self._update_column_buttons()
+        self._refresh_status()
 
     def _update_column_buttons(self) -> None:
         self.add_button.setEnabled(len(self.columns) < MAX_COLUMNS and not self.is_generating())
@@ -429,24 +330,28 @@ class GenerationTab(QWidget):
         self._wanted_logits = None
         self.run = None
         self._select(None)
+        self._wanted_selection = None
         model, config = self.state.model, self.state.config
         for column in self.columns:
             if config is not None:
                 column.set_vocab_size(config.vocab_size)
             column.output.start("")
-            column.info.setText(" ")
-        self._update_precisions()
+            column.set_info(" ")
+        self.settings_row.update_precisions(model, self._model_device())
         self._update_prompt_info()
         has_eot = self.state.tokenizer is not None and self.state.tokenizer.eot_id is not None
         self.stop_at_eot.setEnabled(has_eot)
+        self.stop_at_eot.setToolTip("End a column when it produces the tokenizer's end-of-text token" if has_eot
+                                    else "This model's tokenizer has no end-of-text token, so there is nothing "
+                                         "to stop at (use a stop string)")
         if model is None:
             self.distribution.clear("No model yet: train one in the Training tab or open a checkpoint.")
             self.show_message("No model loaded: train one or open a checkpoint to generate", status_bar=False)
         else:
             self.distribution.clear("Generate, then hover or click a token to see the choice the decoder had "
                                     "at that step.")
-            self.status.setText(self._model_line())
-        self.generate_button.setEnabled(model is not None and not self.is_generating())
+            self._refresh_status()
+        self.settings_row.set_running(self.is_generating(), model is not None)
 
     def _model_line(self) -> str:
         config = self.state.config
@@ -455,7 +360,29 @@ class GenerationTab(QWidget):
         tokenizer = self.state.tokenizer
         name = tokenizer.describe() if tokenizer is not None else "no tokenizer"
         return (f"Model: {config.num_params() / 1e6:.2f} M parameters · context {config.context_length:,} · "
-                f"{name}")
+                f"{html.escape(name)}")
+
+    def notes(self) -> list[str]:
+        """What the tab changed or found on its own, in plain words (shown above the decoders)."""
+        notes = []
+        if self._training_note:
+            notes.append("Training is running. Generate uses the current model (if it is the one being "
+                         "fine-tuned, its weights change as it learns); the trained model replaces it when "
+                         "training ends.")
+        vocab = self.state.config.vocab_size if self.state.config is not None else 0
+        for column in self.columns:
+            if column.clamped_top_k is not None:
+                wanted, given = column.clamped_top_k
+                notes.append(f"{column.name}: top-k lowered from {wanted:,} to {given:,}, the size of this "
+                             f"model's vocabulary ({vocab:,} tokens).")
+        return notes
+
+    def _refresh_status(self) -> None:
+        if not hasattr(self, "status") or self.state.model is None:
+            return
+        parts = [theme.colored(note, "warning") for note in self.notes()]
+        parts.append(self._model_line())
+        self.status.setText("<br>".join(parts))
 
     def _model_device(self) -> torch.device:
         model = self.state.model
@@ -464,24 +391,6 @@ class GenerationTab(QWidget):
         except StopIteration:
             return torch.device("cpu")
 
-    def _update_precisions(self) -> None:
-        model = self.state.model
-        problems = precision_options(self._model_device(), use="inference")
-        items: QStandardItemModel = self.precision.model()
-        for row in range(items.rowCount()):
-            item = items.item(row)
-            key = self.precision.itemData(row)
-            label = text = key.upper()
-            if model is not None:
-                with contextlib.suppress(Exception):
-                    text = f"{label} · {format_bytes(weights_memory_bytes(model, key))}"
-            item.setText(text)
-            problem = problems[key]
-            item.setEnabled(problem is None)
-            item.setToolTip(f"Not here: {problem}" if problem else f"{label}: weights in memory shown beside the name")
-        if not items.item(self.precision.currentIndex()).isEnabled():
-            self.precision.setCurrentIndex(0)
-
     @Slot(str)
     def _on_other_jobs(self, _name: str = "") -> None:
         """While training runs, Generate still works on the current model; say so (once per change)."""
@@ -489,12 +398,7 @@ class GenerationTab(QWidget):
         if training == self._training_note:
             return
         self._training_note = training
-        if training:
-            self.status.setText("<span style='color:#D55E00'>Training is running. Generate uses the current "
-                                "model (if it is the one being fine-tuned, its weights change as it "
-                                "learns); the trained model replaces it when training ends.</span>")
-        elif self.state.model is not None:
-            self.status.setText(self._model_line())
+        self._refresh_status()
 
     # ---------------------------------------------------------------------------------- prompt
 
@@ -514,17 +418,22 @@ class GenerationTab(QWidget):
         tokenizer, config = self.state.tokenizer, self.state.config
         if tokenizer is None or config is None:
             self.prompt_info.setText("")
+            self._unknown = []
             return
-        n = len(tokenizer.encode(self.prompt.toPlainText()))
-        text = f"{n:,} token{'s' if n != 1 else ''} · context {config.context_length:,}"
+        prompt = self.prompt.toPlainText()
+        n = len(tokenizer.encode(prompt))
+        parts = [f"{n:,} token{'s' if n != 1 else ''} · context {config.context_length:,}"]
         if n >= config.context_length:
-            text += (f" · <span style='color:#D55E00'>longer than the context: the model sees only the last "
-                     f"{config.context_length - 1:,} tokens</span>")
-        self.prompt_info.setText(text)
+            parts.append(theme.colored(f"longer than the context: the model sees only the last "
+                                       f"{config.context_length - 1:,} tokens", "warning"))
+        self._unknown = unknown_characters(tokenizer, prompt)
+        if self._unknown:
+            parts.append(theme.colored(unknown_chars_note(self._unknown), "warning"))
+        self.prompt_info.setText(" · ".join(parts))
 
     @Slot()
     def roll_seed(self) -> None:
-        self.seed.setValue(random.randint(0, self.seed.maximum()))
+        self.settings_row.roll_seed()
 
     # ---------------------------------------------------------------------------------- run
 
@@ -541,10 +450,10 @@ class GenerationTab(QWidget):
             return
         prompt = self.prompt.toPlainText()
         precision = self.precision.currentData()
-        stop_at_eot = self.stop_at_eot.isChecked() and self.stop_at_eot.isEnabled()
         try:
-            configs = [sampling_config(c.settings(), self.max_tokens.value(), self.seed.value(), stop_at_eot)
-                       for c in self.columns]
+            stops = self.settings_row.stop_strings()
+            configs = [sampling_config(c.settings(), self.max_tokens.value(), self.seed.value(),
+                                       self.settings_row.stop_at_eot_on, stops) for c in self.columns]
             check_precision(precision, self._model_device(), use="inference")
             prompt_ids = prompt_token_ids(tokenizer, prompt, model.config)
         except ValueError as e:
@@ -553,7 +462,10 @@ class GenerationTab(QWidget):
         self.run = _Run(prompt=prompt, prompt_ids=prompt_ids, precision=precision,
                         ids=[[] for _ in self.columns], records=[[] for _ in self.columns])
         self._logits_cache.clear()
+        # The step being looked at stays selected once the new run reaches it (live regenerate).
+        self._wanted_selection = self._selection or self._wanted_selection
         self._select(None)
+        self._changed_while_running = False
         for column in self.columns:
             column.start_output(prompt)
         self.job = self.runner.start(JOB_NAME, generation_job(model, tokenizer, prompt, configs, precision,
@@ -561,10 +473,10 @@ class GenerationTab(QWidget):
         self.job.events.connect(self._on_events)
         self.job.failed.connect(self._on_failed)
         self.job.finished.connect(self._on_finished)
-        self.generate_button.setEnabled(False)
-        self.stop_button.setEnabled(True)
+        self.settings_row.set_running(True, True)
         self.speed.setText("…")
         self._update_column_buttons()
+        self._refresh_status()
         self.generation_started.emit()
 
     @Slot()
@@ -579,10 +491,14 @@ class GenerationTab(QWidget):
         if run is None:
             return
         for chunk in batch:
+            if isinstance(chunk, JobStarted):
+                run.timings = [ColumnTiming(started=chunk.time) for _ in self.columns]
+                continue
             per_column: list[list[tuple[int, str, float]]] = [[] for _ in self.columns]
-            for event in chunk.events:
+            times = chunk.times or (time.perf_counter(),) * len(chunk.events)
+            for event, at in zip(chunk.events, times):
                 if isinstance(event, GenerationStepEvent):
-                    self._take_step(event, per_column)
+                    self._take_step(event, per_column, at)
                 elif isinstance(event, GenerationDoneEvent):
                     run.done = event
             for column, tokens in zip(self.columns, per_column):
@@ -591,11 +507,10 @@ class GenerationTab(QWidget):
         elapsed = max(time.monotonic() - run.started, 1e-6)
         self.speed.setText(f"{run.tokens / elapsed:,.1f} tokens/s")
         for i, column in enumerate(self.columns):
-            column.info.setText(f"{len(run.ids[i]):,} tokens")
-        if self._selection is None and run.ids and run.ids[0]:
-            self._select((0, 0))
+            column.set_info(f"{len(run.ids[i]):,} tokens")
+        self._restore_selection()
 
-    def _take_step(self, event: Any, per_column: list[list[tuple[int, str, float]]]) -> None:
+    def _take_step(self, event: Any, per_column: list[list[tuple[int, str, float]]], at: float) -> None:
         run = self.run
         for row, record in enumerate(event.rows):
             if row >= len(run.ids) or record is None:  # None: this row finished earlier
@@ -603,7 +518,27 @@ class GenerationTab(QWidget):
             run.ids[row].append(int(record.token_id))
             run.records[row].append(record)
             run.tokens += 1
+            if row < len(run.timings):
+                run.timings[row].add(at)
             per_column[row].append((len(run.ids[row]) - 1, record.piece, float(record.prob)))
+
+    def _restore_selection(self, final: bool = False) -> None:
+        """Select the step that was selected before this run once it exists (at the end: the nearest one)."""
+        run = self.run
+        if self._selection is not None or run is None or not run.ids:
+            return
+        wanted = self._wanted_selection
+        if wanted is None:
+            if run.ids[0]:
+                self._select((0, 0))
+            return
+        col = min(wanted[0], len(run.ids) - 1)
+        if len(run.ids[col]) > wanted[1]:
+            self._wanted_selection = None
+            self._select((col, wanted[1]))
+        elif final and run.ids[col]:
+            self._wanted_selection = None
+            self._select((col, len(run.ids[col]) - 1))
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:
@@ -613,8 +548,7 @@ class GenerationTab(QWidget):
     def _on_finished(self) -> None:
         self.job = None
         run = self.run
-        self.stop_button.setEnabled(False)
-        self.generate_button.setEnabled(self.state.model is not None)
+        self.settings_row.set_running(False, self.state.model is not None)
         self._update_column_buttons()
         if run is not None:
             done = run.done
@@ -624,7 +558,11 @@ class GenerationTab(QWidget):
             for i, column in enumerate(self.columns):
                 if i < len(run.ids):
                     reason = STOP_REASONS.get(done.stop_reasons[i], "") if done is not None else "stopped"
-                    column.info.setText(f"{len(run.ids[i]):,} tokens · {reason}")
+                    timing = run.timings[i].describe() if i < len(run.timings) else ""
+                    column.set_info(" · ".join(p for p in (f"{len(run.ids[i]):,} tokens", reason, timing) if p))
+            self._restore_selection(final=True)
+            if self._changed_while_running:
+                self._mark_stale()
         self.generation_finished.emit()
         if self._restart_after_stop:
             self._restart_after_stop = False
@@ -640,8 +578,25 @@ class GenerationTab(QWidget):
 
     @Slot()
     def _on_column_settings(self) -> None:
-        if self._selection is not None and self.sender() is self.columns[self._selection[0]]:
+        column = self.sender()
+        if self._selection is not None and column is self.columns[self._selection[0]]:
             self.refresh_distribution()
+        if isinstance(column, DecoderColumn):
+            self._mark_stale(column)
+        self._refresh_status()
+
+    @Slot()
+    def _on_output_settings_changed(self, *args: Any) -> None:
+        """The prompt or a shared setting changed: every column's text is now from other settings."""
+        self._mark_stale()
+
+    def _mark_stale(self, column: DecoderColumn | None = None) -> None:
+        if self.is_generating():
+            self._changed_while_running = True  # said when this run ends
+            return
+        for c in [column] if column is not None else self.columns:
+            if c.output.token_count() > 0:
+                c.set_stale(True)
 
     @Slot()
     def _on_column_released(self) -> None:
@@ -662,6 +617,8 @@ class GenerationTab(QWidget):
         if selection == self._selection:
             return
         self._selection = selection
+        if selection is not None:
+            self._wanted_selection = None
         for i, column in enumerate(self.columns):
             column.output.select_step(selection[1] if selection is not None and selection[0] == i else None)
         if selection is not None:
@@ -767,18 +724,18 @@ class GenerationTab(QWidget):
                    + (f"; removed {', '.join(parts)}" if parts else "")
                    + (f"; the repetition penalty lowered {counts['penalty']:,} seen tokens." if counts["penalty"]
                       else "."))
-        title = (f"Next-token distribution · <span style='color:{column.colour}'>{column.name}</span> · "
-                 f"step {step + 1}")
+        title = f"Next-token distribution · {column.name} · step {step + 1}"
         return DistributionData(labels=labels, raw=raw[order], final=final[order],
                                 removed_by=[str(r) for r in stages.removed_by[order]],
                                 penalised=[bool(p) for p in stages.penalised[order]],
-                                chosen=chosen, title=title, summary=summary, removed_counts=counts)
+                                chosen=chosen, title=title, summary=summary, removed_counts=counts,
+                                colour=column.colour)
 
     # ---------------------------------------------------------------------------------- messages
 
     def show_message(self, text: str, *, status_bar: bool = True) -> None:
         """One line for the user: in the tab, and in the window's status bar when there is one."""
-        self.status.setText(text)
+        self.status.setText(html.escape(text))
         if status_bar:
             dialogs.notify(self, text, 8000)
 

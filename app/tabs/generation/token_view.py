@@ -30,7 +30,7 @@ COLOUR_BUCKETS = 32  # probabilities are coloured in this many steps (one shared
 
 # Probability colour ramp (low -> high). Pastels, so dark text stays readable on them in any theme.
 RAMP = ((0.0, QColor("#f28b82")), (0.35, QColor("#fbbc6a")), (0.65, QColor("#fff08a")), (1.0, QColor("#a8dab5")))
-SELECTED_BG = QColor("#1a73e8")
+SELECTED_BG = QColor("#1558b0")  # white on it: 6.9:1
 SELECTED_FG = QColor("#ffffff")
 INK = QColor("#202124")
 
@@ -85,6 +85,8 @@ class TokenView(QTextEdit):
         self._colour = True
         self._selected: int | None = None  # index into _tokens
         self._formats: dict[int, QTextCharFormat] = {}
+        self._prompt_chars = 0  # the greyed prompt shown before the tokens
+        self.setProperty("stale", False)
 
     # content -------------------------------------------------------------------------------
 
@@ -93,11 +95,33 @@ class TokenView(QTextEdit):
         self.clear()
         self._tokens, self._starts, self._by_step, self._texts, self._selected = [], [], {}, [], None
         shown = prompt if len(prompt) <= PROMPT_SHOWN_CHARS else "…" + prompt[-PROMPT_SHOWN_CHARS:]
+        self._prompt_chars = 0
         if shown:
-            fmt = QTextCharFormat()
-            fmt.setForeground(self.palette().color(QPalette.ColorRole.PlaceholderText))
             cursor = QTextCursor(self.document())
-            cursor.insertText(shown, fmt)
+            cursor.insertText(shown, self._prompt_format())
+            self._prompt_chars = cursor.position()
+
+    def _prompt_format(self) -> QTextCharFormat:
+        fmt = QTextCharFormat()
+        fmt.setForeground(self.palette().color(QPalette.ColorRole.PlaceholderText))
+        return fmt
+
+    def set_stale(self, stale: bool) -> None:
+        """Outline the text as out of date (the style sheet draws it: TokenView[stale="true"])."""
+        self.setProperty("stale", stale)
+        self.style().unpolish(self)
+        self.style().polish(self)
+
+    def changeEvent(self, event) -> None:
+        super().changeEvent(event)
+        if event.type() == event.Type.PaletteChange and hasattr(self, "_prompt_chars"):
+            # The theme changed: the prompt's grey and uncoloured tokens take the new palette's colours.
+            if self._prompt_chars:
+                cursor = QTextCursor(self.document())
+                cursor.setPosition(0)
+                cursor.setPosition(self._prompt_chars, QTextCursor.MoveMode.KeepAnchor)
+                cursor.setCharFormat(self._prompt_format())
+            self.set_colour_by_probability(self._colour)
 
     def append_tokens(self, tokens: list[tuple[int, str, float]]) -> None:
         """Append (step, text, probability) tokens; keeps following the end unless scrolled up."""
