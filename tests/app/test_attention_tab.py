@@ -9,9 +9,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import numpy as np
 import pytest
 import torch
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
 
 from app.state import AppState
+from app.tabs.attention.groups import kv_group, kv_group_label
 from app.tabs.attention.jobs import AttentionResult, RolloutResult, default_text
 from app.tabs.attention.overview import MEAN, thumbnails
 from app.tabs.attention.tab import MODE_HEAD, MODE_MEAN, MODE_ROLLOUT, AttentionTab
@@ -86,16 +87,14 @@ def test_clicking_an_overview_cell_opens_that_layer_and_head(qtbot, tab):
     run_on(qtbot, tab, TEXT)
     maps = tab.shown.maps
     for layer, head in ((2, 1), (0, 3)):
-        cell = tab.overview.cells[(layer, head)]
-        point = tab.overview.mapFromScene(cell.sceneBoundingRect().center())
+        point = tab.overview.mapFromScene(tab.overview.cell_rect(layer, head).center())
         qtbot.mouseClick(tab.overview.viewport(), Qt.MouseButton.LeftButton, pos=point)
         assert (tab.view_mode, tab.layer.value(), tab.head.value()) == (MODE_HEAD, layer, head)
         assert np.array_equal(tab.heatmap.matrix, maps[layer, head])
         assert tab.overview._selected == (layer, head)
     # the last column is the layer's mean over heads
-    cell = tab.overview.cells[(1, MEAN)]
     qtbot.mouseClick(tab.overview.viewport(), Qt.MouseButton.LeftButton,
-                     pos=tab.overview.mapFromScene(cell.sceneBoundingRect().center()))
+                     pos=tab.overview.mapFromScene(tab.overview.cell_rect(1, MEAN).center()))
     assert (tab.view_mode, tab.layer.value()) == (MODE_MEAN, 1)
     assert np.allclose(tab.heatmap.matrix, maps[1].mean(axis=0))
 
@@ -237,3 +236,64 @@ def test_run_button_stops_a_run_in_progress(qtbot, tab, monkeypatch):
     assert "Stopped" in tab.status.text() and tab.run_button.text() == "Run"
     run_on(qtbot, tab, TEXT)  # and the next run works
     assert tab.text_maps is not None
+
+
+def test_every_token_can_be_labelled_and_hovered(qtbot, tab):
+    """Past ~30 tokens the fitted view thins its labels and says so; "Read tokens" zooms until every
+    token on both axes has its own label, and hovering any cell names its query and key."""
+    text = (TEXT * 3)[:CONTEXT]
+    run_on(qtbot, tab, text)
+    heatmap = tab.heatmap
+    heatmap.resize(300, 300)  # a small map: 48 tokens cannot all be labelled at this size
+    heatmap.reset_zoom()
+    qtbot.wait(50)
+    assert heatmap.labels_step() > 1 and "one token in" in heatmap.info.text()
+    tab.set_query(40)
+    tab.read_button.click()
+    qtbot.wait(50)
+    assert heatmap.labels_step() == 1
+    (x0, x1), _ = heatmap.plot.getViewBox().viewRange()
+    assert x0 <= 40 <= x1  # around the chosen query
+    ticks = heatmap.bottom_axis.tickValues(x0, x1, heatmap.plot.getViewBox().width())
+    assert ticks[0][0] == 1.0  # every token between x0 and x1 has a tick and its label
+    q, k = 30, 12
+    scene = heatmap.plot.getViewBox().mapViewToScene(QPointF(k, q))
+    heatmap._on_mouse_moved(scene)
+    assert heatmap.info.text().startswith(f"query {q} {tab.heatmap.tokens[q]!r}  →  key {k}")
+
+
+def test_grouped_query_attention_names_the_key_value_groups():
+    config = ModelConfig(vocab_size=16, context_length=8, emb_dim=32, n_heads=8, n_layers=1)
+    assert kv_group_label(config, 5) == ""  # GPT: every head has its own keys and values
+    object.__setattr__(config, "n_kv_heads", 2)  # the Llama family's field
+    assert kv_group_label(config, 5) == "kv group 1 (heads 4–7 share its keys and values)"
+    assert kv_group(3, 8, 2) == 0 and kv_group(3, 8, 8) is None and kv_group(3, 8, None) is None
+
+
+def test_gqa_titles_and_overview_labels(qtbot, tab):
+    run_on(qtbot, tab, TEXT)
+    object.__setattr__(tab.state.config, "n_kv_heads", 2)  # 4 query heads, 2 key/value groups
+    tab.open_cell(1, 3)
+    assert "kv group 1 (heads 2–3 share its keys and values)" in tab.current_title()
+    tab.overview.set_groups(4, 2)
+    top = dict((round(v), s) for v, s in tab.overview.plot.getAxis("top")._tickLevels[0])
+    assert "H3·g1" in top.values() and "H0·g0" in top.values()
+    assert "key/value group 1" in tab.overview.describe(1, 3)
+
+
+def test_characters_the_tokenizer_lacks_are_noted(qtbot, tab):
+    run_on(qtbot, tab, "abc|日本|abc")
+    assert "2 characters not in the vocabulary (日, 本)" in tab.status.text()
+    run_on(qtbot, tab, "abc|abc")
+    assert "vocabulary" not in tab.status.text()
+
+
+def test_a_new_model_leaves_nothing_of_the_old_text_on_screen(qtbot, tab):
+    run_on(qtbot, tab, TEXT)
+    tab.set_query(5)
+    assert tab.query_label.text().startswith("Query 5")
+    tab.hide()  # not visible: the new model's run waits for the tab to be shown
+    tok = CharTokenizer.from_text(TEXT + "xyz")
+    tab.state.set_model(tiny_model(tok, seed=1), tok)
+    assert not tab.query_label.text().startswith("Query")
+    assert tab.text_view.pieces == [] and tab.heatmap.matrix is None

@@ -1,7 +1,7 @@
 """What the Attention tab computes off the GUI thread, and the maps it keeps on screen.
 
 `attention_job` runs the model once on the tokens (engine.attention_maps), prepares the overview
-thumbnails, then the rollout: as costly as the maps at 1024 tokens, so it follows in a second event
+thumbnails and their mosaic, then the rollout: as costly as the maps at 1024 tokens, so it follows in a second event
 instead of holding the maps back.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from app.tabs.attention.overview import thumbnails
+from app.tabs.attention.overview import mosaic, thumbnails
 from engine import Corpus, Event, attention_maps, attention_rollout, is_synthetic
 
 FALLBACK_TEXT = "The cat sat on the mat. The cat sat on the mat again, because the mat was warm."
@@ -27,6 +27,7 @@ class AttentionResult(Event):
     labels: tuple[str, ...]  # axis labels, one per token
     pieces: tuple[str, ...]  # the text of each token
     truncated_from: int  # token count before cutting to the context length (0: not cut)
+    mosaic: np.ndarray | None = None  # the thumbnails as one image for the overview (made here, off the GUI)
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,11 @@ class RolloutResult(Event):
 def attention_job(model: Any, tokenizer: Any, ids: list[int], truncated_from: int = 0) -> Iterator[Event]:
     """A job: the model's attention on `ids` with thumbnails, then the rollout."""
     maps = np.asarray(attention_maps(model, ids), dtype=np.float32)
+    thumbs = thumbnails(maps)
     yield AttentionResult(
         maps=maps,
-        thumbs=thumbnails(maps),
+        thumbs=thumbs,
+        mosaic=mosaic(thumbs),
         labels=tuple(tokenizer.render_token(i) for i in ids),
         pieces=tuple(tokenizer.decode_bytes([i]).decode("utf-8", errors="replace") for i in ids),
         truncated_from=truncated_from,
@@ -55,6 +58,7 @@ class Maps:
     labels: list[str]
     pieces: list[str]
     thumbs: np.ndarray
+    mosaic: np.ndarray | None = None
     rollout: np.ndarray | None = None
     step: int | None = None  # the training step of a probe
     rollout_pending: bool = False  # a job is still computing it

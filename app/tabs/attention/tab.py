@@ -32,18 +32,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app import dialogs
+from app import dialogs, theme
+from app.formatting import unknown_chars_note
 from app.state import AppState
+from app.tabs.attention.groups import kv_group_label, kv_heads
 from app.tabs.attention.heatmap import AttentionHeatmap
 from app.tabs.attention.jobs import AttentionResult, Maps, RolloutResult, attention_job, default_text
 from app.tabs.attention.overview import MEAN, AttentionOverview, thumbnails
 from app.tabs.attention.probes import ProbeBar
 from app.tabs.attention.tokens import AttentionTextView
 from app.worker import JobRunner
+from engine import unknown_characters
 
 JOB_NAME = "attention"
 RUN_TOOLTIP = "Run the current model on the text and capture the attention of every head"
 MODE_HEAD, MODE_MEAN, MODE_ROLLOUT = "head", "mean", "rollout"
+QUERY_HINT = "Click a token (here or a row of the heatmap) to see what it attends to."
 
 class AttentionTab(QWidget):
     def __init__(self, state: AppState, runner: JobRunner, parent: QWidget | None = None):
@@ -58,6 +62,8 @@ class AttentionTab(QWidget):
         self._rerun_when_shown = False
         self._rerun_after_job = False
         self._stopping = False
+        self._text_status = ""
+        self._unknown_note = ""
 
         self._build_ui()
         self.text.setPlainText(self._default_text)
@@ -107,6 +113,9 @@ class AttentionTab(QWidget):
         self.head.setToolTip("Which attention head of that block: each head learns its own pattern")
         self.reset_button = QPushButton("Fit")
         self.reset_button.setToolTip("Zoom out to the whole map (scroll to zoom, drag to pan)")
+        self.read_button = QPushButton("Read tokens")
+        self.read_button.setToolTip("Zoom in until every token on both axes has its label, around the chosen "
+                                    "query; drag to move along the text")
         self.png_button = QPushButton("Export PNG…")
         self.csv_button = QPushButton("Export CSV…")
         self.png_button.setToolTip("Save the heatmap with its token labels as an image")
@@ -116,7 +125,8 @@ class AttentionTab(QWidget):
         self.mode.currentIndexChanged.connect(self._refresh_views)
         self.layer.valueChanged.connect(self._refresh_views)
         self.head.valueChanged.connect(self._refresh_views)
-        self.reset_button.clicked.connect(lambda: self.heatmap.reset_zoom())
+        self.reset_button.clicked.connect(self._fit_map)
+        self.read_button.clicked.connect(self._read_tokens)
         self.png_button.clicked.connect(self._ask_export_png)
         self.csv_button.clicked.connect(self._ask_export_csv)
         controls = QHBoxLayout()
@@ -125,6 +135,7 @@ class AttentionTab(QWidget):
         controls.addWidget(self.layer)
         controls.addWidget(self.head)
         controls.addWidget(self.reset_button)
+        controls.addWidget(self.read_button)
         controls.addStretch(1)
         controls.addWidget(self.png_button)
         controls.addWidget(self.csv_button)
@@ -137,11 +148,9 @@ class AttentionTab(QWidget):
         self.heatmap.query_clicked.connect(self.set_query)
         self.overview = AttentionOverview()
         self.overview.cell_clicked.connect(self.open_cell)
-        self.overview.setToolTip("Every layer (rows) and head (columns); the last column is the mean over heads. "
-                                 "Click one to open it.")
         self.text_view = AttentionTextView()
         self.text_view.query_picked.connect(self.set_query)
-        self.query_label = QLabel("Click a token (here or a row of the heatmap) to see what it attends to.")
+        self.query_label = QLabel(QUERY_HINT)
         self.query_label.setWordWrap(True)
         self.query_label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
 
@@ -169,6 +178,7 @@ class AttentionTab(QWidget):
         self.splitter.setSizes([700, 460])
 
         self.status = QLabel(" ")
+        self.status.setWordWrap(True)
         self.status.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
@@ -227,6 +237,8 @@ class AttentionTab(QWidget):
         if not ids:
             self._notify("The text gave no tokens.")
             return
+        unknown = unknown_characters(tokenizer, text[: context * 64])
+        self._unknown_note = unknown_chars_note(unknown) if unknown else ""
         self.probes.show_probes(False)
         self._set_busy(True, f"Running the model on {len(ids):,} tokens…")
         self._job = self.runner.start(JOB_NAME, attention_job(model, tokenizer, ids, truncated_from))
@@ -241,13 +253,14 @@ class AttentionTab(QWidget):
         for event in events:
             if isinstance(event, AttentionResult):
                 self._text_maps = Maps(event.maps, list(event.labels), list(event.pieces), event.thumbs,
-                                       rollout_pending=True)
+                                       mosaic=event.mosaic, rollout_pending=True)
                 if not self.probes.showing:
                     self._show(self._text_maps)
                 T = event.maps.shape[-1]
                 note = (f" (cut from {event.truncated_from:,} to the model's context of {T:,})"
                         if event.truncated_from else "")
-                self.status.setText(f"{T:,} tokens{note}. Hover the map for weights; scroll to zoom.")
+                self._text_status = f"{T:,} tokens{note}. Hover the map for weights; scroll to zoom."
+                self._show_text_status()
             elif isinstance(event, RolloutResult) and self._text_maps is not None:
                 self._text_maps.rollout = event.rollout
                 self._text_maps.rollout_pending = False
@@ -270,6 +283,19 @@ class AttentionTab(QWidget):
             self._rerun_after_job = False
             self.run()
 
+    def _show_text_status(self) -> None:
+        """The last run's line, with a note (in the theme's warning colour) on characters the tokenizer lacks."""
+        text = html.escape(self._text_status)
+        if self._unknown_note:
+            text += "<br>" + theme.colored(self._unknown_note + ": the maps show the tokens the model got", "warning")
+        self.status.setText(text)
+
+    def changeEvent(self, event) -> None:
+        super().changeEvent(event)
+        if event.type() == event.Type.PaletteChange and getattr(self, "_text_status", "") \
+                and self._shown is self._text_maps and self._job is None:
+            self._show_text_status()  # the note's colour follows the theme
+
     def _set_busy(self, busy: bool, message: str = "") -> None:
         self.run_button.setEnabled(True)
         self.run_button.setText("Stop" if busy else "Run")
@@ -285,6 +311,7 @@ class AttentionTab(QWidget):
             self.heatmap.clear("Press Run to see the attention of the current model")
             self.overview.clear_maps()
             self.text_view.set_tokens([])
+            self.query_label.setText(QUERY_HINT)  # nothing of the last text's query stays on screen
             self._update_controls()
             return
         L, H, T = maps.maps.shape[0], maps.maps.shape[1], maps.maps.shape[-1]
@@ -293,7 +320,8 @@ class AttentionTab(QWidget):
             spin.setRange(0, n - 1)
             spin.blockSignals(False)
         shape = self.overview._shape
-        self.overview.set_thumbnails(maps.thumbs)
+        self.overview.set_groups(*kv_heads(self.state.config))
+        self.overview.set_thumbnails(maps.thumbs, maps.mosaic)
         if self.overview._shape != shape:
             self._fit_overview()
         if self.text_view.pieces != maps.pieces:
@@ -305,12 +333,13 @@ class AttentionTab(QWidget):
         self._refresh_views()
 
     def _fit_overview(self) -> None:
-        """Give the overview the height its grid needs (few layers: more room for the text)."""
+        """Give the overview the height its grid needs (few layers: more room for the text), leaving the
+        per-token text at least 40% (the cells shrink to fit; the text cannot)."""
         total = sum(self.right_splitter.sizes())
         if total <= 0:
             return
         want = self.overview.preferred_height() + 30  # + the heading
-        top = max(total // 3, min(want, total * 3 // 4))
+        top = max(total // 3, min(want, total * 3 // 5))
         self.right_splitter.setSizes([top, total - top])
 
     @property
@@ -339,6 +368,9 @@ class AttentionTab(QWidget):
             title = f"Layer {self.layer.value()} · mean over {H} heads"
         else:
             title = f"Layer {self.layer.value()} · head {self.head.value()}"
+            group = kv_group_label(self.state.config, self.head.value())
+            if group:
+                title += f" · {group}"
         if self._shown.step is not None:
             title += f" · training step {self._shown.step:,}"
         return title
@@ -401,7 +433,7 @@ class AttentionTab(QWidget):
         mode = self.view_mode
         self.layer.setEnabled(has and mode != MODE_ROLLOUT)
         self.head.setEnabled(has and mode == MODE_HEAD)
-        for w in (self.mode, self.png_button, self.csv_button, self.reset_button):
+        for w in (self.mode, self.png_button, self.csv_button, self.reset_button, self.read_button):
             w.setEnabled(has)
 
     # ------------------------------------------------------------ attention over training
@@ -429,9 +461,19 @@ class AttentionTab(QWidget):
     # ------------------------------------------------------------ reacting to the app
 
     @Slot()
+    def _fit_map(self) -> None:
+        self.heatmap.reset_zoom()
+
+    @Slot()
+    def _read_tokens(self) -> None:
+        self.heatmap.zoom_to_read(self._query if self._query >= 0 else None)
+
+    @Slot()
     def _on_model_changed(self) -> None:
         self._update_default_text()
         self._text_maps = None
+        self._text_status = ""
+        self._unknown_note = ""
         if not self.probes.showing:
             self._show(None)
         if self.state.model is None:
