@@ -62,9 +62,14 @@ def tab(qtbot, runner, named, tmp_path, monkeypatch):
     qtbot.addWidget(tab)
     tab.resize(1300, 900)
     tab.show()
-    qtbot.waitUntil(lambda: tab.named_loaded,
-                    timeout=10_000)
+    qtbot.waitUntil(lambda: tab.named_loaded and not tab.busy, timeout=10_000)
     return tab
+
+
+def refresh(qtbot, tab):
+    """Re-tokenize now and wait until every row shows the new spans (tokenizing runs in a job)."""
+    tab.refresh()
+    qtbot.waitUntil(lambda: not tab.busy, timeout=20_000)
 
 
 def available_panels(tab):
@@ -74,7 +79,7 @@ def available_panels(tab):
 @pytest.mark.parametrize("text", TEXTS)
 def test_spans_rejoin_into_the_exact_text_for_every_encoding(qtbot, tab, text):
     tab.text.setPlainText(text)
-    tab.refresh()
+    refresh(qtbot, tab)
     typed = tab.text.toPlainText()  # the text box keeps line ends as "\n"
     panels = available_panels(tab)
     assert {"char", "gpt2"} <= set(panels)
@@ -90,18 +95,18 @@ def test_spans_rejoin_into_the_exact_text_for_every_encoding(qtbot, tab, text):
         assert "".join(raw.span_text(s) for s in raw.spans) == text, name
 
 
-def test_char_encoding_marks_characters_the_corpus_lacks(tab):
+def test_char_encoding_marks_characters_the_corpus_lacks(qtbot, tab):
     tab.text.setPlainText("fox ✓")
-    tab.refresh()
+    refresh(qtbot, tab)
     data = tab.panel("char").data
     assert data.ids[-1] == 0 and data.unknown == 1
     assert "".join(data.span_text(s) for s in data.spans) == "fox ✓"
 
 
-def test_whitespace_toggle_shows_spaces_and_newlines(tab):
+def test_whitespace_toggle_shows_spaces_and_newlines(qtbot, tab):
     tab.text.setPlainText("a b\nc")
     tab.show_ws.setChecked(True)
-    tab.refresh()
+    refresh(qtbot, tab)
     shown = tab.panel("gpt2").spans.toPlainText()
     assert "·" in shown and "↵" in shown
     assert "".join(tab.panel("gpt2").data.span_text(s) for s in tab.panel("gpt2").data.spans) == "a b\nc"
@@ -114,9 +119,9 @@ def test_a_split_character_is_one_span_with_all_its_tokens(small_bpe):
     assert "".join(data.span_text(s) for s in data.spans) == "x👍🏽y"
 
 
-def test_hover_info_and_selecting_an_id_highlights_its_span(tab):
+def test_hover_info_and_selecting_an_id_highlights_its_span(qtbot, tab):
     tab.text.setPlainText("the quick brown fox")
-    tab.refresh()
+    refresh(qtbot, tab)
     panel = tab.panel("gpt2")
     data = panel.data
     k = 2
@@ -134,7 +139,7 @@ def test_hover_info_and_selecting_an_id_highlights_its_span(tab):
 
 def test_clicking_a_span_selects_its_id(qtbot, tab):
     tab.text.setPlainText("the quick brown fox")
-    tab.refresh()
+    refresh(qtbot, tab)
     panel = tab.panel("gpt2")
     view = panel.spans
     n = 1
@@ -155,6 +160,15 @@ def test_unavailable_encodings_show_their_reason(tab, named):
         else:
             assert panel.data is not None and panel.reason_text == ""
     assert [r.name for r in tab.encodings() if r.key.startswith("named:")] == list(NAMED_SHOWN)
+    # where merges are offered, the unavailable encodings are listed disabled, with the reason
+    items = tab.merges_of.model()
+    offered = {tab.merges_of.itemText(i): items.item(i) for i in range(tab.merges_of.count())}
+    for name, tok, reason in named:
+        if tok is None:
+            item = offered[f"{name} (unavailable)"]
+            assert not item.isEnabled() and reason in item.toolTip()
+        else:
+            assert offered[name].isEnabled()
 
 
 def test_a_failing_loader_is_a_reason_not_a_crash(qtbot, runner, monkeypatch, tmp_path):
@@ -209,15 +223,17 @@ def test_bpe_trained_here_is_usable_listed_and_handed_over(qtbot, tab):
     assert tok.decode(tok.encode(text)) == text
     # listed among the encodings, with exact spans
     tab.text.setPlainText(text)
-    tab.refresh()
+    refresh(qtbot, tab)
     panel = tab.panel(tok.name)
     assert panel is not None and panel.data.ids == tok.encode(text)
     assert "".join(panel.data.span_text(s) for s in panel.data.spans) == text
     # its merges, searchable
     assert tab.merges_tokenizer() is tok
+    qtbot.waitUntil(lambda: tab.merges.model.total() > 0, timeout=10_000)  # listed in a job
     assert tab.merges.model.rowCount() == len(merges_table(tok)) > 0
     tab.merges.filter.setText("the")
-    assert 0 < tab.merges.proxy.rowCount() < tab.merges.model.rowCount()
+    tab.merges.apply_filter()
+    assert 0 < tab.merges.shown_count() < tab.merges.model.total()
     # handed to the Training tab
     assert tab.use_button.isEnabled()
     tab.use_button.click()
@@ -242,5 +258,6 @@ def test_model_tokenizer_is_listed(qtbot, tab, small_bpe):
 
     tab.state.set_model(GPT(ModelConfig(vocab_size=tok.vocab_size, context_length=8, emb_dim=8, n_heads=1,
                                         n_layers=1)), tok)
+    qtbot.waitUntil(lambda: not tab.busy, timeout=20_000)
     assert tab.panels["model"].data is not None
     assert "model" in tab.panels["model"].title.text()

@@ -1,11 +1,22 @@
-"""What the Tokenizer tab computes off the GUI thread: the named encodings (cache or network), a BPE
-trained on a corpus, and the bytes per token of every encoding."""
+"""What the Tokenizer tab computes off the GUI thread: the text tokenized for every encoding, the named
+encodings (cache or network), the corpus's character vocabulary, a BPE trained on a corpus, and the
+bytes per token of every encoding."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from engine import Corpus, Event, ProgressEvent, Tokenizer, load_corpus_job, named_encoding_status, train_bpe_job
+from app.tabs.tokenizer.spans import TokenizedText, tokenize_for_display
+from engine import (
+    CharTokenizer,
+    Corpus,
+    Event,
+    ProgressEvent,
+    Tokenizer,
+    load_corpus_job,
+    named_encoding_status,
+    train_bpe_job,
+)
 
 CHART_SAMPLE_CHARS = 200_000  # bytes-per-token is measured on this much of the corpus
 BPE_TEXT_CAP = 20_000_000  # characters of a corpus a BPE is trained on at most
@@ -59,3 +70,34 @@ def sample_text(text: str, size: int = CHART_SAMPLE_CHARS) -> str:
     part = size // 5
     step = (len(text) - part) // 4
     return "".join(text[i * step: i * step + part] for i in range(5))
+
+
+@dataclass(frozen=True)
+class Tokenized(Event):
+    """One encoding of the text, ready to show (or why it could not be made)."""
+
+    key: str
+    data: TokenizedText | None
+    error: str = ""
+
+
+def tokenize_job(text: str, rows: list[tuple[str, str, Tokenizer]]) -> Iterator[Event]:
+    """Tokenize `text` with each (key, name, tokenizer) and map the tokens back onto it."""
+    for key, name, tokenizer in rows:
+        try:
+            data = tokenize_for_display(tokenizer, text, name)
+        except Exception as e:  # a broken tokenizer file must not take the tab down
+            yield Tokenized(key, None, f"could not encode: {e}")
+            continue
+        yield Tokenized(key, data)
+
+
+@dataclass(frozen=True)
+class CharVocabulary(Event):
+    corpus: Corpus
+    tokenizer: CharTokenizer
+
+
+def char_vocabulary_job(corpus: Corpus) -> Iterator[Event]:
+    """The corpus's characters as a char tokenizer (a set over millions of characters: not on the GUI thread)."""
+    yield CharVocabulary(corpus, CharTokenizer.from_text(corpus.text()))

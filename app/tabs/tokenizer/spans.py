@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import bisect
 import html
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from PySide6.QtCore import QAbstractListModel, QEvent, QModelIndex, QObject, Qt, Signal, Slot
-from PySide6.QtGui import QColor, QFont, QPalette, QTextCharFormat, QTextCursor, QTextFormat
+from PySide6.QtCore import QAbstractListModel, QEvent, QModelIndex, QObject, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QColor, QFont, QPalette, QTextCharFormat, QTextCursor, QTextFormat, QTextOption
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
     QListView,
+    QPlainTextEdit,
     QSizePolicy,
     QTextEdit,
     QToolTip,
@@ -27,16 +29,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import theme
 from app.widgets.token_text import span_under
 from engine import CharTokenizer, Tokenizer, render_bytes
 
 # Pastel backgrounds that keep black text readable (the tiktokenizer look); cycled over tokens.
 SPAN_COLOURS = ("#FFD6A5", "#CAFFBF", "#9BF6FF", "#BDB2FF", "#FFC6FF", "#FDFFB6", "#A0C4FF", "#FFADAD")
-HIGHLIGHT = QColor("#E65100")
+HIGHLIGHT = QColor("#B33F00")  # the selected token: white on it reads at 5.8:1
 UNKNOWN_COLOUR = "#FF8A80"
 MIN_VIEW_HEIGHT = 48
 MAX_VIEW_HEIGHT = 320
-MAX_SHOWN_TOKENS = 10_000  # spans past this are left out of the view (ids and counts still cover everything)
+MAX_SHOWN_TOKENS = 20_000  # spans past this are left out of the view (ids and counts still cover everything)
+FILL_SLICE_S = 0.015  # GUI time per turn of the event loop for inserting spans, shared by every view
 VISIBLE_WHITESPACE = {" ": "\u00b7", "\t": "\u2192", "\n": "\u21b5\n", "\r": "\u240d"}
 
 
@@ -142,63 +146,159 @@ def visible_whitespace(s: str) -> str:
     return "".join(VISIBLE_WHITESPACE.get(ch, ch) for ch in s)
 
 
-class TokenSpanView(QTextEdit):
-    """Read-only text in coloured token spans; hover shows a token, click selects it."""
+class _Filler(QObject):
+    """Inserts the spans of every filling view, one shared FILL_SLICE_S per turn of the event loop (three
+    encodings of a pasted text fill together, not three times as slowly for the window)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._views: list[TokenSpanView] = []
+        self._timer: QTimer | None = None
+
+    def add(self, view: TokenSpanView) -> None:
+        if view not in self._views:
+            self._views.append(view)
+            view.destroyed.connect(self._forget)
+        if self._timer is None:
+            self._timer = QTimer(self, singleShot=True, interval=0)
+            self._timer.timeout.connect(self._run)
+        self._timer.start()
+
+    def remove(self, view: TokenSpanView) -> None:
+        if view in self._views:
+            self._views.remove(view)
+
+    @Slot(QObject)
+    def _forget(self, view: QObject) -> None:
+        self._views = [v for v in self._views if v is not view]
+
+    @Slot()
+    def _run(self) -> None:
+        deadline = time.perf_counter() + FILL_SLICE_S
+        while self._views and time.perf_counter() < deadline:
+            view = self._views.pop(0)
+            try:
+                if not view._fill_some(deadline):
+                    self._views.append(view)
+            except RuntimeError:  # its widget was deleted meanwhile
+                continue
+        if self._views:
+            self._timer.start()
+
+
+_FILLER = _Filler()
+
+
+class TokenSpanView(QPlainTextEdit):
+    """Read-only text in coloured token spans; hover shows a token, click selects it.
+
+    A plain-text view lays out only what is on screen, and a long text's spans are inserted a slice at
+    a time (FILL_SLICE_S of work per turn of the event loop), so tens of thousands of spans never
+    freeze the window; `filled` fires once every span is in.
+    """
 
     token_clicked = Signal(int)  # token index
     token_hovered = Signal(int)  # token index, -1 when leaving
+    filled = Signal()
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setReadOnly(True)
-        self.setLineWrapMode(QTextEdit.LineWrapMode.WidgetWidth)
+        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
         self.setFont(QFont("monospace"))
         self.document().setDocumentMargin(4)
         self.viewport().setMouseTracking(True)
         self.viewport().installEventFilter(self)
         self._data: TokenizedText | None = None
+        self._show_whitespace = False
         self._doc_starts: list[int] = []  # position in the document where each shown span starts
         self._doc_ends: list[int] = []
+        self._next = 0  # the next span to insert
         self._hover = -1
-        # As tall as the text (within limits): short texts make compact rows, long ones scroll.
-        self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
         self._fit_height()
 
-    def _fit_height(self, *args) -> None:
-        height = int(self.document().size().height()) + 2 * self.frameWidth() + 2
-        self.setFixedHeight(max(MIN_VIEW_HEIGHT, min(MAX_VIEW_HEIGHT, height)))
+    def _fit_height(self) -> None:
+        """As tall as the text (within limits): short texts make compact rows, long ones scroll. Only the
+        blocks that fit MAX_VIEW_HEIGHT are laid out for it."""
+        layout = self.document().documentLayout()
+        height = 0.0
+        block = self.document().begin()
+        while block.isValid() and height < MAX_VIEW_HEIGHT:
+            height += layout.blockBoundingRect(block).height()
+            block = block.next()
+        total = int(height) + 2 * int(self.document().documentMargin()) + 2 * self.frameWidth() + 2
+        self.setFixedHeight(max(MIN_VIEW_HEIGHT, min(MAX_VIEW_HEIGHT, total)))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():
+            self._fit_height()  # wrapping changed
 
     @property
     def data(self) -> TokenizedText | None:
         return self._data
 
+    @property
+    def filling(self) -> bool:
+        return self._data is not None and self._next < min(len(self._data.spans), MAX_SHOWN_TOKENS)
+
     def set_tokenized(self, data: TokenizedText | None, show_whitespace: bool = False) -> None:
         self._data = data
+        self._show_whitespace = show_whitespace
         self._doc_starts, self._doc_ends = [], []
+        self._next = 0
+        _FILLER.remove(self)
         self.clear()
         self.setExtraSelections([])
         if data is None:
+            self._fit_height()
             return
+        self._fill_slice()
+
+    @Slot()
+    def _fill_slice(self) -> None:
+        """Insert spans until the shared slice of GUI time is used, then give the event loop its turn."""
+        if self._data is not None and not self._fill_some(time.perf_counter() + FILL_SLICE_S):
+            _FILLER.add(self)
+
+    def _fill_some(self, deadline: float) -> bool:
+        """Insert spans until `deadline` (perf_counter); True once every span is in."""
+        data = self._data
+        if data is None:
+            return True
+        end = min(len(data.spans), MAX_SHOWN_TOKENS)
         cursor = QTextCursor(self.document())
+        cursor.movePosition(QTextCursor.MoveOperation.End)
         cursor.beginEditBlock()
         fmt = QTextCharFormat()
         fmt.setForeground(QColor("black"))
-        for n, span in enumerate(data.spans[:MAX_SHOWN_TOKENS]):
+        n = self._next
+        while n < end:
+            span = data.spans[n]
             piece = data.span_text(span)
             unknown = not data.exact and data.unknown and data.ids[span.tokens[0]] == 0
-            colour = UNKNOWN_COLOUR if unknown else SPAN_COLOURS[n % len(SPAN_COLOURS)]
-            fmt.setBackground(QColor(colour))
-            if show_whitespace:
+            fmt.setBackground(QColor(UNKNOWN_COLOUR if unknown else SPAN_COLOURS[n % len(SPAN_COLOURS)]))
+            if self._show_whitespace:
                 piece = visible_whitespace(piece)
             self._doc_starts.append(cursor.position())
             cursor.insertText(piece, fmt)
             self._doc_ends.append(cursor.position())
-        if len(data.spans) > MAX_SHOWN_TOKENS:
+            n += 1
+            if n % 16 == 0 and time.perf_counter() > deadline:
+                break
+        self._next = n
+        if n >= end and len(data.spans) > MAX_SHOWN_TOKENS:
             fmt.setBackground(QColor("transparent"))
-            fmt.setForeground(QColor("gray"))
+            fmt.setForeground(theme.muted_color())
             cursor.insertText(f"\n… {len(data.spans) - MAX_SHOWN_TOKENS:,} more spans not shown", fmt)
         cursor.endEditBlock()
+        self._fit_height()
+        if n < end:
+            return False
         self.moveCursor(QTextCursor.MoveOperation.Start)
+        self.filled.emit()
+        return True
 
     def highlight_token(self, token_index: int) -> None:
         """Mark the span of one token (and scroll to it); -1 clears the mark."""
@@ -289,6 +389,8 @@ class IdList(QListView):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setUniformItemSizes(True)
+        self.setLayoutMode(QListView.LayoutMode.Batched)  # tens of thousands of ids: laid out in batches
+        self.setBatchSize(2000)
         self.model_ = _IdModel(self)
         self.setModel(self.model_)
         self.selectionModel().currentRowChanged.connect(lambda cur, _: self.currentRowChanged.emit(cur.row()))
@@ -358,35 +460,64 @@ class EncodingPanel(QFrame):
         self.spans.token_hovered.connect(self._on_span_hovered)
         self._data: TokenizedText | None = None
         self._unavailable = False
+        self._title: tuple[str, str] | None = None
+        self.pending = False
 
     @property
     def data(self) -> TokenizedText | None:
         return self._data
 
+    @property
+    def name(self) -> str:
+        return self._title[0] if self._title is not None else ""
+
+    @property
+    def shown_whitespace(self) -> bool:
+        return self.spans._show_whitespace
+
+    def set_pending(self) -> None:
+        """A new encoding is on its way (the old spans stay until it comes)."""
+        self.pending = True
+        self.counts.setText(self.counts.text() + ("" if "tokenizing" in self.counts.text() else
+                                                  "<br>" + theme.colored("tokenizing…", "muted")))
+
     def set_title(self, name: str, detail: str = "") -> None:
-        extra = f"<br><span style='color: gray;'>{html.escape(detail)}</span>" if detail else ""
+        self._title = (name, detail)
+        extra = f"<br>{theme.colored(detail, 'muted')}" if detail else ""
         self.title.setText(f"<b>{html.escape(name)}</b>{extra}")
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and getattr(self, "_title", None) is not None:
+            self.set_title(*self._title)  # the muted and note colours are baked into the rich text
+            if self._data is not None:
+                self._show_counts(self._data)
 
     def set_tokenized(self, data: TokenizedText, show_whitespace: bool = False) -> None:
         self._data = data
+        self.pending = False
         self._unavailable = False
         self.spans.setVisible(True)
         self.ids.setVisible(True)
         self.hover.setVisible(True)
         self.reason.setVisible(False)
         self.spans.set_tokenized(data, show_whitespace)
-        cpt = f"{data.chars_per_token:.2f}" if data.ids else "–"
-        lines = [f"{data.num_tokens:,} tokens", f"{data.num_chars:,} characters", f"{data.num_bytes:,} bytes",
-                 f"{cpt} characters / token"]
-        notes = "".join(f"<br><span style='color:#c62828;'>{html.escape(n)}</span>" for n in data.notes)
-        self.counts.setTextFormat(Qt.TextFormat.RichText)
-        self.counts.setText("<br>".join(lines) + notes)
-        self.counts.setWordWrap(True)
+        self._show_counts(data)
         self.ids.set_data(data)
         self.hover.setText(" ")
 
+    def _show_counts(self, data: TokenizedText) -> None:
+        cpt = f"{data.chars_per_token:.2f}" if data.ids else "–"
+        lines = [f"{data.num_tokens:,} tokens", f"{data.num_chars:,} characters", f"{data.num_bytes:,} bytes",
+                 f"{cpt} characters / token"]
+        notes = "".join(f"<br>{theme.colored(n, 'error')}" for n in data.notes)
+        self.counts.setTextFormat(Qt.TextFormat.RichText)
+        self.counts.setText("<br>".join(lines) + notes)
+        self.counts.setWordWrap(True)
+
     def set_unavailable(self, name: str, reason: str) -> None:
         self._data = None
+        self.pending = False
         self._unavailable = True
         self.set_title(name)
         self.counts.setTextFormat(Qt.TextFormat.RichText)
@@ -399,10 +530,22 @@ class EncodingPanel(QFrame):
         self.hover.setVisible(False)
         self.reason.setText(f"Not available: {reason}")
         self.reason.setVisible(True)
+        self._fit_wrapped_labels()
 
     @property
     def reason_text(self) -> str:
         return self.reason.text() if self._unavailable else ""
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit_wrapped_labels()
+
+    def _fit_wrapped_labels(self) -> None:
+        """Rows live in a scroll area, which lays them out without height-for-width: give each wrapped line
+        of the reason and the counts the height it needs at the current width."""
+        for label in (self.reason, self.counts, self.title):
+            if label.isVisible() and label.width() > 0:
+                label.setMinimumHeight(label.heightForWidth(label.width()))
 
     @Slot(int)
     def _on_id_selected(self, row: int) -> None:

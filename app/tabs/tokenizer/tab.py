@@ -15,17 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Slot
-from PySide6.QtGui import QPalette
+from PySide6.QtGui import QPalette, QStandardItemModel
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -36,19 +36,19 @@ from app.tabs.tokenizer.bpe_panel import BpePanel
 from app.tabs.tokenizer.chart import BytesPerTokenChart
 from app.tabs.tokenizer.jobs import (
     BytesPerToken,
+    CharVocabulary,
     NamedEncodingsLoaded,
+    Tokenized,
     bytes_per_token_job,
+    char_vocabulary_job,
     named_encodings_job,
     sample_text,
+    tokenize_job,
 )
-from app.tabs.tokenizer.merges import MergesView
-from app.tabs.tokenizer.spans import EncodingPanel, tokenize_for_display
-from app.worker import JobRunner
-from engine import (
-    CharTokenizer,
-    Tokenizer,
-    merges_table,
-)
+from app.tabs.tokenizer.merges import MergesListed, MergesView, merges_job
+from app.tabs.tokenizer.spans import EncodingPanel
+from app.worker import Job, JobRunner
+from engine import CharTokenizer, Corpus, Tokenizer
 
 NAMED_SHOWN = ("gpt2", "cl100k_base", "o200k_base")
 DEFAULT_TEXT = (
@@ -87,10 +87,16 @@ class TokenizerTab(QWidget):
         self._chart_job = None
         self._chart_again = False
         self._chart_stale = True
-        self._corpus_char: tuple[int, CharTokenizer] | None = None  # (id of the corpus, its char tokenizer)
+        self._corpus_char: tuple[Corpus, CharTokenizer] | None = None  # a corpus and its char tokenizer
+        self._char_job: Job | None = None
         self.panels: dict[str, EncodingPanel] = {}
         self._encoded_by: dict[str, Tokenizer] = {}  # the tokenizer each panel's spans came from
+        self._tokenize_job: Job | None = None
+        self._encoding_with: dict[str, Tokenizer] = {}
+        self._text_cut = (0, 0)
         self._merge_items: list[tuple[str, Tokenizer]] = []
+        self._merge_rows: dict[int, tuple] = {}  # id(tokenizer) -> (tokenizer, its merges as rows), listed once
+        self._merges_job: Job | None = None
 
         self._build_ui()
         self._refresh_timer = QTimer(self, singleShot=True, interval=REFRESH_MS)
@@ -155,7 +161,7 @@ class TokenizerTab(QWidget):
         self.use_status = QLabel()
         self.use_status.setWordWrap(True)
         self.use_status.setForegroundRole(QPalette.ColorRole.PlaceholderText)
-        merges_box = QGroupBox("Merges")
+        merges_box = QWidget()
         mv = QVBoxLayout(merges_box)
         mv.addWidget(self.merges_of)
         mv.addWidget(self.merges, 1)
@@ -166,16 +172,22 @@ class TokenizerTab(QWidget):
         self.chart = BytesPerTokenChart()
         self.chart.setToolTip("Average bytes per token on a sample of the current corpus: more bytes per token "
                               "means shorter sequences, so more text fits in the context")
-        chart_box = QGroupBox("Bytes per token")
+        chart_box = QWidget()
         cv = QVBoxLayout(chart_box)
         cv.addWidget(self.chart)
 
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.bpe)
-        right.addWidget(merges_box)
-        right.addWidget(chart_box)
-        right.setStretchFactor(1, 1)
-        right.setSizes([200, 360, 220])
+        # Merges and the chart share the space below the trainer as two pages: each gets the full height,
+        # which at 1280x720 three stacked boxes could not have.
+        self.right_pages = QTabWidget()
+        self.right_pages.setDocumentMode(True)
+        self.right_pages.addTab(merges_box, "Merges")
+        self.right_pages.addTab(chart_box, "Bytes per token")
+        self.right_pages.setTabToolTip(1, "Average bytes per token of every encoding on the current corpus")
+        right = QWidget()
+        rv = QVBoxLayout(right)
+        rv.setContentsMargins(0, 0, 0, 0)
+        rv.addWidget(self.bpe)
+        rv.addWidget(self.right_pages, 1)
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
         splitter.addWidget(right)
@@ -209,16 +221,43 @@ class TokenizerTab(QWidget):
         if corpus is None:
             tok = CharTokenizer.from_text(self.text.toPlainText())
             return Encoding("char", "char", tok, detail="characters of this text")
-        if self._corpus_char is None or self._corpus_char[0] != id(corpus):
-            self._corpus_char = (id(corpus), CharTokenizer.from_text(corpus.text()))
+        if self._corpus_char is None or self._corpus_char[0] is not corpus:
+            self._start_char_vocabulary(corpus)
+            return Encoding("char", "char", None, f"reading the characters of {corpus.name}…")
         tok = self._corpus_char[1]
         return Encoding("char", "char", tok, detail=f"characters of {corpus.name} · {tok.vocab_size:,} tokens")
 
+    def _start_char_vocabulary(self, corpus: Corpus) -> None:
+        if self._char_job is not None:
+            return
+        self._char_job = self.runner.start("tokenizer-chars", char_vocabulary_job(corpus))
+        self._char_job.events.connect(self._on_char_events)
+        self._char_job.finished.connect(self._on_char_finished)
+
+    @Slot(list)
+    def _on_char_events(self, events: list) -> None:
+        for event in events:
+            if isinstance(event, CharVocabulary) and event.corpus is self.state.corpus:
+                self._corpus_char = (event.corpus, event.tokenizer)
+
+    @Slot()
+    def _on_char_finished(self) -> None:
+        self._char_job = None
+        self.refresh()  # with the vocabulary, or asking for the new corpus's
+
+    @property
+    def busy(self) -> bool:
+        """About to tokenize (typing pauses first), tokenizing, or still putting spans on screen."""
+        return (self._refresh_timer.isActive() or self._tokenize_job is not None
+                or any(p.spans.filling for p in self.panels.values()))
+
     @Slot()
     def refresh(self) -> None:
-        """Re-tokenize the text with every available encoding and rebuild the rows."""
+        """Bring every row up to date with the text: rows whose encoding is stale are tokenized in a job
+        (started over if the text changes meanwhile) and shown as they arrive; the rest are redrawn."""
+        self._refresh_timer.stop()
         full = self.text.toPlainText()
-        text = full[:MAX_TEXT_CHARS]  # beyond this the window would stall on every keystroke
+        text = full[:MAX_TEXT_CHARS]
         rows = self.encodings()
         keys = [r.key for r in rows]
         if list(self.panels) != keys:
@@ -230,7 +269,7 @@ class TokenizerTab(QWidget):
                 panel = EncodingPanel()
                 self.rows_layout.insertWidget(self.rows_layout.count() - 1, panel)
                 self.panels[row.key] = panel
-        counts = []
+        to_encode = []
         for row in rows:
             panel = self.panels[row.key]
             if row.tokenizer is None:
@@ -240,16 +279,49 @@ class TokenizerTab(QWidget):
             data = panel.data
             # Only the text or the tokenizer changing needs a new encoding (not the whitespace toggle).
             if data is None or data.text != text or self._encoded_by.get(row.key) is not row.tokenizer:
-                try:
-                    data = tokenize_for_display(row.tokenizer, text, row.name)
-                except Exception as e:  # a broken tokenizer file must not take the tab down
-                    panel.set_unavailable(row.name, f"could not encode: {e}")
-                    continue
-                self._encoded_by[row.key] = row.tokenizer
-            panel.set_tokenized(data, self.show_ws.isChecked())
-            counts.append(f"{row.name}: {data.num_tokens:,}")
-        cut = f" (the first {MAX_TEXT_CHARS:,} of {len(full):,})" if len(full) > MAX_TEXT_CHARS else ""
-        self.summary.setText(f"{len(text):,} characters{cut} · tokens — " + ", ".join(counts))
+                to_encode.append((row.key, row.name, row.tokenizer))
+                panel.set_pending()
+            elif panel.shown_whitespace != self.show_ws.isChecked():
+                panel.set_tokenized(data, self.show_ws.isChecked())
+        self._text_cut = (len(text), len(full))
+        if self._tokenize_job is not None:
+            self._tokenize_job.stop()  # its results are for an older text: ignored
+            self._tokenize_job = None
+        if to_encode:
+            self._tokenize_job = job = self.runner.start("tokenizer-encode", tokenize_job(text, to_encode))
+            self._encoding_with = {key: tok for key, _, tok in to_encode}
+            job.events.connect(self._on_tokenized)
+            job.finished.connect(self._on_tokenize_finished)
+        self._update_summary()
+
+    @Slot(list)
+    def _on_tokenized(self, events: list) -> None:
+        if self.sender() is not self._tokenize_job:
+            return
+        for event in events:
+            if not isinstance(event, Tokenized) or event.key not in self.panels:
+                continue
+            panel = self.panels[event.key]
+            if event.data is None:
+                panel.set_unavailable(panel.name, event.error)
+                continue
+            self._encoded_by[event.key] = self._encoding_with.get(event.key)
+            panel.set_tokenized(event.data, self.show_ws.isChecked())
+        self._update_summary()
+
+    @Slot()
+    def _on_tokenize_finished(self) -> None:
+        if self.sender() is self._tokenize_job:
+            self._tokenize_job = None
+
+    def _update_summary(self) -> None:
+        shown, total = self._text_cut
+        cut = f" (the first {shown:,} of {total:,})" if total > shown else ""
+        counts = [f"{p.name}: {p.data.num_tokens:,}" for p in self.panels.values()
+                  if p.data is not None and not p.pending]
+        pending = any(p.pending for p in self.panels.values())
+        self.summary.setText(f"{shown:,} characters{cut} · tokens — " + ", ".join(counts)
+                             + (" · tokenizing…" if pending else ""))
 
     def panel(self, name: str) -> EncodingPanel | None:
         """The row of an encoding by its shown name (or key)."""
@@ -339,6 +411,16 @@ class TokenizerTab(QWidget):
         self.merges_of.clear()
         for label, _ in self._merge_items:
             self.merges_of.addItem(label)
+        if not self._merge_items:
+            self.merges_of.addItem("No BPE to list yet")  # a plain entry: never a disabled one as the choice
+        # The encodings that could not load are offered too, disabled, with the reason.
+        items: QStandardItemModel = self.merges_of.model()
+        for enc in self._named:
+            if enc.tokenizer is None:
+                self.merges_of.addItem(f"{enc.name} (unavailable)")
+                item = items.item(self.merges_of.count() - 1)
+                item.setEnabled(False)
+                item.setToolTip(f"{enc.name} is unavailable: {enc.reason or 'it could not be loaded'}")
         index = next((i for i, (_, tok) in enumerate(self._merge_items) if tok is previous), 0)
         self.merges_of.setCurrentIndex(index)
         self.merges_of.blockSignals(False)
@@ -351,15 +433,43 @@ class TokenizerTab(QWidget):
 
     @Slot()
     def _show_merges(self, *args: Any) -> None:
+        """List the chosen tokenizer's merges; recovering them for a big vocabulary runs in a job."""
         tok = self.merges_tokenizer()
         self._update_use_button()
         if tok is None:
-            self.merges.set_merges(None, "No BPE yet: train one above.")
+            self.merges.set_rows(None, "No BPE yet: train one above.")
             return
-        try:
-            self.merges.set_merges(merges_table(tok))
-        except Exception as e:  # not a BPE, or the engine cannot list its merges
-            self.merges.set_merges(None, f"No merges to list for {tok.name}: {e}")
+        rows = self._merge_rows.get(id(tok))
+        if rows is not None:
+            self.merges.set_rows(rows[1])
+            return
+        self.merges.set_rows(None, f"Listing the merges of {tok.name}…")
+        if self._merges_job is not None:
+            self._merges_job.stop()  # listing another tokenizer's: no longer wanted
+        self._merges_job = job = self.runner.start("tokenizer-merges", merges_job(tok))
+        job.events.connect(self._on_merges_events)
+        job.failed.connect(self._on_merges_failed)
+        job.finished.connect(self._on_merges_finished)
+
+    @Slot(list)
+    def _on_merges_events(self, events: list) -> None:
+        for event in events:
+            if isinstance(event, MergesListed):
+                # keyed by id, holding the tokenizer so the id stays its own
+                self._merge_rows[id(event.tokenizer)] = (event.tokenizer, event.rows)
+                if event.tokenizer is self.merges_tokenizer():
+                    self.merges.set_rows(event.rows)
+
+    @Slot(str)
+    def _on_merges_failed(self, message: str) -> None:
+        if self.sender() is self._merges_job:
+            tok = self.merges_tokenizer()
+            self.merges.set_rows(None, f"No merges to list for {tok.name if tok else 'this tokenizer'}: {message}")
+
+    @Slot()
+    def _on_merges_finished(self) -> None:
+        if self.sender() is self._merges_job:
+            self._merges_job = None
 
     def selected_trained(self) -> Tokenizer | None:
         tok = self.merges_tokenizer()
@@ -410,7 +520,8 @@ class TokenizerTab(QWidget):
             return
         self._chart_job = self.runner.start("tokenizer-chart", bytes_per_token_job(text, encodings, source))
         self._chart_job.events.connect(self._on_chart_events)
-        self._chart_job.failed.connect(lambda msg: self._notify(f"Bytes-per-token chart failed: {msg}"))
+        # Bound slots, never a lambda holding self: a job can end after the tab is gone (see app/worker.py).
+        self._chart_job.failed.connect(self._on_chart_failed)
         self._chart_job.finished.connect(self._on_chart_finished)
 
     @Slot(list)
@@ -418,6 +529,10 @@ class TokenizerTab(QWidget):
         for event in events:
             if isinstance(event, BytesPerToken):
                 self.chart.set_values(list(event.values), event.source)
+
+    @Slot(str)
+    def _on_chart_failed(self, message: str) -> None:
+        self._notify(f"Bytes-per-token chart failed: {message}")
 
     @Slot()
     def _on_chart_finished(self) -> None:
