@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    # huggingface_hub logs each retry of a broken connection; the error we raise says it in one line.
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     bar = ProgressBar()
     job = download_model_job(args.repo_id, revision=args.revision, token=args.token)
     folder: Path | None = None
