@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
 
 from app.formatting import format_bytes
 from app.state import AppState
+from app.tabs.generation.chat import ChatPanel
 from app.tabs.generation.column import DecoderColumn
 from app.tabs.generation.distribution import DistributionData, DistributionView
 from app.tabs.generation.presets import SamplingSettings
@@ -158,6 +159,7 @@ class _Run:
     started: float = field(default_factory=time.monotonic)
     tokens: int = 0
     done: Any = None  # the engine's GenerationDoneEvent, once it came
+    chat: bool = False  # a chat turn: `prompt` is the user's message (see chat.py)
 
 
 class GenerationTab(QWidget):
@@ -217,6 +219,9 @@ class GenerationTab(QWidget):
         prompt_box = QVBoxLayout()
         prompt_box.setSpacing(4)
         prompt_box.addLayout(prompt_head)
+        self.chat = ChatPanel()
+        self.chat.mode_changed.connect(self._on_chat_mode)
+        prompt_box.addWidget(self.chat)
         prompt_box.addWidget(self.prompt, 1)
 
         # Shared settings: max new tokens, seed, precision; Generate / Stop; speed.
@@ -438,6 +443,7 @@ class GenerationTab(QWidget):
         self._update_prompt_info()
         has_eot = self.state.tokenizer is not None and self.state.tokenizer.eot_id is not None
         self.stop_at_eot.setEnabled(has_eot)
+        self.chat.set_tokenizer(self.state.tokenizer)
         if model is None:
             self.distribution.clear("No model yet: train one in the Training tab or open a checkpoint.")
             self.show_message("No model loaded: train one or open a checkpoint to generate", status_bar=False)
@@ -500,6 +506,11 @@ class GenerationTab(QWidget):
 
     # ---------------------------------------------------------------------------------- prompt
 
+    @Slot(bool)
+    def _on_chat_mode(self, on: bool) -> None:
+        self.prompt.setPlaceholderText("Your message… (Ctrl+Enter sends it; empty: the last one answered again)" if on
+                                       else "Write a prompt… (Ctrl+Enter generates)")
+
     def insert_template(self, text: str) -> None:
         cursor = self.prompt.textCursor()
         if self.prompt.toPlainText().strip():
@@ -543,21 +554,25 @@ class GenerationTab(QWidget):
             return
         prompt = self.prompt.toPlainText()
         precision = self.precision.currentData()
-        stop_at_eot = self.stop_at_eot.isChecked() and self.stop_at_eot.isEnabled()
+        chat = self.chat.active()  # a chat turn stops at the model's end-of-turn tokens
+        stop_at_eot = chat or (self.stop_at_eot.isChecked() and self.stop_at_eot.isEnabled())
         try:
             configs = [sampling_config(c.settings(), self.max_tokens.value(), self.seed.value(), stop_at_eot)
                        for c in self.columns]
             check_precision(precision, self._model_device(), use="inference")
-            prompt_ids = prompt_token_ids(tokenizer, prompt, model.config)
+            if chat:  # as the engine would cut it: the last context - 1 tokens
+                prompt_ids = self.chat.prompt_ids(prompt)[-(model.config.context_length - 1):]
+            else:
+                prompt_ids = prompt_token_ids(tokenizer, prompt, model.config)
         except ValueError as e:
             self.show_message(f"Cannot generate: {e}")
             return
         self.run = _Run(prompt=prompt, prompt_ids=prompt_ids, precision=precision,
-                        ids=[[] for _ in self.columns], records=[[] for _ in self.columns])
+                        ids=[[] for _ in self.columns], records=[[] for _ in self.columns], chat=chat)
         self._logits_cache.clear()
         self._select(None)
         for column in self.columns:
-            column.start_output(prompt)
+            column.start_output("" if chat else prompt)
         self.job = self.runner.start(JOB_NAME, generation_job(model, tokenizer, prompt, configs, precision,
                                                               prompt_ids))
         self.job.events.connect(self._on_events)
@@ -627,6 +642,10 @@ class GenerationTab(QWidget):
                 if i < len(run.ids):
                     reason = STOP_REASONS.get(done.stop_reasons[i], "") if done is not None else "stopped"
                     column.info.setText(f"{len(run.ids[i]):,} tokens · {reason}")
+            if run.chat and any(run.ids):
+                self.chat.finish_turn(run.prompt, run.ids, [c.name for c in self.columns])
+                if self.prompt.toPlainText() == run.prompt:  # (not a message typed meanwhile)
+                    self.prompt.clear()  # ready for the next one
         self.generation_finished.emit()
         if self._restart_after_stop:
             self._restart_after_stop = False
