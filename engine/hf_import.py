@@ -215,7 +215,7 @@ def _build(family: Family, config: ModelConfig, tensors: Mapping[str, Any], *, d
             tensor = tensor.t()
         if not views:
             tensor = tensor.contiguous()
-        if not bool(torch.isfinite(tensor).all()):
+        if not _all_finite(tensor):
             raise HFImportError(f"{label}: {hf_name} holds NaN or infinite values")
         state[our_name] = tensor
         yield ProgressEvent(job="open", done=i + 1, total=total, message=f"loading weights ({i + 1}/{total})")
@@ -227,6 +227,13 @@ def _build(family: Family, config: ModelConfig, tensors: Mapping[str, Any], *, d
     model.load_state_dict(state, strict=True, assign=True)
     model.head.weight = model.tok_emb.weight  # keep the tie explicit after loading
     return model.eval()
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """No NaN or infinity in the tensor. A NaN or an infinity makes the sum one too, and a sum is several times
+    faster than isfinite() on bf16 and allocates nothing; only a non-finite sum (or an overflow) is looked at
+    element by element."""
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
 
 
 def _shape(tensors: Mapping[str, Any], name: str) -> tuple[int, ...]:
