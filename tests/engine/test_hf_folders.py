@@ -279,3 +279,20 @@ def test_extra_or_missing_tensors(folder, tmp_path):
 def test_import_hf_keeps_the_old_api_in_fp32(folder):
     model, tokenizer = import_hf_folder(folder)
     assert next(model.parameters()).dtype == torch.float32 and tokenizer.type_name == "hf"
+
+
+def test_nan_weights_are_refused_but_huge_finite_ones_are_not(folder, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    broken = broken_copy(folder, tmp_path)
+    tensors = load_file(str(broken / "model.safetensors"))
+    name = "transformer.h.0.mlp.c_fc.weight"
+    huge = tensors[name].clone()
+    huge[:2] = 3e38  # finite, but their sum overflows: the element-by-element check decides
+    save_file({**tensors, name: huge}, str(broken / "model.safetensors"))
+    assert open_model(broken).model.blocks[0].mlp.fc.weight.max().item() == pytest.approx(3e38)
+    nan = tensors[name].clone()
+    nan[3, 4] = float("nan")
+    save_file({**tensors, name: nan}, str(broken / "model.safetensors"))
+    with pytest.raises(HFImportError, match="h.0.mlp.c_fc.weight holds NaN or infinite values"):
+        open_model(broken)
