@@ -203,3 +203,18 @@ def test_interrupted_pull_is_one_line_and_retry_works(hub, capsys):
     assert list_cached_models() == []
     hub.cut_done.clear()
     assert run(capsys, "pull", "tiny/gpt2")[0] == 0 and [m.repo_id for m in list_cached_models()] == ["tiny/gpt2"]
+
+
+def test_info_says_why_a_folder_cannot_open(tmp_path, capsys):
+    from hub_server import model_files
+
+    folder = tmp_path / "llama"
+    folder.mkdir()
+    for name, data in model_files().items():
+        if "/" not in name:
+            (folder / name).write_bytes(data)
+    code, out, _ = run(capsys, "info", folder)
+    assert code == 0 and "model_type 'llama'" in out
+    assert "cannot open: config.json: unsupported model_type 'llama' (supported: gpt2)" in out
+    code, _, err = run(capsys, "generate", folder, "--prompt", "x")
+    assert code == 2 and "unsupported model_type 'llama'" in err and err.count("\n") == 1
