@@ -1,4 +1,5 @@
-"""The Generation tab's chat mode (pytest-qt, offscreen) on a small GPT-2 with a ChatML template: the prompt is the
+"""The Generation tab on a Hugging Face model (pytest-qt, offscreen): chat mode on a small GPT-2 with a ChatML
+template, and a bf16 model generating in bf16. In chat mode the prompt is the
 conversation rendered by the template, every column streams its own reply and stops at the end-of-turn token,
 and the conversation goes on with the reply the person keeps."""
 from __future__ import annotations
@@ -103,3 +104,17 @@ def test_models_without_a_template_have_no_chat_mode(qtbot, tab):
     assert "no chat template" in chat.enabled_box.toolTip()
     send(qtbot, tab, "abc")  # plain completion again
     assert tab.run.prompt_ids == tokenizer.encode("abc") and not tab.run.chat
+
+
+def test_a_bf16_model_generates_in_bf16_without_a_copy(qtbot, tab, tmp_path):
+    import torch
+
+    from engine.generation import decoder_for
+
+    opened = open_model(gpt2_folder(tmp_path / "bf16", dtype=torch.bfloat16))
+    tab.state.set_model(opened.model, opened.tokenizer)
+    assert tab.precision.currentData() == "bf16"
+    send(qtbot, tab, "Hello")
+    assert tab.run.precision == "bf16" and len(tab.run.ids[0]) > 0
+    decoder = decoder_for(opened.model, "bf16")
+    assert decoder.tok_emb.data_ptr() == opened.model.tok_emb.weight.data_ptr()  # the model's own weights

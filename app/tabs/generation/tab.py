@@ -440,6 +440,8 @@ class GenerationTab(QWidget):
             column.output.start("")
             column.info.setText(" ")
         self._update_precisions()
+        if model is not None and next(model.parameters()).dtype == torch.bfloat16:
+            self.precision.setCurrentIndex(self.precision.findData("bf16"))  # a bf16 model: no fp32 copy
         self._update_prompt_info()
         has_eot = self.state.tokenizer is not None and self.state.tokenizer.eot_id is not None
         self.stop_at_eot.setEnabled(has_eot)
