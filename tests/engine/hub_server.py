@@ -191,5 +191,16 @@ def hub_environment(monkeypatch, server: FakeHub, cache) -> None:
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_ETAG_TIMEOUT"):
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_ETAG_TIMEOUT"):
         monkeypatch.delenv(var, raising=False)
+    hub_online(monkeypatch)
+
+
+def hub_online(monkeypatch) -> None:
+    """Let huggingface_hub make requests (to local servers only, in these tests). It reads HF_HUB_OFFLINE once,
+    when imported: a test module that set it to keep transformers off the network must not switch the hub off
+    for the tests that come after it."""
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)

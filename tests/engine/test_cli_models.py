@@ -13,7 +13,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from hf_fixtures import gpt2_folder  # noqa: E402
-from hub_server import FakeHub, hub_environment  # noqa: E402
+from hub_server import FakeHub, hub_environment, hub_online  # noqa: E402
 
 from engine.cli import main  # noqa: E402
 from engine.cli import models as models_cli  # noqa: E402
@@ -147,6 +147,7 @@ def test_models_on_an_empty_cache(tmp_path, capsys, monkeypatch):
 
 
 def test_pull_offline_is_one_line_within_2_s(tmp_path, capsys, monkeypatch):
+    hub_online(monkeypatch)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: connections are refused

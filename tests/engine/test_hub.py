@@ -14,6 +14,7 @@ from hub_server import (
     NO_ACCESS_TOKEN,
     FakeHub,
     hub_environment,
+    hub_online,
     model_files,
     safetensors_bytes,
     sharded_files,
@@ -201,6 +202,7 @@ def test_bad_safetensors_headers(tmp_path, header):
 
 
 def test_offline_is_reported_fast(monkeypatch, tmp_path):
+    hub_online(monkeypatch)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -213,6 +215,7 @@ def test_offline_is_reported_fast(monkeypatch, tmp_path):
 
 
 def test_silent_server_hits_the_deadline(monkeypatch, tmp_path):
+    hub_online(monkeypatch)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     with socket.socket() as s:  # accepts connections (the kernel does) but never answers
         s.bind(("127.0.0.1", 0))
