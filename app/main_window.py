@@ -21,7 +21,9 @@ from app.jobs.model_io import (
     import_hf_job,
     new_model_job,
     open_checkpoint_job,
+    open_source_job,
 )
+from app.open_model_dialog import OpenModelDialog
 from app.settings import Settings
 from app.state import AppState
 from app.tabs.attention.tab import AttentionTab
@@ -105,15 +107,19 @@ class MainWindow(QMainWindow):
                                        "tokenizer")
         self.open_action = self._action("&Open checkpoint…", lambda: self.open_checkpoint(), "Ctrl+O",
                                         "Open a .safetensors checkpoint")
+        self.open_model_action = self._action("Open &model…", self.open_model_dialog, "Ctrl+Shift+O",
+                                              "A model from your Hugging Face cache, a model folder, or a download")
         self.save_action = self._action("&Save", self.save, "Ctrl+S", "Save the current model")
         self.save_as_action = self._action("Save &as…", self.save_as, QKeySequence.StandardKey.SaveAs,
                                            "Save the current model to a new file")
         self.import_action = self._action("&Import GPT-2 (Hugging Face folder)…", lambda: self.import_hf(),
-                                          tip="A folder with config.json, model.safetensors, vocab.json, merges.txt")
+                                          tip="A Hugging Face model folder (config.json, safetensors weights, "
+                                              "tokenizer.json or vocab.json + merges.txt) as a new fp32 model")
         self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
         menu.addAction(self.new_action)
         menu.addAction(self.open_action)
+        menu.addAction(self.open_model_action)
         self.recent_menu = menu.addMenu("Recent files")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         menu.addSeparator()
@@ -182,7 +188,7 @@ class MainWindow(QMainWindow):
 
     @Slot(bool)
     def _on_running_changed(self, running: bool) -> None:
-        for action in (self.new_action, self.open_action, self.import_action):
+        for action in (self.new_action, self.open_action, self.open_model_action, self.import_action):
             action.setEnabled(not running)
 
     # ================================================================== models
@@ -201,7 +207,8 @@ class MainWindow(QMainWindow):
         for event in events:
             if isinstance(event, ModelLoadedEvent):
                 self.state.set_model(event.model, event.tokenizer, path=Path(event.path) if event.path else None,
-                                     train_state=event.train_state, dirty=event.dirty, untrained=event.untrained)
+                                     train_state=event.train_state, dirty=event.dirty, untrained=event.untrained,
+                                     name=event.name)
                 if event.path and Path(event.path).resolve() != DEFAULT_MODEL.resolve():
                     Settings().add_recent_file(event.path)
                 if event.note:
@@ -254,6 +261,22 @@ class MainWindow(QMainWindow):
                 return
         name = Path(path).name
         self._run_model_job("open", open_checkpoint_job(path), f"Cannot open {name}")
+
+    def open_model_dialog(self) -> None:
+        """File ▸ Open model…: pick a cached model, a folder, or download one; then open it."""
+        if self._busy_training():
+            return
+        dialog = OpenModelDialog(self.runner, self)
+        if dialog.exec() and dialog.chosen is not None:
+            self.open_model(dialog.chosen)
+        dialog.deleteLater()
+
+    def open_model(self, source: str | Path) -> None:
+        """Open any model source (a checkpoint, a Hugging Face folder, a cached repo id) as the current model."""
+        if self._busy_training() or not self._confirm_discard():
+            return
+        name = Path(source).name or str(source)
+        self._run_model_job("open", open_source_job(source), f"Cannot open {name}")
 
     def import_hf(self, folder: str | Path | None = None) -> None:
         if self._busy_training() or not self._confirm_discard():
@@ -347,9 +370,12 @@ class MainWindow(QMainWindow):
         self.open_dropped(paths[0])
 
     def open_dropped(self, path: Path) -> None:
-        """A checkpoint opens as the current model; any other file or folder becomes the corpus."""
+        """A checkpoint or a Hugging Face model folder (with config.json) opens as the current model; any other
+        file or folder becomes the corpus."""
         if path.suffix.lower() in CHECKPOINT_SUFFIXES:
             self.open_checkpoint(path)
+        elif path.is_dir() and (path / "config.json").is_file():
+            self.open_model(path)
         else:
             self.tabs.setCurrentWidget(self.training_tab)
             self.training_tab.data_panel.add_corpus_file(path)

@@ -61,6 +61,7 @@ class AppState(QObject):
         self.tokenizer: Tokenizer | None = None
         self.corpus: Corpus | None = None
         self.checkpoint_path: Path | None = None
+        self.source_name: str | None = None  # a model without a checkpoint file: its folder's repo id or name
         self.dirty = False  # weights changed since the last save
         self.untrained = False  # freshly initialised weights (the status bar says so)
         # Training state to save with the model: step, train config, loss history, ...
@@ -77,13 +78,14 @@ class AppState(QObject):
 
     def set_model(self, model: GPT, tokenizer: Tokenizer, *, path: Path | None = None,
                   train_state: dict[str, Any] | None = None, dirty: bool = False,
-                  untrained: bool = False) -> None:
-        """Make this the current model; every tab refreshes."""
+                  untrained: bool = False, name: str | None = None) -> None:
+        """Make this the current model; every tab refreshes. name: what to call it when it has no file."""
         model.eval()
         self.model = model
         self.tokenizer = tokenizer
         self.train_state = train_state
         self.checkpoint_path = Path(path) if path is not None else None
+        self.source_name = name
         self.dirty = dirty
         self.untrained = untrained
         self.tokenizer_changed.emit()
@@ -121,5 +123,5 @@ class AppState(QObject):
 
     @property
     def display_name(self) -> str:
-        name = self.checkpoint_path.name if self.checkpoint_path else "untitled"
+        name = self.checkpoint_path.name if self.checkpoint_path else self.source_name or "untitled"
         return name + (" *" if self.dirty else "")

@@ -65,18 +65,33 @@ from engine.generation import (
                            filter_stages,
                            next_token_probs,
                            prompt_token_ids,
+                           stop_token_ids,
                            stream_generate,
                            weights_memory_bytes,
                            window_length,
 )
 from engine.generation.sampling import SamplingConfig
-from engine.hf_import import import_hf_folder
+from engine.hf_import import HFImportError, import_hf_folder
+from engine.hub import DownloadCancelled, HubDownloadProgress, HubError, download_model_job
 from engine.model import GPT
+from engine.sources import (
+                           ModelEntry,
+                           ModelSource,
+                           OpenedModel,
+                           SourceError,
+                           list_models,
+                           open_model,
+                           open_model_job,
+                           resolve_source,
+                           supported_family,
+)
 from engine.tokenizers import (
                            NAMED_ENCODINGS,
                            BPETrainedEvent,
                            CharTokenizer,
+                           ChatTemplateError,
                            Tokenizer,
+                           chat_prompt_ids,
                            get_tokenizer,
                            merges_table,
                            named_encoding_status,
@@ -94,6 +109,10 @@ __all__ = [
     "MAX_HEADS", "MAX_LAYERS", "MAX_VOCAB_SIZE",
     # files
     "CheckpointError", "load_checkpoint", "read_checkpoint_info", "save_checkpoint", "import_hf_folder",
+    "HFImportError",
+    # models on this machine and on the hub
+    "ModelEntry", "ModelSource", "OpenedModel", "SourceError", "list_models", "open_model", "open_model_job",
+    "resolve_source", "supported_family", "DownloadCancelled", "HubDownloadProgress", "HubError", "download_model_job",
     # data
     "BUILTIN_CORPORA", "Corpus", "CorpusError", "Dataset", "corpus_names", "is_synthetic", "load_corpus",
     "load_corpus_job",
@@ -106,12 +125,12 @@ __all__ = [
     "GenerationDoneEvent", "run_job",
     # inference
     "SamplingConfig", "next_token_probs", "filter_stages", "attention_maps", "attention_rollout", "decoder_for",
-    "prompt_token_ids", "stream_generate", "weights_memory_bytes", "window_length",
+    "prompt_token_ids", "stop_token_ids", "stream_generate", "weights_memory_bytes", "window_length",
     # the inference forward's capture options (Decoder.forward, through decoder_for)
     "ForwardOptions", "ForwardOutput", "Ablation", "AblationMeans",
     # tokenizers
-    "NAMED_ENCODINGS", "CharTokenizer", "Tokenizer", "get_tokenizer", "merges_table", "named_encoding_status",
-    "named_vocab_size", "render_bytes", "train_bpe_job", "unknown_characters",
+    "NAMED_ENCODINGS", "CharTokenizer", "ChatTemplateError", "Tokenizer", "chat_prompt_ids", "get_tokenizer",
+    "merges_table", "named_encoding_status", "named_vocab_size", "render_bytes", "train_bpe_job", "unknown_characters",
     # training
     "Trainer", "lr_at", "PROBE_TOKENS", "corpus_probe_ids", "text_probe_ids", "RunSpec", "PreparedRun",
     "prepare_run",

@@ -1,13 +1,18 @@
 """Shared test set-up: keep every cache (token arrays, the measured peak FLOP/s) out of $HOME.
 
 Tests that need their own cache folder still set LLM_PLAYGROUND_CACHE with monkeypatch.
+The helper modules of tests/engine (hf_fixtures: small Hugging Face folders; hub_server: a local hub) are
+importable from every test folder, so the app tests build the same models.
 """
 from __future__ import annotations
 
 import atexit
 import os
 import shutil
+import sys
 import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine"))
 
 _CACHE = tempfile.mkdtemp(prefix="llm-playground-test-cache-")
 os.environ["LLM_PLAYGROUND_CACHE"] = _CACHE

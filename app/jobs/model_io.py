@@ -1,5 +1,5 @@
-"""Jobs that bring a model or a corpus into the app: open a checkpoint, the bundled default model,
-a fresh model, a GPT-2 import, a corpus. Each is a small generator run by the JobRunner, so the
+"""Jobs that bring a model or a corpus into the app: open a checkpoint, a Hugging Face model folder or a
+cached repo id, the bundled default model, a fresh model, a GPT-2 import, a corpus. Each is a small generator run by the JobRunner, so the
 window stays responsive while files are read; the last event carries the result to the GUI thread
 (the worker is done with the objects by then).
 """
@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from app.formatting import format_params
 from app.resources import RESOURCES
 from engine import (
     GPT,
@@ -22,10 +23,10 @@ from engine import (
     ProgressEvent,
     Tokenizer,
     get_tokenizer,
-    import_hf_folder,
     load_checkpoint,
     load_corpus,
     load_corpus_job,
+    open_model_job,
 )
 
 DEFAULT_MODEL = RESOURCES / "models" / "default.safetensors"
@@ -43,6 +44,7 @@ class ModelLoadedEvent(Event):
     untrained: bool = False
     dirty: bool = False
     note: str = ""  # a line for the status bar
+    name: str | None = None  # what to call a model that has no checkpoint file (a folder's repo id or name)
 
 
 @dataclass(frozen=True)
@@ -96,11 +98,36 @@ def new_model_job(config: ModelConfig, tokenizer: Tokenizer) -> Iterator[Event]:
                            note="New untrained model")
 
 
+def open_source_job(source: str | Path) -> Iterator[Event]:
+    """Any model source (engine.resolve_source: a checkpoint, a Hugging Face folder, a cached repo id), with
+    progress while its weights map in. A folder's model keeps its own number format (a bf16 model stays bf16)."""
+    opened = yield from _with_name(open_model_job(source), Path(source).name or str(source))
+    src = opened.source
+    if src.kind == "checkpoint":
+        yield ModelLoadedEvent(opened.model, opened.tokenizer, str(src.path), opened.train_state,
+                               note=f"Opened {src.name}")
+    else:  # nothing to save: the folder holds it (Save writes a checkpoint)
+        yield ModelLoadedEvent(opened.model, opened.tokenizer, None, None, name=src.name,
+                               note=f"Opened {src.name} ({format_params(opened.model.num_params())} parameters)")
+
+
+def _with_name(job, name: str):
+    """The engine job's progress events, with the model's name in front; returns the job's result."""
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as stop:
+            return stop.value
+        total = event.total if event.total else 0
+        yield ProgressEvent(job="open", done=event.done, total=total, message=f"Opening {name}: {event.message}…")
+
+
 def import_hf_job(folder: str | Path) -> Iterator[Event]:
+    """A Hugging Face folder as a new, unsaved model in fp32 (File ▸ Import), ready to train and save."""
     folder = Path(folder)
-    yield ProgressEvent(job="import", done=0, total=1, message=f"Importing {folder.name}…")
-    model, tokenizer = import_hf_folder(folder)
-    yield ModelLoadedEvent(model, tokenizer, None, None, dirty=True, note=f"Imported {folder.name}: save it to keep it")
+    opened = yield from _with_name(open_model_job(folder, dtype="fp32"), folder.name)
+    yield ModelLoadedEvent(opened.model, opened.tokenizer, None, None, dirty=True, name=opened.source.name,
+                           note=f"Imported {opened.source.name}: save it to keep it")
 
 
 def open_corpus_job(source: str) -> Iterator[Event]:

@@ -4,11 +4,13 @@ tokenizer train --corpus NAME|PATH --vocab-size N [--pattern gpt2|cl100k] --out 
     trains a byte-level BPE on a corpus and writes a tokenizer file (JSON) usable as --tokenizer FILE.
 tokenizer list [--download]
     the named tiktoken encodings and whether they are available (offline: why not).
-tokenize (--tokenizer NAME|FILE | --checkpoint CKPT) [--json] TEXT
+tokenize (--tokenizer NAME|FILE | --checkpoint MODEL) [--json] TEXT
     the tokens of TEXT ("-" reads stdin); --json prints {"ids": [...], "tokens": [...], "text": decoded}
-    where each token is its display string (control characters and split UTF-8 bytes escaped).
+    where each token is its display string (control characters and split UTF-8 bytes escaped). MODEL is a
+    checkpoint, a Hugging Face model folder or a cached model's repo id.
 import-hf DIR --out FILE
-    a Hugging Face GPT-2 folder (config.json, model.safetensors, vocab.json, merges.txt) as a checkpoint.
+    a Hugging Face model folder (config.json; model.safetensors or a sharded model.safetensors.index.json;
+    tokenizer.json or vocab.json + merges.txt) as a checkpoint.
 """
 from __future__ import annotations
 
@@ -18,14 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
-
-from engine.checkpoint import read_checkpoint_info, save_checkpoint
+from engine.checkpoint import save_checkpoint
 from engine.cli.errors import one_line_errors
 from engine.cli.progress import ProgressPrinter
 from engine.data import load_corpus
 from engine.events import ProgressEvent
-from engine.hf_import import import_hf_folder
+from engine.hf_import import family_title, import_hf_folder, read_hf_config
+from engine.sources import open_tokenizer
 from engine.tokenizers import (
     MAX_VOCAB_SIZE,
     MIN_VOCAB_SIZE,
@@ -34,7 +35,6 @@ from engine.tokenizers import (
     get_tokenizer,
     named_encoding_status,
     save_tokenizer,
-    tokenizer_from_dict,
     train_bpe_job,
 )
 
@@ -63,22 +63,25 @@ def register(subparsers: Any) -> None:
 
     p = one_line_errors(subparsers.add_parser(
         "tokenize", help="show how a tokenizer splits a text",
-        description="Print the tokens of TEXT ('-' reads stdin). Special-token text such as <|endoftext|> is "
-                    "encoded as ordinary text."))
+        description="Print the tokens of TEXT ('-' reads stdin). With tiktoken-style tokenizers special-token "
+                    "text such as <|endoftext|> is encoded as ordinary text; a Hugging Face tokenizer.json turns "
+                    "it into the special token's id, as transformers does."))
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--tokenizer", metavar="NAME|FILE",
                      help="gpt2, r50k_base, p50k_base, cl100k_base, o200k_base, a tokenizer file or a .tiktoken "
                           "file (char and bpe:N need --corpus)")
-    src.add_argument("--checkpoint", metavar="CKPT", help="use the tokenizer stored in a checkpoint")
+    src.add_argument("--checkpoint", metavar="MODEL",
+                     help="use the tokenizer of a checkpoint, a Hugging Face model folder or a cached model's repo id")
     p.add_argument("--corpus", metavar="NAME|PATH", help="corpus for --tokenizer char or bpe:N")
     p.add_argument("--json", action="store_true", help='print {"ids": [...], "tokens": [...], "text": decoded}')
     p.add_argument("text", metavar="TEXT")
     p.set_defaults(func=cmd_tokenize)
 
     p = one_line_errors(subparsers.add_parser(
-        "import-hf", help="turn a Hugging Face GPT-2 folder into a checkpoint",
-        description="Read config.json, model.safetensors, vocab.json and merges.txt from DIR and write one "
-                    "playground checkpoint (tokenizer rebuilt as a tiktoken encoding; works offline)."))
+        "import-hf", help="turn a Hugging Face model folder into a checkpoint",
+        description="Read config.json, the safetensors weights (model.safetensors or the shards of "
+                    "model.safetensors.index.json) and the tokenizer (tokenizer.json, else vocab.json + merges.txt) "
+                    "from DIR and write one playground checkpoint (works offline). Supported: the GPT-2 family."))
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--out", required=True, metavar="FILE", help="checkpoint to write (.safetensors)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -119,18 +122,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint_tokenizer(path: str):
-    """The tokenizer stored in a checkpoint, without loading its weights."""
-    read_checkpoint_info(path)
-    with safe_open(path, framework="pt") as f:
-        metadata = f.metadata() or {}
-    return tokenizer_from_dict(json.loads(metadata["tokenizer"]))
-
-
 def cmd_tokenize(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.text == "-" else args.text
     if args.checkpoint:
-        tokenizer = _checkpoint_tokenizer(args.checkpoint)
+        tokenizer = open_tokenizer(args.checkpoint)
     else:
         corpus_text = None
         if not args.corpus and (args.tokenizer == "char" or args.tokenizer.startswith("bpe:")):
@@ -155,7 +150,9 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
 def cmd_import_hf(args: argparse.Namespace) -> int:
     _check_out(args.out)
-    model, tokenizer = import_hf_folder(args.dir)
+    # The weights' own format (a bf16 model makes a bf16 checkpoint); checkpoints open in fp32.
+    model, tokenizer = import_hf_folder(args.dir, dtype="auto")
+    family = family_title(read_hf_config(args.dir))
     save_checkpoint(args.out, model, tokenizer)
     summary = {"out": args.out, "params": model.num_params(), "model_config": model.config.to_dict(),
                "tokenizer": tokenizer.describe()}
@@ -163,7 +160,7 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         c = model.config
-        print(f"imported GPT-2 ({model.num_params():,} parameters, {c.n_layers} layers, {c.emb_dim} wide, "
+        print(f"imported {family} ({model.num_params():,} parameters, {c.n_layers} layers, {c.emb_dim} wide, "
               f"context {c.context_length}) with {tokenizer.describe()} -> {args.out}")
     return 0
 

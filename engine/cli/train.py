@@ -1,4 +1,4 @@
-"""`python -m engine train ...` and `python -m engine info CKPT`.
+"""`python -m engine train ...` and `python -m engine info MODEL` (a checkpoint, a Hugging Face folder or repo id).
 
 train: a new model from a preset, fine-tuning from a checkpoint (--init), or continuing a run exactly
 (--resume). The output file is written once, atomically, when training ends (completed, or stopped with
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.checkpoint import load_checkpoint, read_checkpoint_info
+from engine.checkpoint import load_checkpoint
 from engine.cli.errors import one_line_errors
 from engine.cli.progress import ProgressLine, ProgressPrinter, progress_bar
 from engine.config import PRESETS, ModelConfig, TrainConfig, preset
@@ -34,6 +34,7 @@ from engine.events import (
     StepEvent,
     run_job,
 )
+from engine.sources import HF_FOLDER, describe_source
 from engine.tokenizers import TOKENIZER_SPECS_HELP
 from engine.training import distributed
 from engine.training.distributed import DEFAULT_TIMEOUT_S
@@ -99,8 +100,10 @@ def register(subparsers: Any) -> None:
     out.add_argument("--json", action="store_true", help="print one JSON object per event instead of a progress bar")
     p.set_defaults(func=run_train)
 
-    i = one_line_errors(subparsers.add_parser("info", help="describe a checkpoint without loading its weights"))
-    i.add_argument("checkpoint", metavar="CKPT")
+    i = one_line_errors(subparsers.add_parser(
+        "info", help="describe a checkpoint or a Hugging Face model without loading its weights"))
+    i.add_argument("checkpoint", metavar="CKPT",
+                   help="a .safetensors checkpoint, a Hugging Face model folder, or a cached model's repo id")
     i.add_argument("--json", action="store_true", help="print the description as JSON")
     i.set_defaults(func=run_info)
 
@@ -371,8 +374,34 @@ def _describe_training(state: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _describe_folder(info: dict[str, Any]) -> str:
+    size = f"{info['file_bytes'] / 1e6:.1f} MB of weights in {len(info['weight_files'])} file(s)"
+    lines = [f"folder:     {info['path']} ({info['name']}, {size})",
+             f"family:     {info['family'] or info['model_type'] or 'unknown'}"
+             f" (model_type {info['model_type']!r}, {', '.join(info['architectures']) or 'no architectures'})"]
+    config = info.get("model_config")
+    if config is not None:
+        c = ModelConfig.from_dict(config)
+        lines.append(f"model:      {c.n_layers} layers, {c.n_heads} heads, emb_dim {c.emb_dim}, "
+                     f"context {c.context_length}, vocab {c.vocab_size:,}")
+    lines.append(f"parameters: {info['num_params']:,}")
+    tokenizer = info.get("tokenizer")
+    if tokenizer is not None:
+        chat = ", chat template" if tokenizer.get("chat_template") else ""
+        lines.append(f"tokenizer:  {tokenizer['description']}{chat}")
+    if info.get("problem"):
+        lines.append(f"cannot open: {info['problem']}")
+    return "\n".join(lines)
+
+
 def run_info(args: argparse.Namespace) -> int:
-    info = read_checkpoint_info(args.checkpoint)
+    info = describe_source(args.checkpoint)
+    if info["kind"] == HF_FOLDER:
+        if args.json:
+            _print_json(info)
+        else:
+            print(_describe_folder(info))
+        return 0
     if args.json:
         state = info.get("train_state")
         if state:

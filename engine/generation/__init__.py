@@ -14,6 +14,7 @@ from engine.generation.stream import (
                                       TokenRecord,
                                       generate,
                                       prompt_token_ids,
+                                      stop_token_ids,
                                       stream_generate,
                                       window_keep,
                                       window_length,
@@ -24,6 +25,6 @@ __all__ = [
     "Ablation", "AblationMeans", "ForwardOptions", "ForwardOutput",
     "model_device", "prepare_for_inference", "weights_memory_bytes", "FilterStages", "SamplingConfig",
     "filter_stages", "next_token_probs", "TOP_CANDIDATES", "GenerationDoneEvent", "GenerationResult",
-    "GenerationStepEvent", "TokenRecord", "generate", "prompt_token_ids", "stream_generate", "window_keep",
-    "window_length",
+    "GenerationStepEvent", "TokenRecord", "generate", "prompt_token_ids", "stop_token_ids", "stream_generate",
+    "window_keep", "window_length",
 ]

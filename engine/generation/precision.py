@@ -41,15 +41,17 @@ def _quantize_dynamic(model: nn.Module) -> nn.Module:
 
 
 def prepare_for_inference(model: nn.Module, precision: str) -> nn.Module:
-    """The model to generate with in a precision: the model itself for fp32, otherwise a copy
-    (cast to bf16/fp16, or with int8 Linear layers). The result is in eval mode except for fp32,
-    whose train/eval flag is left alone (generation never uses dropout; see engine/generation/stream.py)."""
+    """The model to generate with in a precision: the model itself when it is already in that format
+    (fp32, or a bf16/fp16 model), otherwise a copy (cast to bf16/fp16, or with int8 Linear layers). A copy is in
+    eval mode; the model itself keeps its train/eval flag (generation never uses dropout)."""
     device = model_device(model)
     check_precision(precision, device, use="inference")
     if precision == "fp32":
         if next(model.parameters()).dtype != torch.float32:
             return copy.deepcopy(model).float().eval()
         return model
+    if precision in ("bf16", "fp16") and all(p.dtype == DTYPES[precision] for p in model.parameters()):
+        return model  # already in that format (e.g. a bf16 model opened as it is): no second copy
     clone = copy.deepcopy(model).eval()  # deepcopy keeps the head tied to the embedding
     if precision == "int8":
         return _quantize_dynamic(clone.float())

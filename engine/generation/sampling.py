@@ -62,7 +62,7 @@ class SamplingConfig:
     repetition_penalty: float = 1.0
     max_new_tokens: int = 100
     seed: int | None = None  # None: a fresh random seed for each run
-    stop_at_eot: bool = False  # stop a row once it produces the tokenizer's end-of-text token
+    stop_at_eot: bool = False  # stop a row at the tokenizer's end-of-text or end-of-turn ids
     stop_strings: tuple[str, ...] = field(default_factory=tuple)  # stop once the output contains one
 
     def __post_init__(self) -> None:

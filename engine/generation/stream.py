@@ -17,8 +17,8 @@ Rules worth knowing:
 - Sliding window: when the sequence fills the context, its last half is fed again as a fresh prompt
   (positions restart at 0, the learned position embeddings require it) and decoding goes on one token
   at a time. Each row stops at its own max_new_tokens, or earlier if a stop condition it asked for is
-  met (stop_at_eot: the end-of-text token, kept as the last token; stop_strings: the text so far
-  contains one, the token that completed it kept).
+  met (stop_at_eot: an end-of-text or end-of-turn token, see `stop_token_ids`, kept as the last token;
+  stop_strings: the text so far contains one, the token that completed it kept).
 - Text pieces never end in half a UTF-8 character: bytes of an incomplete character wait in a buffer
   until the token that completes it (a byte-level BPE can split a character across tokens).
 - Speed: decoding is memory-bound (every step reads all the weights). A small inference forward
@@ -126,6 +126,15 @@ def window_length(prompt_length: int, step: int, context_length: int) -> int:
     return length
 
 
+def stop_token_ids(tokenizer) -> frozenset[int]:
+    """The ids that end a text or a turn: the tokenizer's end-of-turn ids (a Hugging Face tokenizer's
+    generation_config eos_token_id list) and its end-of-text id."""
+    ids = {int(i) for i in getattr(tokenizer, "eos_ids", ()) or ()}
+    if tokenizer.eot_id is not None:
+        ids.add(int(tokenizer.eot_id))
+    return frozenset(ids)
+
+
 class _TextStream:
     """Token bytes in, complete UTF-8 text out; an incomplete character waits for its last bytes."""
 
@@ -203,8 +212,8 @@ def _run(decoder: Decoder, tokenizer, prompt_ids: list[int], configs: list[Sampl
     seeds = _seeds(configs)
     generators = {s: torch.Generator().manual_seed(s) for s in dict.fromkeys(seeds)}
     rows = RowSettings(configs, device)
-    eot = tokenizer.eot_id
-    stop_at_eot = [c.stop_at_eot and eot is not None for c in configs]
+    stop_ids = stop_token_ids(tokenizer)
+    stop_at_eot = [c.stop_at_eot and bool(stop_ids) for c in configs]
     stop_strings = [c.stop_strings for c in configs]
     streams = [_TextStream(tokenizer) for _ in configs]
     new_ids: list[list[int]] = [[] for _ in configs]
@@ -264,7 +273,7 @@ def _run(decoder: Decoder, tokenizer, prompt_ids: list[int], configs: list[Sampl
             new_ids[r].append(token)
             produced += 1
             done = len(new_ids[r]) >= limits[r]
-            if stop_at_eot[r] and token == eot:
+            if stop_at_eot[r] and token in stop_ids:
                 done, reasons[r] = True, "eot"
             before = len(streams[r].text)
             piece = streams[r].push(token)

@@ -112,3 +112,65 @@ def sentencepiece_folder(folder: Path) -> Path:
               "eos_token": "</s>", "unk_token": "<unk>", "chat_template": LLAMA3_TEMPLATE}
     return write_folder(folder, sentencepiece_json(), config,
                         {"bos_token_id": 1, "eos_token_id": [tok.token_to_id("</s>"), tok.token_to_id("<|eot_id|>")]})
+
+
+# ---------------------------------------------------------------- a small GPT-2 model folder
+
+GPT2_VOCAB = 448  # the byte-level tokenizer has ~410 tokens: the embedding table is padded, as Qwen's is
+
+
+@cache
+def _trained_gpt2_state() -> tuple[dict, dict]:
+    """(config dict, state dict) of a 2-layer, 32-wide GPT2LMHeadModel trained for a few seconds on CORPUS with
+    the byte-level tokenizer, so that greedy decoding follows the text instead of repeating one token."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(bytelevel_json())
+    ids = [i for text in CORPUS[:4] for i in tok.encode(text).ids + [tok.token_to_id("<|endoftext|>")]]
+    data = torch.tensor(ids * 4)
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=GPT2_VOCAB, n_positions=64,
+                                     bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    threads = torch.get_num_threads()
+    # One thread: on a busy shared CPU, two OpenMP threads waiting on each other make tiny steps 30x slower.
+    torch.set_num_threads(1)
+    try:
+        for _ in range(100):
+            starts = torch.randint(0, len(data) - 65, (16,), generator=generator)
+            batch = torch.stack([data[s:s + 64] for s in starts])
+            loss = model(batch, labels=batch).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    with torch.no_grad():  # LayerNorm biases etc. move away from their init too
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * 0.01)
+    return config.to_dict(), {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def trained_gpt2():
+    """A fresh copy of the trained small GPT-2 (eval mode)."""
+    import transformers
+
+    config, state = _trained_gpt2_state()
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config.from_dict(config))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def gpt2_folder(folder: Path, *, max_shard_size: str | None = None, dtype=None) -> Path:
+    """The trained small GPT-2 saved with save_pretrained (sharded when max_shard_size is given, in `dtype` when
+    given), with the ChatML byte-level tokenizer.json, tokenizer_config.json and generation_config.json."""
+    model = trained_gpt2()
+    if dtype is not None:
+        model = model.to(dtype)
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(folder, **kwargs)
+    return bytelevel_folder(folder)

@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 from app import dialogs, theme
 from app.formatting import unknown_chars_note
 from app.state import AppState
+from app.tabs.generation.chat import ChatPanel
 from app.tabs.generation.column import DecoderColumn
 from app.tabs.generation.distribution import DistributionData, DistributionView
 from app.tabs.generation.jobs import (
@@ -101,6 +102,7 @@ class _Run:
     started: float = field(default_factory=time.monotonic)
     tokens: int = 0
     done: Any = None  # the engine's GenerationDoneEvent, once it came
+    chat: bool = False  # a chat turn: `prompt` is the user's message (see chat.py)
 
 
 class GenerationTab(QWidget):
@@ -161,6 +163,8 @@ class GenerationTab(QWidget):
         prompt_head.addWidget(QLabel("<b>Prompt</b>"))
         prompt_head.addWidget(self.prompt_info, 1)
         prompt_head.addWidget(self.templates_button)
+        self.chat = ChatPanel()
+        self.chat.mode_changed.connect(self._on_chat_mode)
 
         # Shared settings in one row: max new tokens, seed, precision, stop strings, Generate / Stop, speed.
         self.settings_row = settings = RunSettings()
@@ -180,6 +184,7 @@ class GenerationTab(QWidget):
         top.setContentsMargins(0, 0, 0, 0)
         top.setSpacing(4)
         top.addLayout(prompt_head)
+        top.addWidget(self.chat)
         top.addWidget(self.prompt, 1)
         top.addWidget(settings)
         top.addWidget(self.status)
@@ -338,12 +343,15 @@ class GenerationTab(QWidget):
             column.output.start("")
             column.set_info(" ")
         self.settings_row.update_precisions(model, self._model_device())
+        if model is not None and next(model.parameters()).dtype == torch.bfloat16:
+            self.precision.setCurrentIndex(self.precision.findData("bf16"))  # a bf16 model: no fp32 copy
         self._update_prompt_info()
         has_eot = self.state.tokenizer is not None and self.state.tokenizer.eot_id is not None
         self.stop_at_eot.setEnabled(has_eot)
         self.stop_at_eot.setToolTip("End a column when it produces the tokenizer's end-of-text token" if has_eot
                                     else "This model's tokenizer has no end-of-text token, so there is nothing "
                                          "to stop at (use a stop string)")
+        self.chat.set_tokenizer(self.state.tokenizer)
         if model is None:
             self.distribution.clear("No model yet: train one in the Training tab or open a checkpoint.")
             self.show_message("No model loaded: train one or open a checkpoint to generate", status_bar=False)
@@ -402,6 +410,11 @@ class GenerationTab(QWidget):
 
     # ---------------------------------------------------------------------------------- prompt
 
+    @Slot(bool)
+    def _on_chat_mode(self, on: bool) -> None:
+        self.prompt.setPlaceholderText("Your message… (Ctrl+Enter sends it; empty: the last one answered again)" if on
+                                       else "Write a prompt… (Ctrl+Enter generates)")
+
     def insert_template(self, text: str) -> None:
         cursor = self.prompt.textCursor()
         if self.prompt.toPlainText().strip():
@@ -450,24 +463,28 @@ class GenerationTab(QWidget):
             return
         prompt = self.prompt.toPlainText()
         precision = self.precision.currentData()
+        chat = self.chat.active()  # a chat turn stops at the model's end-of-turn tokens
         try:
             stops = self.settings_row.stop_strings()
             configs = [sampling_config(c.settings(), self.max_tokens.value(), self.seed.value(),
-                                       self.settings_row.stop_at_eot_on, stops) for c in self.columns]
+                                       chat or self.settings_row.stop_at_eot_on, stops) for c in self.columns]
             check_precision(precision, self._model_device(), use="inference")
-            prompt_ids = prompt_token_ids(tokenizer, prompt, model.config)
+            if chat:  # as the engine would cut it: the last context - 1 tokens
+                prompt_ids = self.chat.prompt_ids(prompt)[-(model.config.context_length - 1):]
+            else:
+                prompt_ids = prompt_token_ids(tokenizer, prompt, model.config)
         except ValueError as e:
             self.show_message(f"Cannot generate: {e}")
             return
         self.run = _Run(prompt=prompt, prompt_ids=prompt_ids, precision=precision,
-                        ids=[[] for _ in self.columns], records=[[] for _ in self.columns])
+                        ids=[[] for _ in self.columns], records=[[] for _ in self.columns], chat=chat)
         self._logits_cache.clear()
         # The step being looked at stays selected once the new run reaches it (live regenerate).
         self._wanted_selection = self._selection or self._wanted_selection
         self._select(None)
         self._changed_while_running = False
         for column in self.columns:
-            column.start_output(prompt)
+            column.start_output("" if chat else prompt)
         self.job = self.runner.start(JOB_NAME, generation_job(model, tokenizer, prompt, configs, precision,
                                                               prompt_ids))
         self.job.events.connect(self._on_events)
@@ -563,6 +580,10 @@ class GenerationTab(QWidget):
             self._restore_selection(final=True)
             if self._changed_while_running:
                 self._mark_stale()
+            if run.chat and any(run.ids):
+                self.chat.finish_turn(run.prompt, run.ids, [c.name for c in self.columns])
+                if self.prompt.toPlainText() == run.prompt:  # (not a message typed meanwhile)
+                    self.prompt.clear()  # ready for the next one
         self.generation_finished.emit()
         if self._restart_after_stop:
             self._restart_after_stop = False
