@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli.errors import one_line_errors
-from engine.cli.tokenizer import ProgressBar
+from engine.cli.progress import ProgressPrinter
 from engine.hub import download_model_job, hub_cache_dir
 from engine.sources import list_models, supported_family
 
@@ -79,7 +79,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_pull(args: argparse.Namespace) -> int:
     # huggingface_hub logs each retry of a broken connection; the error we raise says it in one line.
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
-    bar = ProgressBar()
+    bar = ProgressPrinter()
     job = download_model_job(args.repo_id, revision=args.revision, token=args.token)
     folder: Path | None = None
     try:
@@ -87,7 +87,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
             if isinstance(item, Path):
                 folder = item
             else:
-                bar.update(item)
+                bar(item)
     except KeyboardInterrupt:
         job.close()  # stops the download worker at its next chunk
         print(f"download of {args.repo_id} cancelled; the files already complete stay in the cache", file=sys.stderr)

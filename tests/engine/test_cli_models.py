@@ -162,21 +162,21 @@ def test_pull_offline_is_one_line_within_2_s(tmp_path, capsys, monkeypatch):
 def test_pull_ctrl_c_cancels_cleanly(hub, capsys, monkeypatch):
     hub.slow["model.safetensors"] = 0.5
     calls = []
-    original = models_cli.ProgressBar
+    original = models_cli.ProgressPrinter
 
     class Interrupting(original):
-        def update(self, event):
+        def __call__(self, event):
             calls.append(event.file)
             if event.file == "model.safetensors":
                 raise KeyboardInterrupt  # as Ctrl-C arrives while the weights download
 
-    monkeypatch.setattr(models_cli, "ProgressBar", Interrupting)
+    monkeypatch.setattr(models_cli, "ProgressPrinter", Interrupting)
     code, out, err = run(capsys, "pull", "tiny/gpt2")
     assert code == 130 and "cancelled" in err and err.count("\n") == 1 and not out
     time.sleep(0.8)
     assert list_cached_models() == []  # no half-written model to trip over
     hub.slow.clear()
-    monkeypatch.setattr(models_cli, "ProgressBar", original)
+    monkeypatch.setattr(models_cli, "ProgressPrinter", original)
     assert run(capsys, "pull", "tiny/gpt2")[0] == 0
     assert [m.repo_id for m in list_cached_models()] == ["tiny/gpt2"]
 
