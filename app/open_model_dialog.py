@@ -43,13 +43,11 @@ ERROR_STYLE = "color: #D55E00"
 
 @dataclass(frozen=True)
 class ModelsListed:
-    kind = "models_listed"
     entries: tuple[ModelEntry, ...]
 
 
 @dataclass(frozen=True)
 class Downloaded:
-    kind = "downloaded"
     folder: Path
 
 

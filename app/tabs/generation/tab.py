@@ -609,6 +609,8 @@ class GenerationTab(QWidget):
     @Slot()
     def _on_output_settings_changed(self, *args: Any) -> None:
         """The prompt or a shared setting changed: every column's text is now from other settings."""
+        if self.chat.active() and self.sender() is self.prompt:
+            return  # in chat mode the box holds the next message: the replies shown answer the last one
         self._mark_stale()
 
     def _mark_stale(self, column: DecoderColumn | None = None) -> None:
