@@ -4,12 +4,15 @@
 bursts) and caches the figure per device model, precision, thread count and torch build in the user
 cache folder, so MFU compares the model with what *this* machine really does rather than with a
 datasheet constant. A run that goes faster than the cached peak has it probed again (`at_least`).
+On a GPU of the published table below (`PUBLISHED_BF16_PEAKS`), in bf16 / fp16, MFU is quoted against that
+GPU's dense tensor-core peak instead, as papers quote it.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import platform
+import re
 import time
 
 import torch
@@ -22,6 +25,18 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 _peak_memo: dict[str, float] = {}
 _reprobed: set[str] = set()  # probe keys measured again this process because a run beat the cached peak
+
+# Published dense (no sparsity) bf16 tensor-core peaks, FLOP/s, of common GPUs; fp16's is the same on
+# these. A pattern is matched against torch.cuda.get_device_name(), in order: the first match wins.
+# A GPU that matches none (H100 NVL, L40S, ...) gets its measured matmul peak instead.
+PUBLISHED_BF16_PEAKS: tuple[tuple[str, str, float], ...] = (
+    (r"\bH200\b", "H200", 989e12),
+    (r"\bH100\b.*\bPCIe\b", "H100 PCIe", 756e12),
+    (r"\bH100\b.*(\bSXM|\bHBM3\b)", "H100 SXM", 989e12),
+    (r"\bA100\b", "A100", 312e12),
+    (r"\bL4\b", "L4", 121e12),
+    (r"\bRTX 4090\b", "RTX 4090", 165e12),
+)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -201,6 +216,27 @@ def _read_table(path) -> dict[str, float]:
     return {k: float(v) for k, v in loaded.items() if isinstance(v, (int, float)) and v > 0}
 
 
+def published_peak(gpu_name: str, precision: str) -> tuple[str, float] | None:
+    """(the table's name, FLOP/s) of a GPU's published dense bf16/fp16 peak, or None (fp32, or a GPU not in
+    PUBLISHED_BF16_PEAKS)."""
+    if precision not in ("bf16", "fp16"):
+        return None
+    for pattern, name, flops in PUBLISHED_BF16_PEAKS:
+        if re.search(pattern, gpu_name, flags=re.IGNORECASE):
+            return name, flops
+    return None
+
+
+def peak_source(device: torch.device | str, precision: str) -> str:
+    """Where `peak_flops` takes its figure from, in words (for benchmark output)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        published = published_peak(device_name(device), precision)
+        if published:
+            return f"published {precision} dense peak of the {published[0]}"
+    return f"measured {precision} matmul peak of this device"
+
+
 def _write_table(path, table: dict[str, float]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +247,8 @@ def _write_table(path, table: dict[str, float]) -> None:
 
 def peak_flops(device: torch.device | str, precision: str, *, refresh: bool = False,
                at_least: float | None = None) -> float:
-    """The device's measured matmul peak (FLOP/s), probed once and cached on disk per device model,
+    """The peak (FLOP/s) MFU is measured against: a GPU's published bf16/fp16 dense peak when the table
+    knows it, else the device's measured matmul peak, probed once and cached on disk per device model,
     precision, thread count and torch build.
 
     A probe taken while other programs were busy reads low, and MFU against it reads above 100%:
@@ -221,6 +258,10 @@ def peak_flops(device: torch.device | str, precision: str, *, refresh: bool = Fa
     A broken cache is ignored.
     """
     device = torch.device(device)
+    if device.type == "cuda":
+        published = published_peak(device_name(device), precision)
+        if published:
+            return published[1]
     key = _probe_key(device, precision)
     value = _peak_memo.get(key)
     too_low = at_least is not None and (value is None or value < at_least)

@@ -1,4 +1,5 @@
-"""Shared test set-up: keep every cache (token arrays, the measured peak FLOP/s) out of $HOME.
+"""Shared test set-up: keep every cache (token arrays, the measured peak FLOP/s) out of $HOME, and skip the
+tests marked `cuda` where there is no CUDA GPU (scripts/gpu-check runs them on one).
 
 Tests that need their own cache folder still set LLM_PLAYGROUND_CACHE with monkeypatch.
 The helper modules of tests/engine (hf_fixtures: small Hugging Face folders; hub_server: a local hub) are
@@ -12,8 +13,20 @@ import shutil
 import sys
 import tempfile
 
+import pytest
+import torch
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine"))
 
 _CACHE = tempfile.mkdtemp(prefix="llm-playground-test-cache-")
 os.environ["LLM_PLAYGROUND_CACHE"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run scripts/gpu-check on a machine with one)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -10,6 +10,9 @@ Exactly --max-new-tokens tokens are generated unless --stop-at-eot is given and 
 --chat makes --prompt the user's message: the conversation ([--system TEXT], then the message) is rendered with
 the model's chat template, only the reply is printed, and generation stops at the model's end-of-turn ids
 (generation_config.json's eos_token_id list) as well as at --max-new-tokens.
+
+--compile runs the compiled static-cache decode step (engine/generation/compiled.py; the default on CUDA,
+--no-compile turns it off); a first compile is announced on stderr.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import torch
 
 from engine.cli.errors import CLIError, one_line_errors
 from engine.device import INFERENCE_PRECISIONS, pick_device
+from engine.events import ProgressEvent
 from engine.generation.sampling import SamplingConfig
 from engine.generation.stream import GenerationDoneEvent, stop_token_ids, stream_generate
 from engine.sources import open_model
@@ -65,6 +69,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|mps",
                    help="where to run (default: CUDA if present, else CPU; int8 always runs on the CPU)")
     p.add_argument("--stop-at-eot", action="store_true", help="stop when the model writes its end-of-text token (or one of its end-of-turn tokens)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode with a step compiled by torch.compile (CUDA graphs on a GPU); default: on CUDA "
+                        "only. The first run for a model shape, precision and batch size compiles (seconds on a "
+                        "GPU, up to minutes on a CPU)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     p.set_defaults(func=run)
 
@@ -90,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"{opened.source.name} has no chat template (--chat needs an instruct model with a "
                            "tokenizer.json and a chat template)")
         prompt_ids = chat_prompt_ids(tokenizer, [{"role": "user", "content": args.prompt}], system=args.system)
-    events = stream_generate(model, tokenizer, args.prompt, [config], precision=precision, prompt_ids=prompt_ids)
+    events = stream_generate(model, tokenizer, args.prompt, [config], precision=precision, prompt_ids=prompt_ids,
+                             compile=args.compile)
 
     stop_ids = stop_token_ids(tokenizer)
     done: GenerationDoneEvent | None = None
@@ -100,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     for event in events:
         if isinstance(event, GenerationDoneEvent):
             done = event
+        elif isinstance(event, ProgressEvent):
+            print(event.message, file=sys.stderr, flush=True)
         elif not args.json:
             row = event.rows[0]
             if args.chat and row.done and row.token_id in stop_ids:

@@ -97,7 +97,8 @@ class _GPT2Layer:
     What the loop in Decoder.forward asks of a layer of any family:
     - norm1(x), norm2(x): (M, C) -> (M, C);
     - qkv(h, B, T, start) -> q (B, n_heads, T, D), k and v (B, n_kv_heads, T, D), with the positions
-      start .. start + T - 1 applied (a rotary family rotates q and k here);
+      start .. start + T - 1 applied (a rotary family rotates q and k here); in the fixed-shape step
+      (Decoder.step, compiled) T is 1 and start a 1-element long tensor, so no Python int is read from it;
     - out: the output projection, (M, n_heads * D) -> (M, C);
     - mlp(h): (M, C) -> (M, C).
     """
@@ -240,8 +241,34 @@ class Decoder:
             out.logits = self.unembed(x.view(B, T, C))
         return out
 
-    def _embed(self, ids: torch.Tensor, start: int, token_embeds: torch.Tensor | None) -> torch.Tensor:
-        """Token (or the given) embeddings plus learned positions, as (B*T, C)."""
+    def step(self, ids: torch.Tensor, pos: torch.Tensor, cache: KVCache, positions: torch.Tensor) -> torch.Tensor:
+        """The fixed-shape decoding step that engine/generation/compiled.py compiles: ids (B, 1) at position
+        pos (a 1-element long tensor) -> float32 logits (B, V), same maths as forward(ids, cache) at cache.pos.
+
+        Every shape is the same at every position: K/V are written into the preallocated cache with
+        index_copy_ at pos, and attention reads the whole cache under an additive mask built from pos
+        (0 where positions <= pos, -inf elsewhere; positions is arange(context_length)) instead of slicing
+        it to pos + 1. Cache entries past pos must be finite (a new cache is zeroed for this): they are
+        masked, and 0 x a finite value adds exactly nothing. cache.pos is left to the caller.
+        """
+        B = ids.shape[0]
+        x = self._embed(ids, pos, None)  # (B, C)
+        # (1, S): the same for every row, head and layer.
+        mask = torch.where(positions <= pos, 0.0, float("-inf")).to(x.dtype).view(1, -1)
+        for i, layer in enumerate(self.layers):
+            q, k, v = layer.qkv(layer.norm1(x), B, 1, pos)
+            keys, values = cache.keys[i], cache.values[i]
+            keys.index_copy_(2, pos, k)
+            values.index_copy_(2, pos, v)
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H, 1, D)
+            x = x + layer.out(y.reshape(B, -1))
+            x = x + layer.mlp(layer.norm2(x))
+        return self.head(self.norm_f(x)).float()
+
+    def _embed(self, ids: torch.Tensor, start: int | torch.Tensor, token_embeds: torch.Tensor | None
+               ) -> torch.Tensor:
+        """Token (or the given) embeddings plus learned positions, as (B*T, C). start may be a 1-element
+        tensor (T == 1, the fixed-shape step)."""
         B, T = ids.shape
         C = self.config.emb_dim
         if token_embeds is not None:
@@ -254,10 +281,13 @@ class Decoder:
             tok = self.tok_emb[ids]
         else:
             tok = self.embedding_modules[0](ids)
+        positions = start if isinstance(start, torch.Tensor) else None
         if self.pos_emb is not None:
-            pos = self.pos_emb[start:start + T]
+            pos = self.pos_emb[start:start + T] if positions is None else self.pos_emb[positions]
         elif self.embedding_modules is not None:
-            pos = self.embedding_modules[1](torch.arange(start, start + T, device=self.device))
+            if positions is None:
+                positions = torch.arange(start, start + T, device=self.device)
+            pos = self.embedding_modules[1](positions)
         else:
             return tok.reshape(B * T, C)
         return (tok + pos).reshape(B * T, C)

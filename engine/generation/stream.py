@@ -26,6 +26,11 @@ Rules worth knowing:
   for the CPU's BLAS (see `_Linear`): one row multiplies pre-transposed (in, out) copies of the
   wide matrices with `addmm`, several rows multiply the model's own (out, in) weights by the
   transposed activations.
+- Compiled decoding (`compile=True`; by default on CUDA): the steps after the prompt run a decode step
+  of fixed shape compiled with torch.compile, captured as a CUDA graph on a GPU
+  (engine/generation/compiled.py). The prompt and the sliding window's refills stay eager. The first
+  use for a (model shape, precision, batch size) compiles, announced by a `ProgressEvent` (job
+  "compile") before and after; its time is left out of tokens_per_s and reported as compile_seconds.
 """
 from __future__ import annotations
 
@@ -38,7 +43,8 @@ from dataclasses import dataclass, field
 import torch
 
 from engine.config import ModelConfig
-from engine.events import Event
+from engine.events import Event, ProgressEvent
+from engine.generation.compiled import CompiledStep, compiled_step_for, use_compiled
 from engine.generation.forward import Decoder, decoder_for
 from engine.generation.sampling import RowSettings, SamplingConfig, probs_from_logits, sample_inverse_cdf
 from engine.model import GPT, KVCache
@@ -80,6 +86,7 @@ class GenerationDoneEvent(Event):
     new_tokens: int  # over all rows
     seconds: float  # wall time from the first forward pass to the last token
     tokens_per_s: float  # new_tokens / seconds
+    compile_seconds: float = 0.0  # compiling the decode step first (not in seconds); 0 when eager or compiled before
 
 
 @dataclass
@@ -163,10 +170,12 @@ def _seeds(configs: Sequence[SamplingConfig]) -> list[int]:
 
 
 def stream_generate(model: GPT, tokenizer, prompt: str, configs: Sequence[SamplingConfig], *,
-                    precision: str = "fp32", prompt_ids: Sequence[int] | None = None,
-                    ) -> Iterator[GenerationStepEvent | GenerationDoneEvent]:
+                    precision: str = "fp32", prompt_ids: Sequence[int] | None = None, compile: bool | None = None,
+                    ) -> Iterator[GenerationStepEvent | GenerationDoneEvent | ProgressEvent]:
     """Generate from one prompt with N decoders at once; yields a GenerationStepEvent per step and a
     last GenerationDoneEvent. prompt_ids, when given, are used instead of encoding `prompt`.
+    compile: run the compiled decode step (True; a ValueError says why where it cannot), the eager one
+    (False), or the device's default (None: compiled on CUDA). A first compile yields two ProgressEvents.
     Closing the generator stops at once (no done event)."""
     configs = list(configs)
     if not configs:
@@ -182,18 +191,24 @@ def stream_generate(model: GPT, tokenizer, prompt: str, configs: Sequence[Sampli
             raise ValueError("prompt_ids must be a non-empty list of the model's token ids")
         ids = ids[-(model.config.context_length - 1):]
     decoder = decoder_for(model, precision)
-    return _run(decoder, tokenizer, ids, configs)
+    step = compiled_step_for(decoder, len(configs)) if use_compiled(decoder, compile) else None
+    return _run(decoder, tokenizer, ids, configs, step)
 
 
-def _prefill(decoder: Decoder, prompt: torch.Tensor, n: int) -> tuple[KVCache, torch.Tensor]:
+def _prefill(decoder: Decoder, prompt: torch.Tensor, n: int, cache: KVCache | None = None
+             ) -> tuple[KVCache, torch.Tensor]:
     """The prompt (1, T) once, for one row; every one of the n rows then starts from a copy of its
-    cache. Returns the cache and the (n, V) logits of the next token."""
+    cache. Returns the cache (`cache` when given: an n-row cache to fill) and the (n, V) logits of the
+    next token."""
     length = prompt.shape[1]
+    if cache is not None and n == 1:
+        cache.pos = 0
+        return cache, decoder.forward(prompt, cache)
     cache1 = decoder.new_cache(1)
     logits = decoder.forward(prompt, cache1)
     if n == 1:
         return cache1, logits
-    cache = decoder.new_cache(n)
+    cache = cache if cache is not None else decoder.new_cache(n)
     for layer in range(decoder.config.n_layers):
         cache.keys[layer][:, :, :length] = cache1.keys[layer][:, :, :length]
         cache.values[layer][:, :, :length] = cache1.values[layer][:, :, :length]
@@ -201,8 +216,8 @@ def _prefill(decoder: Decoder, prompt: torch.Tensor, n: int) -> tuple[KVCache, t
     return cache, logits.expand(n, -1)
 
 
-def _run(decoder: Decoder, tokenizer, prompt_ids: list[int], configs: list[SamplingConfig]
-         ) -> Iterator[GenerationStepEvent | GenerationDoneEvent]:
+def _run(decoder: Decoder, tokenizer, prompt_ids: list[int], configs: list[SamplingConfig],
+         compiled: CompiledStep | None = None) -> Iterator[GenerationStepEvent | GenerationDoneEvent | ProgressEvent]:
     n = len(configs)
     device = decoder.device
     context = decoder.config.context_length
@@ -224,6 +239,14 @@ def _run(decoder: Decoder, tokenizer, prompt_ids: list[int], configs: list[Sampl
     history[:, :len(prompt_ids)] = torch.tensor(prompt_ids, device=device)
     length = len(prompt_ids)
 
+    compile_seconds = 0.0
+    if compiled is not None and not compiled.ready:
+        yield ProgressEvent(job="compile", done=0, total=1, message=(
+            f"Compiling the decode step for {n} row{'s' if n > 1 else ''} (once per model shape, precision and "
+            "batch size; on a CPU this can take minutes)…"))
+        compile_seconds = compiled.warm_up()
+        yield ProgressEvent(job="compile", done=1, total=1, message=f"Decode step compiled in {compile_seconds:.1f} s")
+
     start = time.perf_counter()
     produced = 0
     cache = seen = logits = chosen = None
@@ -231,7 +254,8 @@ def _run(decoder: Decoder, tokenizer, prompt_ids: list[int], configs: list[Sampl
         # One inference-mode block per step (never held across a yield: it would leak to the caller).
         with torch.inference_mode():
             if step == 0:
-                cache, logits = _prefill(decoder, history[:1, :length], n)
+                cache, logits = _prefill(decoder, history[:1, :length], n,
+                                         None if compiled is None else compiled.cache)
                 if rows.penalty is not None:
                     seen = torch.zeros(n, vocab, dtype=torch.bool, device=device)
                     seen[:, history[0, :length]] = True
@@ -245,6 +269,9 @@ def _run(decoder: Decoder, tokenizer, prompt_ids: list[int], configs: list[Sampl
                     keep = window_keep(context)
                     cache.pos = 0
                     logits = decoder.forward(history[:, length - keep:length], cache)
+                elif compiled is not None:
+                    logits = compiled(chosen.unsqueeze(1), cache.pos)
+                    cache.pos += 1
                 else:
                     logits = decoder.forward(chosen.unsqueeze(1), cache)
 
@@ -298,18 +325,20 @@ def _run(decoder: Decoder, tokenizer, prompt_ids: list[int], configs: list[Sampl
     yield GenerationDoneEvent(
         prompt_ids=tuple(prompt_ids), ids=tuple(tuple(x) for x in new_ids),
         texts=tuple(tokenizer.decode(x) for x in new_ids), stop_reasons=tuple(reasons), seeds=tuple(seeds),
-        new_tokens=produced, seconds=seconds, tokens_per_s=produced / seconds if seconds > 0 and produced else 0.0)
+        new_tokens=produced, seconds=seconds, tokens_per_s=produced / seconds if seconds > 0 and produced else 0.0,
+        compile_seconds=compile_seconds)
 
 
 def generate(model: GPT, tokenizer, prompt: str, config: SamplingConfig, precision: str = "fp32", *,
-             prompt_ids: Sequence[int] | None = None) -> GenerationResult:
+             prompt_ids: Sequence[int] | None = None, compile: bool | None = None) -> GenerationResult:
     """Generate one continuation; returns its ids, text, speed and per-step records."""
     steps: list[TokenRecord] = []
     done: GenerationDoneEvent | None = None
-    for event in stream_generate(model, tokenizer, prompt, [config], precision=precision, prompt_ids=prompt_ids):
+    for event in stream_generate(model, tokenizer, prompt, [config], precision=precision, prompt_ids=prompt_ids,
+                                 compile=compile):
         if isinstance(event, GenerationStepEvent):
             steps.append(event.rows[0])
-        else:
+        elif isinstance(event, GenerationDoneEvent):
             done = event
     assert done is not None
     return GenerationResult(prompt_ids=list(done.prompt_ids), ids=list(done.ids[0]), text=done.texts[0],

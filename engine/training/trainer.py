@@ -396,4 +396,6 @@ class Trainer:
         config = SamplingConfig(temperature=SAMPLE_TEMPERATURE, top_k=SAMPLE_TOP_K,
                                 max_new_tokens=min(max_new_tokens, MAX_NEW_TOKENS),
                                 seed=self.train_config.seed % 2**63)
-        return generate(self._inference_model(), self.tokenizer, prompt, config).text
+        # Eager even on CUDA: the weights change between samples, and a short sample gains nothing from
+        # capturing a CUDA graph it would re-record next time (nor from a first compile mid-run).
+        return generate(self._inference_model(), self.tokenizer, prompt, config, compile=False).text

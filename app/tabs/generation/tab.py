@@ -58,6 +58,7 @@ from app.worker import Job, JobRunner
 from engine import (
     GenerationDoneEvent,
     GenerationStepEvent,
+    ProgressEvent,
     check_precision,
     filter_stages,
     prompt_token_ids,
@@ -518,6 +519,8 @@ class GenerationTab(QWidget):
                     self._take_step(event, per_column, at)
                 elif isinstance(event, GenerationDoneEvent):
                     run.done = event
+                elif isinstance(event, ProgressEvent):  # the engine compiling its decode step first (CUDA)
+                    self.show_message(event.message, status_bar=False)
             for column, tokens in zip(self.columns, per_column):
                 if tokens:
                     column.output.append_tokens(tokens)
