@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli import bench, generate, tokenizer, train
+from engine.cli import bench, generate, inspect, tokenizer, train
 from engine.cli.errors import CLIError
 
-# Each adds its commands: train/info, generate, tokenizer/tokenize/import-hf, bench.
-COMMAND_MODULES = (train, generate, tokenizer, bench)
+# Each adds its commands: train/info, generate, inspect, tokenizer/tokenize/import-hf, bench.
+COMMAND_MODULES = (train, generate, inspect, tokenizer, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
