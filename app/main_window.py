@@ -30,7 +30,7 @@ from app.worker import JobRunner, error_message
 from engine import device_name, pick_device, save_checkpoint
 
 APP_NAME = "LLM Playground"
-TAB_TITLES = ("Training", "Attention", "Tokenizer", "Generation")
+TAB_TITLES = ("Training", "Attention", "Tokenizer", "Generation", "Inside")
 # (title, module, class, what the tab will do: shown until its module exists)
 OTHER_TABS = (
     ("Attention", "app.tabs.attention.tab", "AttentionTab",
@@ -39,6 +39,8 @@ OTHER_TABS = (
      "Your text cut into tokens by several tokenizers side by side, and a BPE you train here."),
     ("Generation", "app.tabs.generation.tab", "GenerationTab",
      "Decoders side by side: drag temperature, top-k, top-p and min-p, and see what each filter cut."),
+    ("Inside", "app.tabs.inside.tab", "InsideTab",
+     "The logit lens, per-token surprise, attribution, ablation and the embedding map of the current model."),
 )
 CHECKPOINT_SUFFIXES = (".safetensors",)
 
