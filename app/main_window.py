@@ -28,13 +28,14 @@ from app.settings import Settings
 from app.state import AppState
 from app.tabs.attention.tab import AttentionTab
 from app.tabs.generation.tab import GenerationTab
+from app.tabs.inside.tab import InsideTab
 from app.tabs.tokenizer.tab import TokenizerTab
 from app.tabs.training.tab import TrainingTab
 from app.worker import JobRunner, error_message
 from engine import ProgressEvent, device_name, pick_device, save_checkpoint
 
 APP_NAME = "LLM Playground"
-TAB_TITLES = ("Training", "Attention", "Tokenizer", "Generation")
+TAB_TITLES = ("Training", "Attention", "Tokenizer", "Generation", "Inside")
 CHECKPOINT_SUFFIXES = (".safetensors",)
 
 
@@ -60,8 +61,9 @@ class MainWindow(QMainWindow):
         self.attention_tab = AttentionTab(self.state, self.runner)
         self.tokenizer_tab = TokenizerTab(self.state, self.runner)
         self.generation_tab = GenerationTab(self.state, self.runner)
-        for tab, title in zip((self.training_tab, self.attention_tab, self.tokenizer_tab, self.generation_tab),
-                              TAB_TITLES):
+        self.inside_tab = InsideTab(self.state, self.runner)
+        for tab, title in zip((self.training_tab, self.attention_tab, self.tokenizer_tab, self.generation_tab,
+                               self.inside_tab), TAB_TITLES):
             self.tabs.addTab(tab, title)
         self.setCentralWidget(self.tabs)
 

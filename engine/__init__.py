@@ -73,6 +73,23 @@ from engine.generation import (
 from engine.generation.sampling import SamplingConfig
 from engine.hf_import import HFImportError, import_hf_folder
 from engine.hub import DownloadCancelled, HubDownloadProgress, HubError, download_model_job
+from engine.inspect import (
+                           GRADIENT_X_INPUT,
+                           INTEGRATED_GRADIENTS,
+                           AblationEffect,
+                           Attribution,
+                           EmbeddingMap,
+                           HeadSweep,
+                           LogitLens,
+                           embedding_map,
+                           make_ablation,
+                           perplexity,
+                           run_ablation,
+                           run_attribution,
+                           run_head_sweep,
+                           run_logit_lens,
+                           token_losses,
+)
 from engine.model import GPT
 from engine.sources import (
                            ModelEntry,
@@ -128,6 +145,10 @@ __all__ = [
     "prompt_token_ids", "stop_token_ids", "stream_generate", "weights_memory_bytes", "window_length",
     # the inference forward's capture options (Decoder.forward, through decoder_for)
     "ForwardOptions", "ForwardOutput", "Ablation", "AblationMeans",
+    # looking inside (engine/inspect): logit lens, token losses, attribution, ablation, embedding map
+    "LogitLens", "run_logit_lens", "token_losses", "perplexity", "Attribution", "run_attribution", "GRADIENT_X_INPUT",
+    "INTEGRATED_GRADIENTS", "AblationEffect", "HeadSweep", "make_ablation", "run_ablation", "run_head_sweep",
+    "EmbeddingMap", "embedding_map",
     # tokenizers
     "NAMED_ENCODINGS", "CharTokenizer", "ChatTemplateError", "Tokenizer", "chat_prompt_ids", "get_tokenizer",
     "merges_table", "named_encoding_status", "named_vocab_size", "render_bytes", "train_bpe_job", "unknown_characters",

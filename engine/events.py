@@ -94,12 +94,17 @@ class SampleEvent(Event):
 
 @dataclass(frozen=True)
 class AttentionProbeEvent(Event):
-    """Attention maps of a fixed probe text, recorded at an evaluation (attention over training)."""
+    """What the model does now, recorded at an evaluation: the attention maps of a fixed probe text (attention
+    over training) and, for the Inside tab, each token's loss on a held-out slice of the corpus and the map of
+    the token embeddings."""
 
     json_name = "attention_probe"
     step: int
     tokens: tuple[str, ...]
     maps: np.ndarray  # float32 [n_layers, n_heads, T, T]
+    heldout_tokens: tuple[str, ...] = ()  # the start of the validation split, as render_token strings
+    heldout_loss: np.ndarray | None = None  # float32 [T]: -ln p(token | the tokens before it); NaN at 0
+    embedding_points: np.ndarray | None = None  # float32 [V, 2]: the embedding table's PCA map (small vocabularies)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli import bench, generate, models, tokenizer, train
+from engine.cli import bench, generate, inspect, models, tokenizer, train
 from engine.cli.errors import CLIError
 
-# Each adds its commands: train/info, generate, tokenizer/tokenize/import-hf, models/pull, bench.
-COMMAND_MODULES = (train, generate, tokenizer, models, bench)
+# Each adds its commands: train/info, generate, inspect, tokenizer/tokenize/import-hf, models/pull, bench.
+COMMAND_MODULES = (train, generate, inspect, tokenizer, models, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ BENCHMARKS = {
     "train": ("engine.bench.train", "a training step of our GPT against transformers' GPT2LMHeadModel"),
     "tokenizer": ("engine.bench.tokenizer", "tokenizer encoding speed"),
     "generate": ("engine.bench.generate", "generation speed"),
+    "inspect": ("engine.bench.inspect", "the logit lens and the head sweep against plain forward passes"),
 }
 
 
@@ -26,7 +27,7 @@ class BenchUnavailable(ValueError):
 def register(subparsers: Any) -> None:
     lines = "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in BENCHMARKS.items())
     p = subparsers.add_parser(
-        "bench", help="speed benchmarks (train, tokenizer, generate)",
+        "bench", help="speed benchmarks (train, tokenizer, generate, inspect)",
         description=f"Speed benchmarks; they print figures.\n\n{lines}\n\n"
                     "`python -m engine bench WHAT --help` lists the flags of one benchmark.",
         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -44,11 +44,14 @@ from engine.events import (
 from engine.generation.attention import attention_maps
 from engine.generation.sampling import MAX_NEW_TOKENS, SamplingConfig
 from engine.generation.stream import generate
+from engine.inspect import embedding_map, token_losses
 from engine.model import GPT
 from engine.tokenizers import Tokenizer
 from engine.training.distributed import DistContext
 
 PROBE_TOKENS = 48  # attention over training: maps of at most this many tokens (48 x 48 per head stays readable)
+HELDOUT_PROBE_TOKENS = 128  # token losses over training: this many tokens from the start of the validation split
+EMBEDDING_MAP_MAX_VOCAB = 8192  # embedding maps over training only up to this vocabulary (V x 2 floats per probe)
 SAMPLE_TEMPERATURE = 0.8
 SAMPLE_TOP_K = 40
 HISTORY_KEYS = ("step", "loss", "lr", "tokens_seen", "tokens_per_s", "val_step", "val_loss", "val_tokens_seen")
@@ -93,7 +96,8 @@ class Trainer:
     model: start from these weights (fine-tuning); its config wins over `model_config`.
     resume: a Checkpoint (or a dict with "train_state" and "optimizer_state") to continue exactly;
         when `model` is None its model is used.
-    probe_text: if given, the attention maps of its first tokens (`text_probe_ids`) are sent at every evaluation.
+    probe_text: if given, the attention maps of its first tokens (`text_probe_ids`) are sent at every evaluation,
+        with the token losses of a held-out slice and the embedding map (see AttentionProbeEvent).
     probe_ids: the probe as token ids instead (e.g. `corpus_probe_ids`), cut the same way.
     tokenizer_spec: how the tokenizer was asked for (e.g. "char", "bpe:512"), kept in the state.
     """
@@ -165,6 +169,10 @@ class Trainer:
         self.probe_ids: list[int] = [int(i) for i in probe_ids or ()][:min(PROBE_TOKENS, context)]
         if any(not 0 <= i < self.config.vocab_size for i in self.probe_ids):
             raise ValueError(f"probe token ids must be between 0 and {self.config.vocab_size - 1}")
+        # the held-out slice whose token losses the probes record: the validation split is never trained on
+        self.heldout_ids: list[int] = [int(i) for i in dataset.val_ids[:min(HELDOUT_PROBE_TOKENS, context)]] \
+            if self.probe_ids else []
+        self._map_axes: np.ndarray | None = None  # the last probe's embedding-map axes (keeps their signs)
         self._stop = False
         self._peak: float | None = None
 
@@ -384,10 +392,19 @@ class Trainer:
         return self.model
 
     def attention_probe(self) -> AttentionProbeEvent:
-        """The probe's attention maps now, through the engine's inference forward."""
-        maps = attention_maps(self._inference_model(), self.probe_ids)  # (n_layers, n_heads, T, T)
+        """The probe's attention maps now, the held-out slice's token losses and the embedding map, through
+        the engine's inference forward."""
+        model = self._inference_model()
+        maps = attention_maps(model, self.probe_ids)  # (n_layers, n_heads, T, T)
         tokens = tuple(self.tokenizer.render_token(i) for i in self.probe_ids)
-        return AttentionProbeEvent(step=self.step, tokens=tokens, maps=maps)
+        heldout_loss = token_losses(model, self.heldout_ids) if self.heldout_ids else None
+        points = None
+        if self.config.vocab_size <= EMBEDDING_MAP_MAX_VOCAB:
+            embeddings = embedding_map(model, reference=self._map_axes)
+            self._map_axes, points = embeddings.axes, embeddings.points
+        return AttentionProbeEvent(step=self.step, tokens=tokens, maps=maps,
+                                   heldout_tokens=tuple(self.tokenizer.render_token(i) for i in self.heldout_ids),
+                                   heldout_loss=heldout_loss, embedding_points=points)
 
     def sample(self, prompt: str, max_new_tokens: int) -> str:
         """A continuation drawn by the engine's own generate (its prompt and sliding-window rules) at

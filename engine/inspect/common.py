@@ -1,0 +1,58 @@
+"""What every Inside analysis shares: checking a text's ids, running a job to its result, progress events."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from engine.config import ModelConfig
+from engine.events import Event, ProgressEvent
+
+
+def as_ids(ids: Sequence[int] | torch.Tensor | np.ndarray, config: ModelConfig, device: torch.device) -> torch.Tensor:
+    """One sequence of token ids as a (1, T) long tensor on `device`, or a ValueError in one line."""
+    idx = torch.as_tensor(ids if isinstance(ids, torch.Tensor) else np.asarray(ids, dtype=np.int64))
+    if idx.dim() == 2 and idx.shape[0] == 1:
+        idx = idx[0]
+    if idx.dim() != 1:
+        raise ValueError(f"give one sequence of token ids, got shape {tuple(idx.shape)}")
+    T = idx.shape[0]
+    if T == 0:
+        raise ValueError("the text gave no tokens")
+    if T > config.context_length:
+        raise ValueError(f"{T} tokens do not fit the model's context of {config.context_length}")
+    if int(idx.min()) < 0 or int(idx.max()) >= config.vocab_size:
+        raise ValueError(f"token ids must be between 0 and {config.vocab_size - 1}")
+    return idx.to(device=device, dtype=torch.long).unsqueeze(0)
+
+
+def progress(job: str, done: int, total: int, message: str) -> ProgressEvent:
+    return ProgressEvent(job=job, done=done, total=total, message=message)
+
+
+def result_of(job: Iterable[Event]) -> Event:
+    """Run a job (a generator of progress events ending with its result) and return the result."""
+    result = None
+    for event in job:
+        if not isinstance(event, ProgressEvent):
+            result = event
+    if result is None:
+        raise RuntimeError("the job ended without a result")
+    return result
+
+
+def losses_from_logits(logits: torch.Tensor, ids: torch.Tensor) -> np.ndarray:
+    """float32 [T] token losses -ln p(ids[i] | ids[:i]) from logits (T, V) of every position; NaN at 0
+    (nothing predicts the first token)."""
+    out = np.full(ids.shape[-1], np.nan, dtype=np.float32)
+    if ids.shape[-1] > 1:
+        loss = torch.nn.functional.cross_entropy(logits[:-1].float(), ids[1:], reduction="none")
+        out[1:] = loss.cpu().numpy()
+    return out
+
+
+def perplexity(token_loss: np.ndarray) -> float:
+    """exp of the mean token loss (positions 1..T-1); NaN for a one-token text."""
+    losses = np.asarray(token_loss, dtype=np.float64)[1:]
+    return float(np.exp(losses.mean())) if losses.size else float("nan")
