@@ -15,6 +15,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from app.state import AppState
 from app.worker import Job, JobRunner
+from engine import ProgressEvent
 
 JOB_NAME = "inside"
 
@@ -108,7 +109,7 @@ class InsideSession(QObject):
         if self._stopping:
             return
         for event in events:
-            if getattr(event, "kind", "") == "progress":
+            if isinstance(event, ProgressEvent):
                 self.progress.emit(float(event.done), float(event.total), event.message)
             elif self.state.model is self._model and self._on_result is not None:
                 self.message.emit(self._done)
