@@ -159,7 +159,7 @@ def test_distribution_matches_what_the_engine_saw(qtbot, tab, prompt_chars):
 
 
 def test_big_model_steps_are_computed_off_the_gui_thread(qtbot, tab, monkeypatch):
-    import app.tabs.generation.tab as generation
+    import app.tabs.generation.step_view as generation
 
     generate(qtbot, tab, max_tokens=6)
     monkeypatch.setattr(generation, "INLINE_FLOPS", 0)  # every forward counts as big

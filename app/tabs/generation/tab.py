@@ -10,6 +10,10 @@ slider of that column moves.
 The tab says what changed without being asked: output made with other settings is marked stale, a
 top-k lowered to fit a small vocabulary and prompt characters the tokenizer cannot represent are
 noted, and the selected step stays put across a live regenerate.
+
+Its parts live beside it (the shared settings row in run_settings.py, a column in column.py, the
+selected step's distribution in step_view.py, the jobs in jobs.py); what stays here is the run itself
+and what ties the parts together (stale marks, notes, selection), which is why it is still ~640 lines.
 """
 from __future__ import annotations
 
@@ -19,7 +23,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QKeySequence, QShortcut
@@ -42,17 +45,16 @@ from app.formatting import unknown_chars_note
 from app.state import AppState
 from app.tabs.generation.chat import ChatPanel
 from app.tabs.generation.column import DecoderColumn
-from app.tabs.generation.distribution import DistributionData, DistributionView
+from app.tabs.generation.distribution import DistributionView
 from app.tabs.generation.jobs import (
     ColumnTiming,
     JobStarted,
     LogitsReady,
     generation_job,
-    logits_job,
     sampling_config,
-    step_logits,
 )
 from app.tabs.generation.run_settings import RunSettings
+from app.tabs.generation.step_view import StepDistribution
 from app.tabs.generation.token_view import ProbabilityLegend
 from app.worker import Job, JobRunner
 from engine import (
@@ -60,7 +62,6 @@ from engine import (
     GenerationStepEvent,
     ProgressEvent,
     check_precision,
-    filter_stages,
     prompt_token_ids,
     unknown_characters,
     window_length,
@@ -70,11 +71,6 @@ __all__ = ["GenerationTab", "TEMPLATES", "window_length", "LogitsReady"]
 
 JOB_NAME = "generate"
 MAX_COLUMNS = 4
-TOP_CANDIDATES = 20
-LOGITS_CACHE = 64  # recomputed raw logits kept for quick re-selection
-LOGITS_JOB_NAME = "generate-distribution"
-# A step's forward pass costing more than this (2 x params x tokens) runs in a job, not on the GUI thread.
-INLINE_FLOPS = 5e8
 STOP_REASONS = {"max_new_tokens": "reached max new tokens", "eot": "stopped at end of text",
                 "stop_string": "stopped at a stop string"}
 
@@ -121,9 +117,6 @@ class GenerationTab(QWidget):
         self._selection: tuple[int, int] | None = None  # (column, step)
         self._wanted_selection: tuple[int, int] | None = None  # to restore once a regenerate reaches it
         self._changed_while_running = False
-        self._logits_cache: OrderedDict[tuple[int, int, int], torch.Tensor] = OrderedDict()
-        self._logits_job: Job | None = None
-        self._wanted_logits: tuple[tuple[int, int, int], list[int]] | None = None
         self._unknown: list[str] = []
         self.columns: list[DecoderColumn] = []
         self._build()
@@ -225,6 +218,7 @@ class GenerationTab(QWidget):
         middle_widget.setLayout(middle)
 
         self.distribution = DistributionView()
+        self.steps = StepDistribution(self, self.distribution)
 
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.setChildrenCollapsible(False)
@@ -287,7 +281,7 @@ class GenerationTab(QWidget):
             del self.run.ids[index]
             del self.run.records[index]
             del self.run.timings[index]
-        self._logits_cache.clear()
+        self.steps.cache.clear()
         self._select(None)
         self._update_column_buttons()
         self._refresh_status()
@@ -332,8 +326,7 @@ class GenerationTab(QWidget):
         if self.is_generating():
             self._restart_after_stop = False
             self.stop()
-        self._logits_cache.clear()
-        self._wanted_logits = None
+        self.steps.forget()
         self.run = None
         self._select(None)
         self._wanted_selection = None
@@ -479,7 +472,7 @@ class GenerationTab(QWidget):
             return
         self.run = _Run(prompt=prompt, prompt_ids=prompt_ids, precision=precision,
                         ids=[[] for _ in self.columns], records=[[] for _ in self.columns], chat=chat)
-        self._logits_cache.clear()
+        self.steps.cache.clear()
         # The step being looked at stays selected once the new run reaches it (live regenerate).
         self._wanted_selection = self._selection or self._wanted_selection
         self._select(None)
@@ -654,108 +647,11 @@ class GenerationTab(QWidget):
 
     def refresh_distribution(self) -> None:
         """Recompute the distribution view for the selected step with its column's current settings."""
-        run, selection, model = self.run, self._selection, self.state.model
-        if run is None or selection is None or model is None:
-            return
-        col, step = selection
-        if col >= len(run.ids) or step >= len(run.ids[col]):
-            return
-        key = (id(model), col, step)
-        logits = self._logits_cache.get(key)
-        if logits is None:
-            window_ids = self._window_ids(col, step)
-            if 2 * model.config.num_params() * len(window_ids) > INLINE_FLOPS:
-                self._request_logits(key, window_ids)  # a big model: one forward would freeze the window
-                return
-            try:
-                logits = step_logits(model, run.precision, window_ids)
-            except (ValueError, RuntimeError) as e:
-                self.distribution.clear(f"Cannot show this step: {e}")
-                return
-            self._remember_logits(key, logits)
-        prev_ids = run.prompt_ids + run.ids[col][:step]
-        try:
-            stages = filter_stages(logits, sampling_config(self.columns[col].settings(), 1, 0), prev_ids)
-        except ValueError as e:
-            self.distribution.clear(f"Cannot show this step: {e}")
-            return
-        self.distribution.show_data(self._distribution_data(col, step, stages))
+        self.steps.refresh()
 
-    def _window_ids(self, col: int, step: int) -> list[int]:
-        """The tokens the engine's forward saw when it chose this step's token."""
-        run = self.run
-        ids = run.prompt_ids + run.ids[col][:step]
-        return ids[-window_length(len(run.prompt_ids), step, self.state.config.context_length):]
-
-    def _remember_logits(self, key: tuple[int, int, int], logits: torch.Tensor) -> None:
-        self._logits_cache[key] = logits
-        self._logits_cache.move_to_end(key)
-        if len(self._logits_cache) > LOGITS_CACHE:
-            self._logits_cache.popitem(last=False)
-
-    def _request_logits(self, key: tuple[int, int, int], window_ids: list[int]) -> None:
-        """Compute a step's logits in a job; only the latest request matters while one runs."""
-        self._wanted_logits = (key, window_ids)
-        self.distribution.summary.setText("Computing the distribution of this step…")
-        if self._logits_job is not None:
-            return
-        job = self.runner.start(LOGITS_JOB_NAME, logits_job(self.state.model, self.run.precision, key, window_ids))
-        job.events.connect(self._on_logits_events)
-        job.failed.connect(self._on_logits_failed)
-        job.finished.connect(self._on_logits_finished)
-        self._logits_job = job
-
-    @Slot(list)
-    def _on_logits_events(self, batch: list) -> None:
-        for event in batch:
-            self._remember_logits(event.key, event.logits)
-            if self.state.model is not None and self._selection is not None \
-                    and event.key == (id(self.state.model), *self._selection):
-                self.refresh_distribution()
-
-    @Slot(str)
-    def _on_logits_failed(self, message: str) -> None:
-        self.distribution.clear(f"Cannot show this step: {message}")
-
-    @Slot()
-    def _on_logits_finished(self) -> None:
-        self._logits_job = None
-        wanted, self._wanted_logits = self._wanted_logits, None
-        if wanted is not None and wanted[0] not in self._logits_cache and self.run is not None \
-                and self.state.model is not None and wanted[0][0] == id(self.state.model):
-            self._request_logits(*wanted)
-
-    def _distribution_data(self, col: int, step: int, stages: Any) -> DistributionData:
-        run = self.run
-        tokenizer = self.state.tokenizer
-        column = self.columns[col]
-        raw, final = stages.raw, stages.final
-        order = np.argsort(-raw, kind="stable")[:TOP_CANDIDATES]
-        chosen_id = run.ids[col][step]
-        if chosen_id not in order:
-            order = np.append(order[:-1], chosen_id)
-        labels = [_token_label(tokenizer.render_token(int(t))) for t in order]
-        chosen = int(np.flatnonzero(order == chosen_id)[0])
-        kept = int((final > 0).sum())
-        counts = {key: int((stages.removed_by == key).sum()) for key in ("top_k", "top_p", "min_p", "greedy")}
-        counts["penalty"] = int(stages.penalised.sum())
-        record = run.records[col][step]
-        before = _context(tokenizer.decode((run.prompt_ids + run.ids[col][:step])[-24:]))
-        chosen_text = html.escape(_token_label(tokenizer.render_token(chosen_id)))
-        parts = [f"{counts[k]:,} by {name}" for k, name in
-                 (("top_k", "top-k"), ("top_p", "top-p"), ("min_p", "min-p"), ("greedy", "greedy decoding"))
-                 if counts.get(k)]
-        summary = (f"After “{before}” it chose “{chosen_text}” (p = {float(record.prob):.3f} when generated). "
-                   f"With the column's current settings {kept:,} of {len(raw):,} tokens remain"
-                   + (f"; removed {', '.join(parts)}" if parts else "")
-                   + (f"; the repetition penalty lowered {counts['penalty']:,} seen tokens." if counts["penalty"]
-                      else "."))
-        title = f"Next-token distribution · {column.name} · step {step + 1}"
-        return DistributionData(labels=labels, raw=raw[order], final=final[order],
-                                removed_by=[str(r) for r in stages.removed_by[order]],
-                                penalised=[bool(p) for p in stages.penalised[order]],
-                                chosen=chosen, title=title, summary=summary, removed_counts=counts,
-                                colour=column.colour)
+    @property
+    def _logits_cache(self) -> OrderedDict:
+        return self.steps.cache
 
     # ---------------------------------------------------------------------------------- messages
 
@@ -769,12 +665,3 @@ class GenerationTab(QWidget):
         self.stop()
         super().closeEvent(event)
 
-
-def _token_label(text: str) -> str:
-    """A token for a label: spaces shown as ␣ (render_token already escapes newlines and tabs)."""
-    return text.replace(" ", "␣")
-
-
-def _context(text: str) -> str:
-    """Text before a step, on one line, HTML-safe."""
-    return html.escape(text.replace("\n", "↵").replace("\t", "→"))
