@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,6 +40,7 @@ from engine.generation.sampling import SamplingConfig
 from engine.generation.stream import GenerationDoneEvent, stream_generate
 from engine.hf_import import gpt_from_hf, import_hf_folder
 from engine.model import GPT
+from engine.sources import HF_FOLDER, resolve_source
 from engine.tokenizers import CharTokenizer
 
 TARGETS = {("small", 1): 1.4, ("gpt2-124m", 1): 1.2}  # ours / transformers at batch 1, fp32, on a CPU
@@ -55,8 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where both run (default: CUDA if there is one, else the CPU)")
     parser.add_argument("--preset", choices=list(PRESETS), help="one model shape (default: small and gpt2-124m)")
     parser.add_argument("--shapes", default="", help="presets to measure, comma-separated (default small,gpt2-124m)")
-    parser.add_argument("--model", metavar="HF_FOLDER",
-                        help="a Hugging Face GPT-2 folder (config.json, model.safetensors) loaded into both")
+    parser.add_argument("--model", metavar="HF_MODEL",
+                        help="a Hugging Face model folder (config.json, model.safetensors) or a repo id in the HF "
+                             "cache, loaded into both")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                         help="number format of both models (fp16 needs CUDA)")
     parser.add_argument("--compile", action="store_true",
@@ -95,14 +96,15 @@ def _hf_and_ours(name: str):
     return hf, gpt_from_hf(hf.state_dict(), hf_config.to_dict())
 
 
-def _hf_folder_and_ours(folder: str):
-    """transformers' and our model of the same Hugging Face folder."""
-    if not (Path(folder) / "config.json").is_file():
-        raise ValueError(f"--model needs a Hugging Face folder with config.json and model.safetensors; {folder} "
-                         "is not one (transformers must load the same weights)")
-    model, _ = import_hf_folder(folder)
+def _hf_folder_and_ours(name: str):
+    """transformers' and our model of the same Hugging Face model (a folder, or a repo id in the HF cache)."""
+    source = resolve_source(name)
+    if source.kind != HF_FOLDER:
+        raise ValueError(f"--model needs a Hugging Face model (a folder with config.json, or a cached repo id); "
+                         f"{source.name} is not one, and transformers must load the same weights")
+    model, _ = import_hf_folder(source.path, dtype="fp32")
     transformers = _quiet_transformers()
-    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32).eval()
     return hf, model
 
 
@@ -256,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     check_precision(precision, device, use="inference")
     model_path = getattr(args, "model", None)
     if model_path:
-        shapes = [Path(model_path).name or model_path]
+        shapes = [resolve_source(model_path).name]
     elif getattr(args, "preset", None):
         shapes = [args.preset]
     else:

@@ -426,3 +426,24 @@ def test_characters_outside_the_vocabulary_are_noted(qtbot, tab):
     assert "2 characters not in the vocabulary (日, 本)" in tab.prompt_info.text()
     tab.prompt.setPlainText("the cat sat")
     assert "vocabulary" not in tab.prompt_info.text()
+
+
+def test_the_engine_compiling_its_decode_step_is_shown(qtbot, tab, monkeypatch):
+    """On CUDA the engine compiles its decode step before the first token and says so with ProgressEvents
+    (engine/generation/stream.py); the tab shows them while they last. Faked here around the real stream."""
+    from app.tabs.generation import jobs
+    from engine import ProgressEvent, stream_generate
+
+    def compiling_first(*args, **kwargs):
+        yield ProgressEvent(job="compile", done=0, total=1, message="Compiling the decode step for 2 rows…")
+        yield ProgressEvent(job="compile", done=1, total=1, message="Decode step compiled in 0.1 s")
+        yield from stream_generate(*args, **kwargs)
+
+    shown: list[str] = []
+    original = tab.show_message
+    monkeypatch.setattr(tab, "show_message", lambda text, **kw: (shown.append(text), original(text, **kw)))
+    monkeypatch.setattr(jobs, "stream_generate", compiling_first)
+    generate(qtbot, tab, max_tokens=6)
+    assert "Compiling the decode step for 2 rows…" in shown
+    assert all(c.output.token_count() == 6 for c in tab.columns)
+    assert "Model:" in tab.status.text()  # the model line is back once the compile is over

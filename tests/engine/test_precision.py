@@ -102,3 +102,55 @@ def test_devices_and_precision_options_come_from_one_rule(monkeypatch):
     monkeypatch.setattr(device_module, "cpu_supports_bf16", lambda: False)
     training = precision_options("cpu")
     assert list(training) == list(TRAINING_PRECISIONS) and "bf16" in training["bf16"] and "CUDA" in training["fp16"]
+
+
+def _fake_gpus(monkeypatch, count: int, name: str = "NVIDIA H100 80GB HBM3", mps: bool = False) -> None:
+    """A machine with `count` CUDA GPUs as far as engine.device can tell (no GPU needed)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
+
+def test_pick_device_with_fake_device_lists(monkeypatch):
+    _fake_gpus(monkeypatch, 2)
+    assert available_devices() == ["auto", "cpu", "cuda", "cuda:0", "cuda:1"]
+    assert pick_device("auto") == torch.device("cuda") and pick_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="no GPU cuda:2; this machine has 2"):
+        pick_device("cuda:2")
+    _fake_gpus(monkeypatch, 0, mps=True)
+    assert pick_device("auto") == torch.device("mps")
+    with pytest.raises(ValueError, match="CUDA was asked for"):
+        pick_device("cuda")
+    _fake_gpus(monkeypatch, 0)
+    assert pick_device("auto") == torch.device("cpu") and pick_device(" CPU ") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device"):
+        pick_device("tpu")
+
+
+@pytest.mark.parametrize("name, precision, expected", [
+    ("NVIDIA H100 80GB HBM3", "bf16", ("H100 SXM", 989e12)),
+    ("NVIDIA H100 PCIe", "bf16", ("H100 PCIe", 756e12)),
+    ("NVIDIA H200", "fp16", ("H200", 989e12)),
+    ("NVIDIA A100-SXM4-80GB", "bf16", ("A100", 312e12)),
+    ("NVIDIA A100 80GB PCIe", "bf16", ("A100", 312e12)),
+    ("NVIDIA L4", "bf16", ("L4", 121e12)),
+    ("NVIDIA GeForce RTX 4090", "bf16", ("RTX 4090", 165e12)),
+    ("NVIDIA L40S", "bf16", None),  # not an L4
+    ("NVIDIA H100 NVL", "bf16", None),  # another H100: measured, not guessed
+    ("NVIDIA H100 80GB HBM3", "fp32", None),  # the table is for 16-bit tensor-core maths
+])
+def test_published_peaks(name, precision, expected):
+    assert device_module.published_peak(name, precision) == expected
+
+
+def test_mfu_peak_on_a_known_gpu_is_published_and_measured_elsewhere(monkeypatch):
+    _fake_gpus(monkeypatch, 1, name="NVIDIA H200")
+    monkeypatch.setattr(device_module, "measure_peak_flops", lambda device, precision: pytest.fail("no probe"))
+    assert device_module.peak_flops("cuda", "bf16") == 989e12
+    assert device_module.peak_source("cuda", "bf16") == "published bf16 dense peak of the H200"
+    _fake_gpus(monkeypatch, 1, name="Some Future GPU")
+    monkeypatch.setattr(device_module, "_peak_memo", {})
+    monkeypatch.setattr(device_module, "measure_peak_flops", lambda device, precision: 123e12)
+    assert device_module.peak_flops("cuda", "bf16") == 123e12
+    assert device_module.peak_source("cuda", "bf16").startswith("measured bf16")

@@ -513,7 +513,7 @@ class GenerationTab(QWidget):
                 elif isinstance(event, GenerationDoneEvent):
                     run.done = event
                 elif isinstance(event, ProgressEvent):  # the engine compiling its decode step first (CUDA)
-                    self.show_message(event.message, status_bar=False)
+                    self._show_progress(event)
             for column, tokens in zip(self.columns, per_column):
                 if tokens:
                     column.output.append_tokens(tokens)
@@ -654,6 +654,15 @@ class GenerationTab(QWidget):
         return self.steps.cache
 
     # ---------------------------------------------------------------------------------- messages
+
+    def _show_progress(self, event: ProgressEvent) -> None:
+        """A job step before the tokens (compiling the decode step): said in the tab while it lasts, then the
+        model line comes back and the outcome goes to the status bar."""
+        if event.total and event.done >= event.total:
+            self._refresh_status()
+            dialogs.notify(self, event.message, 8000)
+        else:
+            self.show_message(event.message, status_bar=False)
 
     def show_message(self, text: str, *, status_bar: bool = True) -> None:
         """One line for the user: in the tab, and in the window's status bar when there is one."""
