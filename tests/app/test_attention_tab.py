@@ -256,7 +256,7 @@ def test_every_token_can_be_labelled_and_hovered(qtbot, tab):
     assert x0 <= 40 <= x1  # around the chosen query
     ticks = heatmap.bottom_axis.tickValues(x0, x1, heatmap.plot.getViewBox().width())
     assert ticks[0][0] == 1.0  # every token between x0 and x1 has a tick and its label
-    q, k = 30, 12
+    q, k = 40, int(x0) + 2  # a cell in view
     scene = heatmap.plot.getViewBox().mapViewToScene(QPointF(k, q))
     heatmap._on_mouse_moved(scene)
     assert heatmap.info.text().startswith(f"query {q} {tab.heatmap.tokens[q]!r}  →  key {k}")

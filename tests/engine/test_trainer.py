@@ -292,7 +292,7 @@ def test_mfu_never_above_100_percent_after_a_bogus_cached_peak(dataset, tmp_path
     monkeypatch.setattr(device_module, "measure_peak_flops",
                         lambda d, p: probes.append(p) or real(d, p, seconds=0.1, bursts=2, size=512))
     events = list(Trainer(CONFIG, tc(steps=6, eval_interval=100), dataset).run())
-    steps = [e for e in events if e.kind == "step"]
+    steps = [e for e in events if isinstance(e, StepEvent)]
     assert steps and all(0 < e.mfu <= 1.0 for e in steps)
     assert probes == ["fp32"]  # probed again once, not at every step
     cached = json.loads((tmp_path / "peak_flops.json").read_text())[key]
