@@ -60,6 +60,7 @@ class OpenedModel:
     tokenizer: Tokenizer
     source: ModelSource
     train_state: dict[str, Any] | None = None  # a checkpoint's training state (None for the others)
+    problem: str | None = None  # why a checkpoint's training or optimizer state is unusable (it is None then)
 
 
 def resolve_source(text: str | os.PathLike) -> ModelSource:
@@ -98,7 +99,8 @@ def open_model_job(source: str | os.PathLike | ModelSource, *, dtype: str = "aut
     yield ProgressEvent(job="open", done=0, total=0, message=f"opening {src.name}")
     if src.kind == CHECKPOINT:
         ckpt = load_checkpoint(src.path, device=device)
-        return OpenedModel(ckpt.model, ckpt.tokenizer, src, ckpt.train_state)
+        return OpenedModel(ckpt.model, ckpt.tokenizer, src, ckpt.train_state,
+                           ckpt.train_state_problem or ckpt.optimizer_problem)
     if src.kind == GGUF:
         return (yield from _open_gguf(src, dtype))
     model, tokenizer = yield from load_hf_folder_job(src.path, dtype=dtype)

@@ -35,7 +35,8 @@ def parse_json(text: str, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """json.loads, refusing values nested more than `max_depth` levels.
 
     Python's parser recurses once per level and stops with RecursionError about a thousand levels down;
-    that becomes this one-line error too. Texts with few brackets (ranks, most metadata) skip the walk.
+    that becomes this one-line error too. The depth of what it returns is then measured on the parsed
+    value (cheap: it walks containers, not text).
     """
     if not isinstance(text, str):
         raise ValueError(f"{what} is not text")
@@ -48,7 +49,7 @@ def parse_json(text: str, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
         where = f" ({e.msg} at line {e.lineno})" if isinstance(e, json.JSONDecodeError) else ""
         raise ValueError(f"{what} is not valid JSON{where}") from None
     else:
-        too_deep = text.count("[") + text.count("{") > max_depth and json_depth(value) > max_depth
+        too_deep = isinstance(value, (list, dict)) and json_depth(value) > max_depth
     if too_deep:
         raise ValueError(f"{what} is not valid JSON (nested more than {max_depth} levels deep)")
     return value

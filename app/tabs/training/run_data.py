@@ -116,10 +116,12 @@ class RunData:
         n = len(history.get("step") or [])
         for s, lo, lr, tok, tps in zip(col("step", n), col("loss", n), col("lr", n),
                                        col("tokens_seen", n), col("tokens_per_s", n)):
-            run.add_step(int(s), lo, lr, tok, tps)
+            if math.isfinite(s):  # a step without a number cannot be placed on the axis
+                run.add_step(int(s), lo, lr, tok, tps)
         m = len(history.get("val_step") or [])
         for s, v, tok in zip(col("val_step", m), col("val_loss", m), col("val_tokens_seen", m)):
-            run.add_eval(int(s), v, tok)
+            if math.isfinite(s):
+                run.add_eval(int(s), v, tok)
         return run
 
     def to_history(self) -> dict[str, list[float]]:
