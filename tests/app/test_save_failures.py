@@ -362,3 +362,28 @@ def test_a_save_to_the_original_after_a_failed_one_works(window, dialogs, tmp_pa
     for (name, a), b in zip(model.state_dict().items(), loaded.model.state_dict().values()):
         assert bool((a == b).all()), name
     save_checkpoint(tmp_path / "again.safetensors", model, window.state.tokenizer)  # still a live model
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_preset_and_export_files_never_block_or_crash(tmp_path, qtbot):
+    from app.tabs.generation.presets import load_preset_file
+    from app.tabs.training.run_data import RunData, write_csv
+
+    fifo = tmp_path / "preset.json"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    with pytest.raises(OSError, match="not a regular file"):
+        load_preset_file(fifo)  # picked in a file dialog: must not block the GUI thread
+    assert time.monotonic() - start < 5
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="nested more than"):
+        load_preset_file(deep)
+    run = RunData("r", "#000")
+    run.add_step(1, 2.0, 1e-3, 16, 100.0)
+    (tmp_path / "curves.csv").write_text("older export")
+    with pytest.raises(OSError):
+        write_csv(tmp_path / "missing" / "curves.csv", [run], 0.0)
+    write_csv(tmp_path / "curves.csv", [run], 0.0)
+    assert (tmp_path / "curves.csv").read_text().startswith("run,step")
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".llmp-tmp")] == []

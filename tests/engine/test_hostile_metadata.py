@@ -15,25 +15,31 @@ from pathlib import Path
 
 import pytest
 from checkpoint_mutations import metadata_of, mutate, mutations
+from hf_fixtures import bytelevel_folder
 from hypothesis import HealthCheck, given, settings
 
 from engine.checkpoint import load_checkpoint
 from engine.cli import main
+from engine.tokenizers import load_hf_tokenizer, save_tokenizer
 
 TINY = ["--preset", "tiny", "--context-length", "8", "--n-layers", "1", "--emb-dim", "16", "--n-heads", "2",
         "--batch-size", "2", "--eval-interval", "1", "--sample-interval", "0"]
 COUNTS: collections.Counter = collections.Counter()
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny checkpoint with every kind of metadata (BPE tokenizer, training and optimizer state), and a
-    small corpus file for --init."""
-    folder = tmp_path_factory.mktemp("hostile")
+@pytest.fixture(scope="module", params=["bpe", "hf"])
+def base(request, tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny checkpoint with every kind of metadata (training and optimizer state, and a tokenizer: a BPE
+    trained here, or a Hugging Face tokenizer.json one), and a small corpus file for --init."""
+    folder = tmp_path_factory.mktemp(f"hostile-{request.param}")
     corpus = folder / "corpus.txt"
     corpus.write_text("abcdefgh|abcdefgh\nijklmnop|ijklmnop\n" * 60)
+    spec = "bpe:270"
+    if request.param == "hf":
+        spec = str(folder / "tokenizer.json")
+        save_tokenizer(load_hf_tokenizer(bytelevel_folder(folder / "hf")), spec)
     path = folder / "base.safetensors"
-    assert main(["train", *TINY, "--corpus", str(corpus), "--tokenizer", "bpe:270", "--steps", "2",
+    assert main(["train", *TINY, "--corpus", str(corpus), "--tokenizer", spec, "--steps", "2",
                  "--out", str(path)]) == 0
     return path, corpus
 
@@ -60,8 +66,9 @@ def test_every_field_mutated_gives_one_line_or_works(base, tmp_path_factory, cap
     path, corpus = base
     meta = metadata_of(path)
     work = tmp_path_factory.mktemp("mutations")
+    COUNTS["checkpoints"] += 1
 
-    @settings(max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "25")), deadline=None, derandomize=True,
+    @settings(max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "10")), deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(mutations(meta))
     def check(mutation):

@@ -475,8 +475,8 @@ class TrainingPlots(QWidget):
     def _export(self, fn, path: str) -> None:
         try:
             fn(path)
-        except OSError as e:
-            dialogs.show_error(self, "Export failed", f"Could not write {path}: {e.strerror or e}")
+        except Exception as e:  # any failure (a full disk, a folder gone) is a message, never a crash
+            dialogs.show_error(self, "Export failed", f"Could not write {path}: {getattr(e, 'strerror', None) or e}")
         else:
             dialogs.notify(self, f"Saved {path}")
 
