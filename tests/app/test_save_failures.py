@@ -230,7 +230,7 @@ def test_opening_a_60_mb_metadata_string_does_not_stall_the_gui(field, window, d
     else:
         assert not dialogs.errors and window.state.checkpoint_path == path
     assert all(len(text) < 3000 for text in dialogs.errors + dialogs.warnings)
-    assert len(window.tokenizer_label.text()) < 1000 and len(window.training_tab.message_label.text()) < 3000
+    assert len(window.tokenizer_label.text()) < 1000 and len(window.training_tab.controls.message_label.text()) < 3000
     # Nothing in the GUI thread touches the string: what remains is the worker's parsing (the header, then
     # the field) holding Python's lock, one parse at a time.
     assert gap < max(0.3, 2.5 * parse)
@@ -243,9 +243,8 @@ def test_names_from_files_are_shown_as_text(window, dialogs, trained, tmp_path, 
     qtbot.waitUntil(lambda: window.state.checkpoint_path == path and not window.runner.running(), timeout=30000)
     label = window.tokenizer_label
     assert label.textFormat() == Qt.TextFormat.PlainText and "<b>bold</b>" in label.text()
-    generation = window.other_tabs["Generation"]
-    if hasattr(generation, "status"):
-        assert "&lt;b&gt;bold" in generation.status.text() and "<b>bold" not in generation.status.text()
+    generation = window.generation_tab
+    assert "&lt;b&gt;bold" in generation.status.text() and "<b>bold" not in generation.status.text()
     # An error naming the file is shown literally too.
     bad = tmp_path / "<i>x<i>.safetensors"
     bad.write_bytes(b"not a checkpoint")
@@ -259,16 +258,16 @@ def test_settings_the_forms_cannot_hold_are_clamped_and_said(window, dialogs, tr
     state = metadata_of(trained)["train_state"]
     mutate(trained, path, ("train_state", "train_config"),
            {**state["train_config"], "seed": 2**63, "eval_interval": 10**12, "warmup_steps": 10**12})
-    runs_before = len(window.training_tab.plots.runs)
+    runs_before = len(window.training_tab.plots_panel.plots.runs)
     window.open_checkpoint(path)
     qtbot.waitUntil(lambda: window.state.checkpoint_path == path and not window.runner.running(), timeout=30000)
     form = window.training_tab.train_form
     assert form.seed.value() == form.seed.maximum() and form.eval_interval.value() == form.eval_interval.maximum()
     assert form.warmup_steps.value() == form.warmup_steps.maximum()
-    note = window.training_tab.message_label.text()
+    note = window.training_tab.controls.message_label.text()
     assert "seed" in note and "eval_interval" in note and "warmup_steps" in note and "limit" in note
-    assert len(window.training_tab.plots.runs) == runs_before + 1  # the curves came back too
-    assert window.training_tab.plots.runs[-1].num_steps == 2 and not dialogs.errors
+    assert len(window.training_tab.plots_panel.plots.runs) == runs_before + 1  # the curves came back too
+    assert window.training_tab.plots_panel.plots.runs[-1].num_steps == 2 and not dialogs.errors
 
 
 def test_an_unusable_history_restores_nothing_and_says_so(window, dialogs, trained, tmp_path, qtbot):
@@ -279,11 +278,11 @@ def test_an_unusable_history_restores_nothing_and_says_so(window, dialogs, train
     write_header(path, header, data)
     tab = window.training_tab
     tab.train_form.steps.setValue(777)
-    runs_before = len(tab.plots.runs)
+    runs_before = len(tab.plots_panel.plots.runs)
     window.open_checkpoint(path)
     qtbot.waitUntil(lambda: window.state.checkpoint_path == path and not window.runner.running(), timeout=30000)
     assert dialogs.warnings and "history.loss" in dialogs.warnings[0] and not dialogs.errors
-    assert tab.train_form.steps.value() == 777 and len(tab.plots.runs) == runs_before  # nothing half-restored
+    assert tab.train_form.steps.value() == 777 and len(tab.plots_panel.plots.runs) == runs_before  # nothing half-restored
     assert window.state.train_state is None  # and it is not saved back as if it were fine
 
 
@@ -297,7 +296,7 @@ def test_a_stored_corpus_path_is_never_read_on_open(window, dialogs, trained, tm
         qtbot.waitUntil(lambda path=path: window.state.checkpoint_path == path and not window.runner.running(),
                         timeout=30000)
         assert window.state.corpus is corpus_before  # not loaded
-    combo = window.training_tab.corpus_combo
+    combo = window.training_tab.data_panel.corpus_combo
     assert combo.findData("/dev/zero") < 0
     assert combo.findData(str((trained.parent / "corpus.txt").resolve())) >= 0  # offered, to be read when chosen
     assert not dialogs.errors
@@ -313,7 +312,7 @@ def test_a_fifo_is_refused_and_the_app_still_exits(window, dialogs, tmp_path, qt
     assert "not a regular file" in dialogs.errors[0] and window.state.model is model
     text_fifo = tmp_path / "pipe.txt"
     os.mkfifo(text_fifo)
-    window.training_tab.add_corpus_file(text_fifo)
+    window.training_tab.data_panel.add_corpus_file(text_fifo)
     qtbot.waitUntil(lambda: len(dialogs.errors) == 2, timeout=20000)
     assert "not a regular file" in dialogs.errors[1]
     assert window.runner.stop_all(5000)  # no worker is stuck on the FIFO

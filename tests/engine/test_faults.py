@@ -38,6 +38,7 @@ from engine.cli import main
 from engine.cli import train as cli_train
 from engine.config import TrainConfig
 from engine.data import CorpusError, Dataset, decode_text_file, load_corpus
+from engine.events import StepEvent
 from engine.model import GPT
 from engine.tokenizers import CharTokenizer, load_tokenizer_file
 from engine.training.trainer import Trainer, lr_at
@@ -638,7 +639,7 @@ def test_allocator_failures_are_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Trainer, "_train_step", no_memory)
     code, _, err = run(capsys, "train", *TINY, "--corpus", "copy", "--steps", "2", "--out", tmp_path / "m.safetensors")
     assert code == 1 and "out of memory at step 1" in one_error_line(err)
-    monkeypatch.setattr(cli_train, "_prepare", lambda args: (_ for _ in ()).throw(MemoryError()))
+    monkeypatch.setattr(cli_train, "_run_spec", lambda args, dist=None: (_ for _ in ()).throw(MemoryError()))
     code, _, err = run(capsys, "train", *TINY, "--corpus", "copy", "--steps", "2", "--out", tmp_path / "m.safetensors")
     assert code == 2 and "out of memory" in one_error_line(err)
     assert not (tmp_path / "m.safetensors").exists()
@@ -659,7 +660,7 @@ def test_resume_with_a_short_warmup_is_bit_exact_for_the_same_total(tmp_path):
     list(straight.run())
     first = Trainer(config, settings, dataset)
     for event in first.run():
-        if event.kind == "step" and event.step == 4:
+        if isinstance(event, StepEvent) and event.step == 4:
             first.request_stop()
     path = first.save(tmp_path / "half.safetensors").path
     second = Trainer(config, settings, dataset, resume=load_checkpoint(path))

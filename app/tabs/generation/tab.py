@@ -360,8 +360,7 @@ class GenerationTab(QWidget):
         if config is None:
             return ""
         tokenizer = self.state.tokenizer
-        # A rich-text label, and the name comes from the file: escaped so it is shown as text.
-        name = html.escape(tokenizer.describe()) if tokenizer is not None else "no tokenizer"
+        name = tokenizer.describe() if tokenizer is not None else "no tokenizer"
         return (f"Model: {config.num_params() / 1e6:.2f} M parameters · context {config.context_length:,} · "
                 f"{html.escape(name)}")
 
@@ -469,7 +468,7 @@ class GenerationTab(QWidget):
             else:
                 prompt_ids = prompt_token_ids(tokenizer, prompt, model.config)
         except ValueError as e:
-            self.show_message(f"Cannot generate: {html.escape(str(e))}")
+            self.show_message(f"Cannot generate: {e}")
             return
         self.run = _Run(prompt=prompt, prompt_ids=prompt_ids, precision=precision,
                         ids=[[] for _ in self.columns], records=[[] for _ in self.columns], chat=chat)
@@ -556,7 +555,7 @@ class GenerationTab(QWidget):
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:
-        self.show_message(f"Generation failed: {html.escape(message)}")
+        self.show_message(f"Generation failed: {message}")
 
     @Slot()
     def _on_finished(self) -> None:
