@@ -2,10 +2,12 @@
 the same way (`notify` is the one way to post a line in the status bar).
 
 File dialogs remember the last folder; tests replace `QFileDialog.getOpenFileName` /
-`getSaveFileName` / `getExistingDirectory` and `QMessageBox.critical` / `question` with monkeypatch.
+`getSaveFileName` / `getExistingDirectory` and `QMessageBox.critical` / `warning` / `question` with monkeypatch.
+Messages are always shown as plain text: they often hold names taken from files.
 """
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QWidget
@@ -44,8 +46,25 @@ def open_folder(parent: QWidget | None, title: str) -> str | None:
     return path or None
 
 
+def as_plain(message: str, limit: int = 2000) -> str:
+    """A message for a QMessageBox that is always shown as plain text (it may hold names from files).
+
+    The static QMessageBox functions guess the format, and render anything that looks like HTML as HTML;
+    text with markup characters is therefore escaped and wrapped so it is shown literally."""
+    message = str(message)
+    if len(message) > limit:
+        message = message[: limit - 1] + "…"
+    if "<" not in message and "&" not in message:
+        return message
+    return "<p>" + html.escape(message, quote=False).replace("\n", "<br>") + "</p>"
+
+
 def show_error(parent: QWidget | None, title: str, message: str) -> None:
-    QMessageBox.critical(parent, title, message)
+    QMessageBox.critical(parent, title, as_plain(message))
+
+
+def show_warning(parent: QWidget | None, title: str, message: str) -> None:
+    QMessageBox.warning(parent, title, as_plain(message))
 
 
 def ask_save_changes(parent: QWidget | None, name: str, running: bool = False) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, QTimer, Slot
+from PySide6.QtCore import QByteArray, QEventLoop, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import QApplication, QFrame, QLabel, QMainWindow, QMessageBox, QTabWidget
 
@@ -17,11 +17,13 @@ from app.formatting import format_params
 from app.jobs.model_io import (
     DEFAULT_MODEL,
     ModelLoadedEvent,
+    ModelSavedEvent,
     default_model_job,
     import_hf_job,
     new_model_job,
     open_checkpoint_job,
     open_source_job,
+    save_checkpoint_job,
 )
 from app.open_model_dialog import OpenModelDialog
 from app.settings import Settings
@@ -32,7 +34,7 @@ from app.tabs.inside.tab import InsideTab
 from app.tabs.tokenizer.tab import TokenizerTab
 from app.tabs.training.tab import TrainingTab
 from app.worker import JobRunner, error_message
-from engine import ProgressEvent, device_name, pick_device, save_checkpoint
+from engine import ProgressEvent, device_name, pick_device
 
 APP_NAME = "LLM Playground"
 TAB_TITLES = ("Training", "Attention", "Tokenizer", "Generation", "Inside")
@@ -41,6 +43,7 @@ CHECKPOINT_SUFFIXES = (".safetensors",)
 
 def _status_label(tip: str) -> QLabel:
     label = QLabel()
+    label.setTextFormat(Qt.TextFormat.PlainText)  # names come from files: never rendered as HTML
     label.setToolTip(tip)
     label.setContentsMargins(6, 0, 6, 0)
     return label
@@ -54,6 +57,7 @@ class MainWindow(QMainWindow):
         self.state = AppState(self)
         self.runner = JobRunner(self)
         self._closing = False
+        self._saving = False  # a save is running (in the worker, with a local event loop waiting for it)
 
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
@@ -215,6 +219,8 @@ class MainWindow(QMainWindow):
                     Settings().add_recent_file(event.path)
                 if event.note:
                     dialogs.notify(self, event.note)
+                if event.warning:
+                    dialogs.show_warning(self, "Training state not restored", event.warning)
             elif isinstance(event, ProgressEvent):
                 dialogs.notify(self, event.message, 3000)
 
@@ -311,18 +317,50 @@ class MainWindow(QMainWindow):
         return self._save_to(path)
 
     def _save_to(self, path: Path) -> bool:
+        """Save the current model to `path` in the worker; True when it was written.
+
+        The GUI thread waits in a local event loop (it keeps painting; the window takes no input meanwhile),
+        so callers such as the close handler still get a plain yes or no. Every failure, of any kind,
+        becomes a dialog: the model stays in memory, unsaved, and the window stays open. The wait cursor
+        always comes back."""
         model = self.state.model
-        if model is None:
+        if model is None or self._saving:
             return False
+        outcome: dict[str, str | None] = {"saved": None, "error": None}
+
+        def on_events(events: list) -> None:
+            for event in events:
+                if isinstance(event, ModelSavedEvent):
+                    outcome["saved"] = event.path
+
+        def on_failed(message: str) -> None:
+            outcome["error"] = message
+
+        self._saving = True
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        self.menuBar().setEnabled(False)
+        self.centralWidget().setEnabled(False)
         try:
-            save_checkpoint(path, model, self.state.tokenizer, train_state=self.state.train_state,
-                            optimizer=self.state.training.optimizer_for(model))
-        except (ValueError, OSError, RuntimeError) as e:
+            job = self.runner.start("save", save_checkpoint_job(
+                path, model, self.state.tokenizer, self.state.train_state, self.state.training.optimizer_for(model)))
+            loop = QEventLoop()
+            job.events.connect(on_events)
+            job.failed.connect(on_failed)
+            job.finished.connect(loop.quit)
+            loop.exec()  # the job's signals are queued to this thread: none can arrive before this runs
+        except Exception as e:  # whatever goes wrong, the model must not be lost: say so and keep it
+            outcome["error"] = error_message(e)
+        finally:
+            self.centralWidget().setEnabled(True)
+            self.menuBar().setEnabled(True)
             QApplication.restoreOverrideCursor()
-            dialogs.show_error(self, "Cannot save", error_message(e))
+            self._saving = False
+        if outcome["saved"] is None:
+            message = outcome["error"] or "the save did not finish"
+            dialogs.notify(self, f"Not saved: {message}")
+            dialogs.show_error(self, "Cannot save", f"{message}\n\nThe model is still open and not saved; "
+                                                   "try another folder (Save as…).")
             return False
-        QApplication.restoreOverrideCursor()
         self.state.mark_saved(Path(path))
         Settings().add_recent_file(path)
         dialogs.notify(self, f"Saved {Path(path).name}")
@@ -417,6 +455,18 @@ class MainWindow(QMainWindow):
         if self._closing:
             event.accept()
             return
+        if self._saving:  # closed (e.g. from the title bar) while a save is running: let it finish
+            event.ignore()
+            return
+        try:
+            self._close(event)
+        except Exception as e:  # nothing may escape the close handler: the app would quit and lose the model
+            event.ignore()
+            self._closing = False
+            dialogs.show_error(self, "Cannot close", f"{error_message(e)}\n\nThe window stays open so "
+                                                     "nothing is lost.")
+
+    def _close(self, event: QCloseEvent) -> None:
         running = self.state.training.running
         answer = "discard"
         if running or (self.state.dirty and self.state.model is not None):

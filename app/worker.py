@@ -96,12 +96,15 @@ def _is_urgent(event: Any) -> bool:
     return not isinstance(event, StepEvent)
 
 
+MAX_MESSAGE_CHARS = 500
+
+
 def error_message(exc: BaseException) -> str:
-    """A one-line message for the user."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    """A one-line message for the user (cut short: it may quote a huge value from a file)."""
+    text = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else ""
     if not text:
         text = type(exc).__name__
-    return text
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
 class Job(QObject):

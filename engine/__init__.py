@@ -52,6 +52,7 @@ from engine.events import (
                            StepEvent,
                            run_job,
 )
+from engine.files import atomic_write_text, read_regular
 from engine.generation import (
                            Ablation,
                            AblationMeans,
@@ -119,6 +120,7 @@ from engine.tokenizers import (
 )
 from engine.training.run import PreparedRun, RunSpec, prepare_run
 from engine.training.trainer import PROBE_TOKENS, Trainer, corpus_probe_ids, lr_at, text_probe_ids
+from engine.validate import parse_json
 
 __all__ = [
     # models and configs
@@ -126,7 +128,7 @@ __all__ = [
     "MAX_HEADS", "MAX_LAYERS", "MAX_VOCAB_SIZE",
     # files
     "CheckpointError", "load_checkpoint", "read_checkpoint_info", "save_checkpoint", "import_hf_folder",
-    "HFImportError",
+    "HFImportError", "atomic_write_text", "read_regular", "parse_json",
     # models on this machine and on the hub
     "ModelEntry", "ModelSource", "OpenedModel", "SourceError", "list_models", "open_model", "open_model_job",
     "resolve_source", "supported_family", "DownloadCancelled", "HubDownloadProgress", "HubError", "download_model_job",

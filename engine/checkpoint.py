@@ -9,9 +9,15 @@ Layout (format version 1):
   corpus, tokenizer spec, loss history, RNG states) and `optimizer` (AdamW hyperparameters per group,
   parameters listed by name).
 
-Loading never trusts the file: the header is read and bounds-checked by hand, the config is validated and
-every tensor's name, dtype, shape and byte range is checked against it *before* anything is allocated;
-then values are checked to be finite. Every failure is a one-line `CheckpointError`. Never pickle.
+Loading never trusts the file: only regular files are opened (never a FIFO or a device); the header is read
+and bounds-checked by hand (JSON with a depth limit), the config is validated and every tensor's name, dtype,
+shape and byte range is checked against it, and the byte ranges must tile the data exactly (no overlap, no
+trailing junk), all *before* anything is allocated; one validator serves `info` and loading. The tensors are
+then read into memory (not memory-mapped: a file rewritten in place under a mapping kills the reader with
+SIGBUS) and the file's inode, size and times are compared before and after, so a file changed mid-read is an
+error, not garbage. Values are checked to be finite. The training and optimizer states are checked field by
+field (engine/train_state.py); when one is unusable the weights still load and the problem is reported where
+the state would be used (resume). Every failure is a one-line `CheckpointError`. Never pickle.
 """
 from __future__ import annotations
 
@@ -24,12 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from engine.config import ModelConfig
-from engine.files import atomic_write, first_line
+from engine.files import atomic_write, first_line, open_regular
 from engine.model import GPT
 from engine.tokenizers import Tokenizer, tokenizer_from_dict
+from engine.train_state import GROUP_SETTINGS, check_optimizer_meta, check_train_state
+from engine.validate import parse_json, printable, short_repr
 
 FORMAT = "llm-playground-checkpoint"
 FORMAT_VERSION = 1
@@ -37,8 +45,6 @@ MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit; a bigger claim is a co
 TIED = "head.weight"  # stored once, as tok_emb.weight
 OPTIMIZER_PREFIX = "optimizer."
 OPTIMIZER_KEYS = ("exp_avg", "exp_avg_sq", "step")
-# Optimizer group settings kept in the metadata (the rest, e.g. `fused`, belong to the machine).
-GROUP_SETTINGS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")
 
 DTYPES = {
     "F32": (torch.float32, 4), "F16": (torch.float16, 2), "BF16": (torch.bfloat16, 2),
@@ -59,6 +65,8 @@ class Checkpoint:
     train_state: dict[str, Any] | None
     optimizer_state: dict[str, Any] | None  # {"param_groups": [...names...], "state": {name: {key: tensor}}}
     path: str
+    train_state_problem: str | None = None  # why the file's training state is unusable (it is None then)
+    optimizer_problem: str | None = None  # why its optimizer state is unusable (it is None then)
 
 
 # ---------------------------------------------------------------- saving
@@ -163,44 +171,74 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, tokenizer: 
 class _Header:
     path: Path
     file_bytes: int
+    data_start: int  # where the tensor bytes begin
     metadata: dict[str, str]
     tensors: dict[str, dict[str, Any]]
     config: ModelConfig
     tokenizer_dict: dict[str, Any]
     train_state: dict[str, Any] | None
+    train_state_problem: str | None
     optimizer_meta: dict[str, Any] | None
+    optimizer_problem: str | None
 
 
 def _fail(path: Path, message: str) -> CheckpointError:
-    return CheckpointError(f"{path.name}: {message}")
+    return CheckpointError(f"{printable(path.name, 120)}: {message}")
 
 
-def _read_raw_header(path: Path) -> tuple[dict[str, Any], int, int]:
+def _open(path: Path):
+    """The checkpoint file, opened for reading: never a FIFO or a device (see files.open_regular)."""
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            prefix = f.read(8)
-            if len(prefix) < 8:
-                raise _fail(path, "file is too short to be a checkpoint (empty or truncated)")
-            (n,) = struct.unpack("<Q", prefix)
-            if n < 2 or n > MAX_HEADER_BYTES:
-                raise _fail(path, "not a safetensors checkpoint (bad header length)")
-            if 8 + n > size:
-                raise _fail(path, "file is truncated (header runs past the end of the file)")
-            raw = f.read(n)
+        return open_regular(path, what="checkpoint file")
     except FileNotFoundError:
         raise CheckpointError(f"no such file: {path}") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path} is a folder, not a checkpoint file") from None
     except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+        raise CheckpointError(first_line(e)) from None
+
+
+def _identity(f, path: Path) -> tuple[int, ...]:
+    """What changes when a file is rewritten: its inode (a new file renamed over it) and, for the same
+    inode, its size and modification times (written in place, as `cp` does)."""
+    st = os.fstat(f.fileno())
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        inode_now = os.stat(path).st_ino
+    except OSError:
+        inode_now = -1  # deleted or renamed away
+    return st.st_dev, st.st_ino, inode_now, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _check_unchanged(f, path: Path, before: tuple[int, ...]) -> None:
+    if _identity(f, path) != before:
+        raise _fail(path, "the file changed while it was being read (is another program writing it?); "
+                          "open it again when it is complete")
+
+
+def _read_raw_header(f, path: Path) -> tuple[dict[str, Any], int, int, int]:
+    """(header JSON, bytes of tensor data, file size, where the data starts) of an open file."""
+    try:
+        size = os.fstat(f.fileno()).st_size
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise _fail(path, "file is too short to be a checkpoint (empty or truncated)")
+        (n,) = struct.unpack("<Q", prefix)
+        if n < 2 or n > MAX_HEADER_BYTES:
+            raise _fail(path, "not a safetensors checkpoint (bad header length)")
+        if 8 + n > size:
+            raise _fail(path, "file is truncated (header runs past the end of the file)")
+        raw = f.read(n)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(raw) < n:
+        raise _fail(path, "the file changed while it was being read (it became shorter)")
+    try:
+        header = parse_json(raw.decode("utf-8"), "header")
+    except (UnicodeDecodeError, ValueError):
         raise _fail(path, "not a safetensors checkpoint (the header is not valid JSON)") from None
     if not isinstance(header, dict):
         raise _fail(path, "not a safetensors checkpoint (the header is not a JSON object)")
-    return header, size - 8 - n, size
+    return header, size - 8 - n, size, 8 + n
 
 
 def _parse_json_field(path: Path, metadata: dict[str, str], key: str, required: bool) -> Any:
@@ -209,54 +247,70 @@ def _parse_json_field(path: Path, metadata: dict[str, str], key: str, required: 
             raise _fail(path, f"checkpoint metadata has no '{key}'")
         return None
     try:
-        value = json.loads(metadata[key])
-    except (ValueError, RecursionError):
-        raise _fail(path, f"checkpoint metadata '{key}' is not valid JSON") from None
+        value = parse_json(metadata[key], f"checkpoint metadata '{key}'")
+    except ValueError as e:
+        raise _fail(path, str(e)) from None
     if not isinstance(value, dict):
         raise _fail(path, f"checkpoint metadata '{key}' must be a JSON object")
     return value
 
 
-def _expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+def _meta_model(config: ModelConfig) -> GPT:
     # A model on the meta device has shapes but no storage: free even for a huge config.
     with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
+        return GPT(config)
+
+
+def _expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    shapes = {k: tuple(v.shape) for k, v in _meta_model(config).state_dict().items()}
     shapes.pop(TIED)
     return shapes
 
 
 def _check_tensor_entry(path: Path, name: str, entry: Any, data_bytes: int) -> None:
     if not isinstance(entry, dict):
-        raise _fail(path, f"tensor {name!r} has a malformed header entry")
+        raise _fail(path, f"tensor {printable(name, 80)!r} has a malformed header entry")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPES:
-        raise _fail(path, f"tensor {name!r} has an unsupported dtype {dtype!r}")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise _fail(path, f"tensor {printable(name, 80)!r} has an unsupported dtype {short_repr(dtype)}")
     if (not isinstance(shape, list) or len(shape) > 8
             or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**40 for s in shape)):
-        raise _fail(path, f"tensor {name!r} has a malformed shape")
+        raise _fail(path, f"tensor {printable(name, 80)!r} has a malformed shape")
     if (not isinstance(offsets, list) or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+            or not all(isinstance(o, int) and not isinstance(o, bool) and 0 <= o < 2**62 for o in offsets)
             or offsets[0] > offsets[1]):
-        raise _fail(path, f"tensor {name!r} has malformed data offsets")
+        raise _fail(path, f"tensor {printable(name, 80)!r} has malformed data offsets")
     if offsets[1] > data_bytes:
         raise _fail(path, "file is truncated (tensor data runs past the end of the file)")
     if offsets[1] - offsets[0] != math.prod(shape) * DTYPES[dtype][1]:
-        raise _fail(path, f"tensor {name!r}: its byte range does not match its shape")
+        raise _fail(path, f"tensor {printable(name, 80)!r}: its byte range does not match its shape")
 
 
-def _read_header(path: str | os.PathLike) -> _Header:
-    path = Path(path).expanduser()
-    header, data_bytes, file_bytes = _read_raw_header(path)
+def _check_layout(path: Path, tensors: dict[str, dict[str, Any]], data_bytes: int) -> None:
+    """The tensors' byte ranges tile the data section exactly, as safetensors requires: no two overlap,
+    no gap between them, nothing after the last one."""
+    end = 0
+    for start, stop in sorted(tuple(entry["data_offsets"]) for entry in tensors.values()):
+        if start != end:
+            raise _fail(path, "tensors overlap or leave gaps in the file (corrupt or hand-made)")
+        end = stop
+    if end != data_bytes:
+        raise _fail(path, f"the file has {data_bytes - end:,} bytes of junk after its tensors (corrupt)")
+
+
+def _validate(path: Path, header: dict[str, Any], data_bytes: int, file_bytes: int, data_start: int) -> _Header:
+    """Everything checkable from the header, before any tensor byte is read: the one validator behind
+    `read_checkpoint_info` (`info`) and `load_checkpoint` (`generate`, training, the app)."""
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise _fail(path, "not a safetensors checkpoint (malformed metadata)")
     if metadata.get("format") != FORMAT:
         raise _fail(path, "a safetensors file, but not an LLM Playground checkpoint "
                           "(Hugging Face models can be imported instead)")
-    try:
-        version = int(metadata.get("format_version", ""))
-    except ValueError:
-        raise _fail(path, "checkpoint has no valid format_version") from None
+    version_text = metadata.get("format_version", "")
+    if not (version_text.isascii() and version_text.isdigit() and len(version_text) <= 6):
+        raise _fail(path, "checkpoint has no valid format_version")
+    version = int(version_text)
     if version < 1 or version > FORMAT_VERSION:
         raise _fail(path, f"checkpoint format version {version} is not supported (this version reads "
                           f"up to {FORMAT_VERSION}); update LLM Playground")
@@ -265,7 +319,7 @@ def _read_header(path: str | os.PathLike) -> _Header:
     try:
         config = ModelConfig.from_dict(config_dict)
     except (TypeError, ValueError) as e:
-        raise _fail(path, f"invalid model config: {e}") from None
+        raise _fail(path, f"invalid model config: {first_line(e, 200)}") from None
     tokenizer_dict = _parse_json_field(path, metadata, "tokenizer", required=True)
     train_state = _parse_json_field(path, metadata, "train_state", required=False)
     optimizer_meta = _parse_json_field(path, metadata, "optimizer", required=False)
@@ -284,26 +338,51 @@ def _read_header(path: str | os.PathLike) -> _Header:
             raise _fail(path, f"tensor {name!r} has shape {tuple(header[name]['shape'])}, the config needs {shape}")
         if header[name]["dtype"] not in WEIGHT_DTYPES:
             raise _fail(path, f"tensor {name!r} has dtype {header[name]['dtype']}, expected a float type")
-    param_shapes = {k: v for k, v in expected.items()}
     for name in header:
         if name in expected:
             continue
         if not name.startswith(OPTIMIZER_PREFIX):
-            raise _fail(path, f"unexpected tensor {name!r} (not part of this model)")
+            raise _fail(path, f"unexpected tensor {printable(name, 80)!r} (not part of this model)")
         param, _, key = name[len(OPTIMIZER_PREFIX):].rpartition(".")
-        if param not in param_shapes or key not in OPTIMIZER_KEYS:
-            raise _fail(path, f"unexpected optimizer tensor {name!r}")
-        want = () if key == "step" else param_shapes[param]
-        if tuple(header[name]["shape"]) != want:
-            raise _fail(path, f"optimizer tensor {name!r} has the wrong shape")
-    return _Header(path, file_bytes, metadata, header, config, tokenizer_dict, train_state, optimizer_meta)
+        if param not in expected or key not in OPTIMIZER_KEYS:
+            raise _fail(path, f"unexpected optimizer tensor {printable(name, 80)!r}")
+        want = () if key == "step" else expected[param]
+        if tuple(header[name]["shape"]) != want or header[name]["dtype"] not in WEIGHT_DTYPES:
+            raise _fail(path, f"optimizer tensor {name!r} has the wrong shape or dtype")
+    _check_layout(path, header, data_bytes)
+
+    # The training and optimizer states are only needed to resume: a bad one is reported where it is
+    # used (resume refuses it, `info` says so) while the weights stay usable.
+    train_state_problem = optimizer_problem = None
+    if train_state is not None:
+        try:
+            check_train_state(train_state)
+        except ValueError as e:
+            train_state, train_state_problem = None, first_line(e, 200)
+    if optimizer_meta is not None:
+        param_names = [n for n, _ in _meta_model(config).named_parameters()]
+        try:
+            check_optimizer_meta(optimizer_meta, param_names)
+        except ValueError as e:
+            optimizer_meta, optimizer_problem = None, first_line(e, 200)
+    return _Header(path, file_bytes, data_start, metadata, header, config, tokenizer_dict, train_state,
+                   train_state_problem, optimizer_meta, optimizer_problem)
+
+
+def _read_header(path: str | os.PathLike) -> _Header:
+    path = Path(path).expanduser()
+    with _open(path) as f:
+        before = _identity(f, path)
+        header = _validate(path, *_read_raw_header(f, path))
+        _check_unchanged(f, path, before)
+    return header
 
 
 def _build_tokenizer(h: _Header) -> Tokenizer:
     try:
         tokenizer = tokenizer_from_dict(h.tokenizer_dict)
     except (TypeError, KeyError, ValueError) as e:
-        raise _fail(h.path, f"invalid tokenizer: {e}") from None
+        raise _fail(h.path, f"invalid tokenizer: {printable(first_line(e, 200))}") from None
     if tokenizer.vocab_size > h.config.vocab_size:
         raise _fail(h.path, f"the tokenizer has {tokenizer.vocab_size:,} tokens but the model only "
                             f"{h.config.vocab_size:,}")
@@ -311,7 +390,12 @@ def _build_tokenizer(h: _Header) -> Tokenizer:
 
 
 def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
-    """What a checkpoint holds (config, size, tokenizer, training state), without loading weights."""
+    """What a checkpoint holds (config, size, tokenizer, training state), without loading weights.
+
+    The file is checked exactly as `load_checkpoint` checks it, except for the tensors' values.
+    `train_state_problem` / `optimizer_problem` say why a training or optimizer state is unusable (None
+    when it is fine or absent); `train_state` is None then.
+    """
     h = _read_header(path)
     tokenizer = _build_tokenizer(h)
     return {
@@ -323,39 +407,80 @@ def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
         "tokenizer": {"type": h.tokenizer_dict.get("type"), "name": tokenizer.name,
                       "vocab_size": tokenizer.vocab_size, "description": tokenizer.describe()},
         "train_state": h.train_state,
+        "train_state_problem": h.train_state_problem,
         "has_optimizer_state": h.optimizer_meta is not None,
+        "optimizer_problem": h.optimizer_problem,
     }
+
+
+def read_checkpoint_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """The tokenizer stored in a checkpoint (the file checked as by `read_checkpoint_info`), without weights."""
+    return _build_tokenizer(_read_header(path))
+
+
+def _read_tensors(f, h: _Header) -> dict[str, torch.Tensor]:
+    """Every tensor's bytes read into memory of its own (never memory-mapped: a file rewritten under a
+    mapping kills the reader with SIGBUS; a short read here is an error message instead)."""
+    tensors = {}
+    for name, entry in sorted(h.tensors.items(), key=lambda item: item[1]["data_offsets"][0]):
+        start, stop = entry["data_offsets"]
+        dtype, _ = DTYPES[entry["dtype"]]
+        raw = torch.empty(stop - start, dtype=torch.uint8)
+        f.seek(h.data_start + start)
+        if stop > start and f.readinto(memoryview(raw.numpy())) != stop - start:
+            raise _fail(h.path, "the file changed while it was being read (it became shorter)")
+        tensors[name] = raw.view(dtype).reshape(entry["shape"])
+    return tensors
 
 
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Checkpoint:
     """Read and validate a checkpoint; the model comes back in float32 on `device`, in eval mode."""
-    h = _read_header(path)
-    tokenizer = _build_tokenizer(h)
-    try:
-        tensors = load_file(str(h.path), device="cpu")
-    except Exception as e:  # safetensors raises its own error types for anything we did not catch
-        raise _fail(h.path, f"cannot read tensors ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    path = Path(path).expanduser()
+    with _open(path) as f:
+        before = _identity(f, path)
+        h = _validate(path, *_read_raw_header(f, path))
+        tokenizer = _build_tokenizer(h)
+        try:
+            tensors = _read_tensors(f, h)
+        except OSError as e:
+            raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+        except (MemoryError, RuntimeError) as e:  # RuntimeError: torch's allocator
+            raise _fail(path, f"not enough memory to load the weights ({first_line(e, 120)})") from None
+        _check_unchanged(f, path, before)
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise _fail(h.path, f"tensor {name!r} holds NaN or infinite values")
 
     state = {k: tensors[k].to(torch.float32) for k in _expected_shapes(h.config)}
     state[TIED] = state["tok_emb.weight"]
-    with torch.device("meta"):
-        model = GPT(h.config)
+    model = _meta_model(h.config)
     model.load_state_dict(state, assign=True)
     model.head.weight = model.tok_emb.weight  # re-tie: one tensor for both
     model = model.to(device).eval()
 
-    optimizer_state = None
+    optimizer_state, problem = None, h.optimizer_problem
     if h.optimizer_meta is not None:
-        groups = h.optimizer_meta.get("param_groups")
-        if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
-            raise _fail(h.path, "malformed optimizer metadata")
         per_param: dict[str, dict[str, torch.Tensor]] = {}
         for name, t in tensors.items():
             if name.startswith(OPTIMIZER_PREFIX):
                 param, _, key = name[len(OPTIMIZER_PREFIX):].rpartition(".")
-                per_param.setdefault(param, {})[key] = t
-        optimizer_state = {"param_groups": groups, "state": per_param}
-    return Checkpoint(h.config, model, tokenizer, h.train_state, optimizer_state, str(h.path))
+                per_param.setdefault(param, {})[key] = t.to(torch.float32)
+        problem = _optimizer_tensors_problem(per_param)
+        if problem is None:
+            optimizer_state = {"param_groups": h.optimizer_meta["param_groups"], "state": per_param}
+    return Checkpoint(h.config, model, tokenizer, h.train_state, optimizer_state, str(h.path),
+                      h.train_state_problem, problem)
+
+
+def _optimizer_tensors_problem(per_param: dict[str, dict[str, torch.Tensor]]) -> str | None:
+    """Why saved AdamW moments cannot be used (None when they can): each parameter needs all three, a
+    whole non-negative step count and a non-negative second moment."""
+    for name, entries in per_param.items():
+        if set(entries) != set(OPTIMIZER_KEYS):
+            return f"the optimizer state of {name!r} is incomplete"
+        step = float(entries["step"])
+        if step < 0 or step > 2**53 or not step.is_integer():
+            return f"the optimizer step count of {name!r} is not a whole number of steps"
+        if bool((entries["exp_avg_sq"] < 0).any()):
+            return f"the optimizer state of {name!r} has a negative second moment"
+    return None

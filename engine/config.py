@@ -5,6 +5,7 @@ checkpoints can store them as JSON (`asdict` / `from_dict`).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -14,6 +15,23 @@ MAX_CONTEXT_LENGTH = 32_768
 MAX_EMB_DIM = 16_384
 MAX_HEADS = 256
 MAX_LAYERS = 256
+# Training settings: generous for real runs, small enough that no value overflows a form or hangs a loop.
+MAX_STEPS = 10_000_000
+MAX_BATCH_SIZE = 1_000_000
+MAX_GRAD_ACCUM = 65_536
+MAX_EVAL_BATCHES = 10_000
+MAX_SAMPLE_TOKENS = 100_000
+MAX_SAMPLE_PROMPT_CHARS = 100_000
+MAX_INTERVAL = 2**62  # eval / sample interval and warmup: any count of steps
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
+
+
+def _short(value: Any) -> str:
+    """repr() for an error message, cut short (a hostile value may be huge)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"a {len(str(abs(value)))}-digit number" if abs(value) < 10**4000 else "an enormous number"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def strict_fields(cls: type, data: Any, what: str) -> dict[str, Any]:
@@ -42,9 +60,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         def check_int(name: str, value: Any, upper: int) -> None:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be a whole number, got {value!r}")
+                raise ValueError(f"{name} must be a whole number, got {_short(value)}")
             if not 1 <= value <= upper:
-                raise ValueError(f"{name} must be between 1 and {upper:,}, got {value:,}")
+                raise ValueError(f"{name} must be between 1 and {upper:,}, got {_short(value)}")
 
         check_int("vocab_size", self.vocab_size, MAX_VOCAB_SIZE)
         check_int("context_length", self.context_length, MAX_CONTEXT_LENGTH)
@@ -56,11 +74,11 @@ class ModelConfig:
                 f"emb_dim ({self.emb_dim}) must divide evenly among n_heads ({self.n_heads})"
             )
         if isinstance(self.drop_rate, bool) or not isinstance(self.drop_rate, (int, float)):
-            raise ValueError(f"drop_rate must be a number, got {self.drop_rate!r}")
+            raise ValueError(f"drop_rate must be a number, got {_short(self.drop_rate)}")
         if not 0.0 <= float(self.drop_rate) < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
         if not isinstance(self.qkv_bias, bool):
-            raise ValueError(f"qkv_bias must be true or false, got {self.qkv_bias!r}")
+            raise ValueError(f"qkv_bias must be true or false, got {_short(self.qkv_bias)}")
 
     @property
     def head_dim(self) -> int:
@@ -148,42 +166,37 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
-                    "eval_interval": self.eval_interval, "eval_batches": self.eval_batches}
-        for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
-        if self.steps > 10_000_000:
-            raise ValueError(f"steps must be at most 10,000,000, got {self.steps:,}")
         # Wrong types (e.g. from a hand-edited checkpoint) are a ValueError too, never a TypeError.
-        for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                raise ValueError(f"{name} must be a number, got {value!r}")
-        for name in ("warmup_steps", "sample_interval", "sample_tokens", "seed"):
+        for name, lo, hi in (("steps", 1, MAX_STEPS), ("batch_size", 1, MAX_BATCH_SIZE),
+                             ("grad_accum", 1, MAX_GRAD_ACCUM), ("eval_interval", 1, MAX_INTERVAL),
+                             ("eval_batches", 1, MAX_EVAL_BATCHES), ("warmup_steps", 0, MAX_INTERVAL),
+                             ("sample_interval", 0, MAX_INTERVAL), ("sample_tokens", 0, MAX_SAMPLE_TOKENS),
+                             ("seed", *SEED_RANGE)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be a whole number, got {value!r}")
-        if not isinstance(self.sample_prompt, str) or not isinstance(self.compile, bool):
-            raise ValueError("sample_prompt must be text and compile true or false")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+                raise ValueError(f"{name} must be a whole number, got {_short(value)}")
+            if not lo <= value <= hi:
+                raise ValueError(f"{name} must be a whole number between {lo:,} and {hi:,}, got {_short(value)}")
+        for name, lo, hi in (("lr", 0.0, 1.0), ("min_lr_ratio", 0.0, 1.0), ("weight_decay", 0.0, 10.0),
+                             ("beta1", 0.0, 1.0), ("beta2", 0.0, 1.0), ("grad_clip", 0.0, 1e6)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise ValueError(f"{name} must be a number, got {_short(value)}")
+            if not lo <= value <= hi:
+                raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {_short(value)}")
+        if not isinstance(self.sample_prompt, str) or len(self.sample_prompt) > MAX_SAMPLE_PROMPT_CHARS:
+            raise ValueError(f"sample_prompt must be text of at most {MAX_SAMPLE_PROMPT_CHARS:,} characters")
+        if not isinstance(self.compile, bool):
+            raise ValueError("compile must be true or false")
+        if not (self.beta1 < 1 and self.beta2 < 1):
             raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
-        if not 0 < self.lr <= 1:
+        if not self.lr > 0:
             raise ValueError(f"lr must be in (0, 1], got {self.lr!r}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be 0 or more, got {self.warmup_steps!r}")
-        if self.grad_clip < 0:
-            raise ValueError(f"grad_clip must be 0 (off) or more, got {self.grad_clip}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be 0 or more, got {self.weight_decay}")
-        if self.sample_interval < 0 or self.sample_tokens < 0:
-            raise ValueError("sample_interval and sample_tokens must be 0 or more")
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+        if not isinstance(self.device, str) or not (
+                self.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:[0-9]{1,4}", self.device)):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {_short(self.device)}")
         if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {_short(self.precision)}")
 
     @property
     def sequences_per_step(self) -> int:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import stat
 import sysconfig
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -21,14 +22,16 @@ import numpy as np
 import torch
 
 from engine.events import ProgressEvent, run_job
-from engine.files import atomic_write, atomic_write_text, cache_dir
+from engine.files import atomic_write, atomic_write_text, cache_dir, first_line, read_regular
 from engine.http import CONNECT_TIMEOUT_S, DownloadError, download_job, file_sha256
 from engine.tokenizers import Tokenizer
+from engine.validate import printable
 
 TEXT_SUFFIXES = (".txt", ".md", ".py")
 PYTHON_SOURCE_CAP = 3_000_000  # characters: enough to learn from, quick to tokenize
 SYNTHETIC_CHARS = 200_000  # characters of each synthetic task
-MAX_FILE_BYTES = 2_000_000_000
+MAX_FILE_BYTES = 2_000_000_000  # a corpus file, or a folder's files together
+MAX_FOLDER_FILES = 100_000
 MMAP_MIN_TOKENS = 5_000_000  # token arrays at least this big are cached on disk and memory-mapped
 
 
@@ -153,36 +156,57 @@ def is_synthetic(name: str) -> bool:
 # ---------------------------------------------------------------- files
 
 def decode_text_file(path: Path) -> str:
-    """Read a text file as str: UTF-8 (with or without BOM) or UTF-16 with BOM; refuse binaries."""
+    """Read a text file as str: UTF-8 (with or without BOM), or UTF-16 / UTF-32 with a BOM; refuse binaries
+    (a NUL character anywhere), FIFOs and devices (never opened: reading one could block or never end) and
+    files over MAX_FILE_BYTES."""
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise CorpusError(f"{path.name} is too large ({size / 1e9:.1f} GB; the limit is 2 GB)")
-        data = path.read_bytes()
+        data = read_regular(path, MAX_FILE_BYTES, "text file")
     except FileNotFoundError:
         raise CorpusError(f"no such file: {path}") from None
     except IsADirectoryError:
         raise CorpusError(f"{path} is a folder, not a file") from None
     except OSError as e:
-        raise CorpusError(f"cannot read {path}: {e.strerror or e}") from None
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise CorpusError(first_line(e)) from None
+    except MemoryError:
+        raise CorpusError(f"{path.name} is too large to read into memory") from None
+    # The UTF-32 BOMs come first: UTF-32-LE's begins with UTF-16-LE's.
+    for bom, codec in ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+                       (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if data.startswith(bom):
+            try:
+                text = data.decode(codec)
+            except UnicodeDecodeError:
+                raise CorpusError(f"{path.name} starts like {codec.upper()} but is not valid {codec.upper()}") from None
+            break
+    else:
+        if b"\x00" in data:
+            raise CorpusError(f"{path.name} looks like a binary file, not text (it holds NUL bytes)")
         try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError:
-            raise CorpusError(f"{path.name} starts like UTF-16 but is not valid UTF-16") from None
-    if b"\x00" in data[:8192]:
-        raise CorpusError(f"{path.name} looks like a binary file, not text")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"{path.name} is not UTF-8 text (bad byte at offset {e.start})") from None
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise CorpusError(f"{path.name} is not UTF-8 text (bad byte at offset {e.start})") from None
+    if "\x00" in text:
+        raise CorpusError(f"{path.name} looks like a binary file, not text (it holds NUL characters)")
+    return text
 
 
 def load_path(path: str | os.PathLike) -> Corpus:
-    """A user's text file, or every .txt/.md/.py file under a folder (one document each)."""
+    """A user's text file, or every .txt/.md/.py file under a folder (one document each).
+
+    Only regular files are read (a FIFO or device inside a folder is skipped, one given directly is
+    refused), MAX_FOLDER_FILES files at most and MAX_FILE_BYTES in all."""
     p = Path(path).expanduser()
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
+        files = []
+        total = 0
+        for f in sorted(p.rglob("*")):
+            if f.suffix.lower() not in TEXT_SUFFIXES or not _is_regular(f):
+                continue
+            files.append(f)
+            total += f.stat().st_size
+            if len(files) > MAX_FOLDER_FILES or total > MAX_FILE_BYTES:
+                raise CorpusError(f"the folder {p} holds more text than a corpus may ({MAX_FOLDER_FILES:,} files "
+                                  f"or {MAX_FILE_BYTES / 1e9:.0f} GB in all); pick a smaller folder")
         if not files:
             raise CorpusError(f"the folder {p} has no .txt, .md or .py files")
         docs = [decode_text_file(f) for f in files]
@@ -196,19 +220,54 @@ def load_path(path: str | os.PathLike) -> Corpus:
     return Corpus(p.name, [text], f"text file {p}", str(p))
 
 
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def corpus_source_problem(name_or_path: str) -> str | None:
+    """Why `name_or_path` cannot be a corpus, found without reading it (None when it may be one): a path a
+    file names (a checkpoint's saved corpus) must be a regular file or a folder, under the size cap."""
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        return "no corpus is named"
+    if name_or_path in BUILTIN_CORPORA or name_or_path in REMOTE_CORPORA:
+        return None
+    if len(name_or_path) > 4096 or "\x00" in name_or_path:
+        return "it is not a valid path"
+    try:
+        info = Path(name_or_path).expanduser().stat()
+    except OSError:
+        return "no such file or folder here"
+    if stat.S_ISDIR(info.st_mode):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return "it is not a regular file (a pipe, device or socket)"
+    if info.st_size > MAX_FILE_BYTES:
+        return f"it is too large ({info.st_size / 1e9:.1f} GB; the limit is {MAX_FILE_BYTES / 1e9:.0f} GB)"
+    return None
+
+
 def load_corpus_job(name_or_path: str) -> Generator[ProgressEvent, None, Corpus]:
     """A built-in or downloadable corpus by name, else a file or folder path.
 
     Yields the download's progress events when a downloadable corpus is not cached yet, and returns the
     Corpus (`corpus = yield from load_corpus_job(name)` in another job; `load_corpus` runs it to the end)."""
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise CorpusError(f"no corpus given: name a built-in one ({', '.join(corpus_names())}) or a text file "
+                          "or folder")
     if name_or_path in BUILTIN_CORPORA:
         spec = BUILTIN_CORPORA[name_or_path]
         return Corpus(name_or_path, spec.build(), spec.description, name_or_path)
     if name_or_path in REMOTE_CORPORA:
         return (yield from load_remote_corpus_job(REMOTE_CORPORA[name_or_path]))
+    if len(name_or_path) > 4096 or "\x00" in name_or_path:
+        raise CorpusError("the corpus path is not a valid path")
     if not Path(name_or_path).expanduser().exists():
         raise CorpusError(
-            f"unknown corpus {name_or_path!r}: not a built-in ({', '.join(corpus_names())}) and no such file or folder"
+            f"unknown corpus {printable(name_or_path, 200)!r}: not a built-in ({', '.join(corpus_names())}) and no "
+            "such file or folder"
         )
     return load_path(name_or_path)
 
@@ -249,10 +308,11 @@ def cached_encode(corpus: Corpus, tokenizer: Tokenizer) -> np.ndarray:
     if len(ids) >= MMAP_MIN_TOKENS:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # Ranks of a torchrun job may encode the same corpus at once: each writes a temp file of its own.
+            # Atomic, under a temporary name of this process's own (ranks of a torchrun job may encode the
+            # same corpus at once): the file a reader maps is never rewritten in place.
             atomic_write(path, lambda name: np.save(name, ids), suffix=".npy")
             return np.load(path, mmap_mode="r")
-        except OSError:
+        except (OSError, ValueError):
             pass  # no writable cache: keep it in memory
     return ids
 

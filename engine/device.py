@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from engine.files import atomic_write_text, cache_dir
+from engine.files import atomic_write_text, cache_dir, read_regular
+from engine.validate import parse_json
 
 TRAINING_PRECISIONS = ("fp32", "bf16", "fp16")
 INFERENCE_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
@@ -208,12 +209,13 @@ def measure_peak_flops(device: torch.device, precision: str, seconds: float = 0.
 
 def _read_table(path) -> dict[str, float]:
     try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
+        loaded = parse_json(read_regular(path, 1 << 20, "cache file").decode("utf-8"), path.name)
     except (OSError, ValueError):
         return {}
     if not isinstance(loaded, dict):
         return {}
-    return {k: float(v) for k, v in loaded.items() if isinstance(v, (int, float)) and v > 0}
+    return {k: float(v) for k, v in loaded.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e20}
 
 
 def published_peak(gpu_name: str, precision: str) -> tuple[str, float] | None:

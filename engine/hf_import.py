@@ -28,7 +28,6 @@ More model families plug in through `FAMILIES` (model_type -> how to read its co
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,8 +38,10 @@ import torch
 
 from engine.config import ModelConfig
 from engine.events import ProgressEvent
+from engine.files import read_regular
 from engine.model import GPT
 from engine.tokenizers import Tokenizer, load_hf_tokenizer, tokenizer_from_hf_files
+from engine.validate import parse_json
 
 # Activations that are the tanh-approximated GELU our MLP uses (gelu_fast is the same formula).
 _TANH_GELUS = {"gelu_new", "gelu_pytorch_tanh", "gelu_fast"}
@@ -277,12 +278,11 @@ def folder_label(folder: Path) -> str:
 
 def _read_json(path: Path) -> Any:
     try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise HFImportError(f"{path.name} is larger than {MAX_JSON_BYTES:,} bytes")
-        return json.loads(path.read_text(encoding="utf-8"))
+        # A regular file only (a FIFO would block), of bounded size and nesting depth.
+        return parse_json(read_regular(path, MAX_JSON_BYTES, path.name).decode("utf-8"), path.name)
     except FileNotFoundError:
         raise HFImportError(f"{path.parent.name} has no {path.name}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise HFImportError(f"cannot read {path.name}: {getattr(e, 'strerror', None) or e}") from None
 
 

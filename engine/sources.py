@@ -13,7 +13,6 @@ Every failure is a `SourceError` (or the checkpoint's / importer's own ValueErro
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Generator
@@ -22,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
-from engine.checkpoint import load_checkpoint, read_checkpoint_info
+from engine.checkpoint import load_checkpoint, read_checkpoint_info, read_checkpoint_tokenizer
 from engine.events import ProgressEvent
 from engine.hf_import import (
     HFImportError,
@@ -37,7 +35,7 @@ from engine.hf_import import (
 )
 from engine.hub import find_cached_model, list_cached_models, model_folder_info
 from engine.model import GPT
-from engine.tokenizers import Tokenizer, tokenizer_from_dict
+from engine.tokenizers import Tokenizer
 
 CHECKPOINT = "checkpoint"
 HF_FOLDER = "hf-folder"
@@ -62,6 +60,7 @@ class OpenedModel:
     tokenizer: Tokenizer
     source: ModelSource
     train_state: dict[str, Any] | None = None  # a checkpoint's training state (None for the others)
+    problem: str | None = None  # why a checkpoint's training or optimizer state is unusable (it is None then)
 
 
 def resolve_source(text: str | os.PathLike) -> ModelSource:
@@ -100,7 +99,8 @@ def open_model_job(source: str | os.PathLike | ModelSource, *, dtype: str = "aut
     yield ProgressEvent(job="open", done=0, total=0, message=f"opening {src.name}")
     if src.kind == CHECKPOINT:
         ckpt = load_checkpoint(src.path, device=device)
-        return OpenedModel(ckpt.model, ckpt.tokenizer, src, ckpt.train_state)
+        return OpenedModel(ckpt.model, ckpt.tokenizer, src, ckpt.train_state,
+                           ckpt.train_state_problem or ckpt.optimizer_problem)
     if src.kind == GGUF:
         return (yield from _open_gguf(src, dtype))
     model, tokenizer = yield from load_hf_folder_job(src.path, dtype=dtype)
@@ -134,10 +134,7 @@ def open_tokenizer(source: str | os.PathLike | ModelSource) -> Tokenizer:
     """Only the tokenizer of a source, without its weights."""
     src = _source(source)
     if src.kind == CHECKPOINT:
-        read_checkpoint_info(src.path)  # validates the whole header, tokenizer included
-        with safe_open(str(src.path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        return tokenizer_from_dict(json.loads(metadata["tokenizer"]))
+        return read_checkpoint_tokenizer(src.path)  # the whole header validated, nothing memory-mapped
     if src.kind == GGUF:
         raise SourceError(f"{src.name}: GGUF files can't be opened yet")
     return load_folder_tokenizer(src.path)

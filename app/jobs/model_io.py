@@ -1,7 +1,10 @@
-"""Jobs that bring a model or a corpus into the app: open a checkpoint, a Hugging Face model folder or a
-cached repo id, the bundled default model, a fresh model, a GPT-2 import, a corpus. Each is a small generator run by the JobRunner, so the
-window stays responsive while files are read; the last event carries the result to the GUI thread
-(the worker is done with the objects by then).
+"""Jobs that bring a model or a corpus into the app, or write a model out: open a checkpoint, a Hugging Face
+model folder or a cached repo id, the bundled default model, a fresh model, a GPT-2 import, a corpus, save a
+checkpoint. Each is a small generator run by the JobRunner, so the window stays responsive while files are read
+or written; the last event carries the result to the GUI thread (the worker is done with the objects by then).
+
+Opening never reads the corpus a checkpoint names (a stored path may be anything, even /dev/zero): only
+the checkpoint itself, which the engine validates completely before anything is used.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from engine import (
     load_corpus,
     load_corpus_job,
     open_model_job,
+    save_checkpoint,
 )
 
 DEFAULT_MODEL = RESOURCES / "models" / "default.safetensors"
@@ -45,6 +49,14 @@ class ModelLoadedEvent(Event):
     dirty: bool = False
     note: str = ""  # a line for the status bar
     name: str | None = None  # what to call a model that has no checkpoint file (a folder's repo id or name)
+    warning: str = ""  # something the user should know about the file (e.g. its training state is unusable)
+
+
+@dataclass(frozen=True)
+class ModelSavedEvent(Event):
+    """A checkpoint was written."""
+
+    path: str
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,24 @@ def open_checkpoint_job(path: str | Path) -> Iterator[Event]:
     path = Path(path)
     yield ProgressEvent(job="open", done=0, total=1, message=f"Opening {path.name}…")
     ckpt = load_checkpoint(path)
-    yield ModelLoadedEvent(ckpt.model, ckpt.tokenizer, str(path), ckpt.train_state, note=f"Opened {path.name}")
+    yield ModelLoadedEvent(ckpt.model, ckpt.tokenizer, str(path), ckpt.train_state, note=f"Opened {path.name}",
+                           warning=_state_warning(path.name, ckpt.train_state_problem or ckpt.optimizer_problem))
+
+
+def _state_warning(name: str, problem: str | None) -> str:
+    if not problem:
+        return ""
+    return (f"{name} opened, but its training state is unusable ({problem}): its settings and curves were not "
+            "restored, and it cannot be resumed.")
+
+
+def save_checkpoint_job(path: str | Path, model: Any, tokenizer: Tokenizer, train_state: dict | None,
+                        optimizer: Any = None) -> Iterator[Event]:
+    """Write a checkpoint off the GUI thread (atomically: a failure leaves any existing file as it was)."""
+    path = Path(path)
+    yield ProgressEvent(job="save", done=0, total=1, message=f"Saving {path.name}…")
+    save_checkpoint(path, model, tokenizer, train_state=train_state, optimizer=optimizer)
+    yield ModelSavedEvent(str(path))
 
 
 def fresh_model(config: ModelConfig, tokenizer: Tokenizer):
@@ -105,7 +134,7 @@ def open_source_job(source: str | Path) -> Iterator[Event]:
     src = opened.source
     if src.kind == "checkpoint":
         yield ModelLoadedEvent(opened.model, opened.tokenizer, str(src.path), opened.train_state,
-                               note=f"Opened {src.name}")
+                               note=f"Opened {src.name}", warning=_state_warning(src.name, opened.problem))
     else:  # nothing to save: the folder holds it (Save writes a checkpoint)
         yield ModelLoadedEvent(opened.model, opened.tokenizer, None, None, name=src.name,
                                note=f"Opened {src.name} ({format_params(opened.model.num_params())} parameters)")

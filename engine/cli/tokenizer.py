@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.checkpoint import save_checkpoint
-from engine.cli.errors import one_line_errors
+from engine.cli.errors import check_out, one_line_errors, safe
 from engine.cli.progress import ProgressPrinter
 from engine.data import load_corpus
 from engine.events import ProgressEvent
@@ -93,7 +93,7 @@ def register(subparsers: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     if not MIN_VOCAB_SIZE <= args.vocab_size <= MAX_VOCAB_SIZE:
         raise ValueError(f"--vocab-size must be between {MIN_VOCAB_SIZE} and {MAX_VOCAB_SIZE:,}")
-    _check_out(args.out)
+    check_out(args.out, inputs=[args.corpus])
     bar = ProgressPrinter()
     result = None
     try:
@@ -110,8 +110,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     save_tokenizer(result.tokenizer, args.out)
     if not args.json:
         t = result.tokenizer
-        print(f"trained {t.name}: {t.vocab_size:,} tokens on {corpus.num_chars:,} characters of "
-              f"{corpus.name} in {result.seconds:.1f} s -> {args.out}")
+        print(f"trained {safe(t.name)}: {t.vocab_size:,} tokens on {corpus.num_chars:,} characters of "
+              f"{safe(corpus.name)} in {result.seconds:.1f} s -> {args.out}")
     return 0
 
 
@@ -142,14 +142,15 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"ids": ids, "tokens": tokens, "text": tokenizer.decode(ids)}, ensure_ascii=False))
         return 0
-    print(f"{len(ids)} tokens ({tokenizer.describe()}), {len(text)} characters")
+    print(f"{len(ids)} tokens ({safe(tokenizer.describe())}), {len(text)} characters")
     for i, token in zip(ids, tokens):
         print(f"{i:>8}  '{token}'")  # quoted so leading spaces show
     return 0
 
 
 def cmd_import_hf(args: argparse.Namespace) -> int:
-    _check_out(args.out)
+    folder = Path(args.dir).expanduser()
+    check_out(args.out, inputs=[str(p) for p in folder.iterdir() if p.is_file()] if folder.is_dir() else [])
     # The weights' own format (a bf16 model makes a bf16 checkpoint); checkpoints open in fp32.
     model, tokenizer = import_hf_folder(args.dir, dtype="auto")
     family = family_title(read_hf_config(args.dir))
@@ -163,12 +164,3 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
         print(f"imported {family} ({model.num_params():,} parameters, {c.n_layers} layers, {c.emb_dim} wide, "
               f"context {c.context_length}) with {tokenizer.describe()} -> {args.out}")
     return 0
-
-
-def _check_out(out: str) -> None:
-    """Fail before any work if the output can't be written (a folder, or a missing parent)."""
-    path = Path(out).expanduser()
-    if path.is_dir():
-        raise ValueError(f"--out {out} is a folder; give a file name")
-    if not path.parent.exists():
-        raise ValueError(f"--out {out}: the folder {path.parent} does not exist")

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.checkpoint import load_checkpoint
-from engine.cli.errors import one_line_errors
+from engine.checkpoint import CheckpointError, load_checkpoint
+from engine.cli.errors import check_out, one_line_error, one_line_errors, safe
 from engine.cli.progress import ProgressLine, ProgressPrinter, progress_bar
 from engine.config import PRESETS, ModelConfig, TrainConfig, preset
-from engine.data import corpus_names
+from engine.data import corpus_names, corpus_source_problem
 from engine.events import (
     AttentionProbeEvent,
     CheckpointEvent,
@@ -34,6 +34,7 @@ from engine.events import (
     StepEvent,
     run_job,
 )
+from engine.files import rescue_folders
 from engine.sources import HF_FOLDER, describe_source
 from engine.tokenizers import TOKENIZER_SPECS_HELP
 from engine.training import distributed
@@ -110,15 +111,6 @@ def register(subparsers: Any) -> None:
 
 # ---------------------------------------------------------------- train
 
-def _check_out(path: str) -> Path:
-    out = Path(path).expanduser()
-    if out.is_dir():
-        raise UsageError(f"--out {path} is a folder; give a file name such as model.safetensors")
-    if not out.parent.is_dir():
-        raise UsageError(f"--out: the folder {out.parent} does not exist")
-    return out
-
-
 def _train_config(args: argparse.Namespace, base: dict[str, Any] | None) -> TrainConfig:
     values = dict(base or {})
     for name in TRAIN_FLAGS:
@@ -139,7 +131,9 @@ def _given_shape_flags(args: argparse.Namespace) -> list[str]:
 def _run_spec(args: argparse.Namespace, dist: distributed.DistContext | None = None) -> tuple[Path, RunSpec]:
     """The output file and what to build the run from, from the flags: fails on a bad combination before
     any work (a checkpoint given with --init / --resume is read here)."""
-    out = _check_out(args.out)
+    # Before anything slow: --out must be writable and must not be an input (the corpus, a tokenizer file).
+    # The --resume / --init checkpoint may be --out: it is read whole first and replaced atomically at the end.
+    out = check_out(args.out, inputs=[args.corpus, args.tokenizer])
     if args.resume or args.init:
         flag = "--resume" if args.resume else "--init"
         fixed = _given_shape_flags(args) + (["--preset"] if args.preset else [])
@@ -151,16 +145,26 @@ def _run_spec(args: argparse.Namespace, dist: distributed.DistContext | None = N
     if args.resume:
         source = load_checkpoint(args.resume)
         state = source.train_state
+        problem = source.train_state_problem or source.optimizer_problem
+        if problem:
+            raise UsageError(f"{safe(args.resume)} cannot be resumed: {problem}; use --init to fine-tune from its "
+                             "weights instead")
         if not state or source.optimizer_state is None:
-            raise UsageError(f"{args.resume} has no training or optimizer state to resume "
+            raise UsageError(f"{safe(args.resume)} has no training or optimizer state to resume "
                              "(saved with --no-optimizer-state?); use --init to fine-tune from it instead")
         train_config = _train_config(args, state.get("train_config"))
-        done, saved_corpus = state.get("step", 0), state.get("corpus", "")
-        if not isinstance(done, int) or not isinstance(saved_corpus, str):
-            raise UsageError(f"{args.resume} has a malformed training state")
+        done, saved_corpus = state.get("step", 0), state.get("corpus") or ""
         if done >= train_config.steps:
-            raise UsageError(f"{args.resume} already has all {train_config.steps:,} steps; pass --steps with a "
-                             f"larger total (more than {done:,}) to train further")
+            raise UsageError(f"{safe(args.resume)} already has all {train_config.steps:,} steps; pass --steps "
+                             f"with a larger total (more than {done:,}) to train further")
+        if not args.corpus:
+            # A path stored in a file: only a regular file or folder under the size cap is read (never a FIFO
+            # or a device), and it must not be --out either.
+            problem = corpus_source_problem(saved_corpus)
+            if problem:
+                raise UsageError(f"the corpus saved in {safe(args.resume)} ({safe(saved_corpus, 120)}) cannot be "
+                                 f"used: {problem}; give one with --corpus")
+            check_out(args.out, inputs=[saved_corpus])
         return out, RunSpec(train_config, corpus=args.corpus or saved_corpus, resume=source, dist=dist)
     if not args.init and not args.preset:
         raise UsageError("--preset is required (or --init / --resume a checkpoint)")
@@ -319,7 +323,12 @@ def _run_train(args: argparse.Namespace, dist: distributed.DistContext | None = 
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
 
-    saved = trainer.save(out, include_optimizer=not args.no_optimizer_state)
+    try:
+        saved = trainer.save(out, include_optimizer=not args.no_optimizer_state)
+    except CheckpointError as e:
+        if dist is not None:
+            raise
+        return _save_elsewhere(trainer, args, e)
     if args.json:
         _print_json(saved.to_json())
     else:
@@ -333,6 +342,26 @@ def _run_train(args: argparse.Namespace, dist: distributed.DistContext | None = 
     return 0
 
 
+def _save_elsewhere(trainer, args: argparse.Namespace, error: CheckpointError) -> int:
+    """The save to --out failed (a full disk, a folder gone read-only): keep the run in a fallback place
+    rather than throw the training away, and say where. Exit status 1."""
+    name = Path(args.out).name or "model.safetensors"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for folder in rescue_folders():
+        target = folder / f"{Path(name).stem}-rescued-{stamp}{Path(name).suffix or '.safetensors'}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            saved = trainer.save(target, include_optimizer=not args.no_optimizer_state)
+        except (CheckpointError, OSError):
+            continue
+        if args.json:
+            _print_json({**saved.to_json(), "rescued_from": args.out})
+        one_line_error(f"{error}; the trained model (step {trainer.step:,}) was saved to {target} instead")
+        return 1
+    one_line_error(f"{error}; no fallback folder could be written either, so the trained model is lost")
+    return 1
+
+
 # ---------------------------------------------------------------- info
 
 def _describe(info: dict[str, Any]) -> str:
@@ -342,43 +371,46 @@ def _describe(info: dict[str, Any]) -> str:
         f"model:      {c.n_layers} layers, {c.n_heads} heads, emb_dim {c.emb_dim}, context {c.context_length}, "
         f"vocab {c.vocab_size:,}, dropout {c.drop_rate}, qkv_bias {'yes' if c.qkv_bias else 'no'}",
         f"parameters: {info['num_params']:,} ({c.weights_bytes('fp32') / 1e6:.1f} MB in fp32)",
-        f"tokenizer:  {info['tokenizer']['description']}",
+        f"tokenizer:  {safe(info['tokenizer']['description'])}",
     ]
-    state = info.get("train_state")
-    try:
-        lines += _describe_training(state)
-    except (AttributeError, KeyError, TypeError, ValueError):  # a hand-edited state: say so, do not crash
-        lines.append("training:   (the training state in this file is malformed)")
-    lines.append(f"optimizer:  {'saved (resumable)' if info['has_optimizer_state'] else 'not saved'}")
+    if info.get("train_state_problem"):  # a hand-edited state: say so, do not crash
+        lines.append(f"training:   (the training state in this file is malformed: {safe(info['train_state_problem'])})")
+    else:
+        lines += _describe_training(info.get("train_state"))
+    if info.get("optimizer_problem"):
+        lines.append(f"optimizer:  (the optimizer state in this file is malformed: {safe(info['optimizer_problem'])})")
+    else:
+        lines.append(f"optimizer:  {'saved (resumable)' if info['has_optimizer_state'] else 'not saved'}")
     return "\n".join(lines)
 
 
 def _describe_training(state: dict[str, Any] | None) -> list[str]:
-    lines = []
-    if state:
-        tc = state.get("train_config", {})
-        history = state.get("history", {})
-        loss = history.get("loss") or []
-        val = history.get("val_loss") or []
-        lines.append(f"training:   step {state.get('step', 0):,} of {tc.get('steps', '?'):,} on corpus "
-                     f"{state.get('corpus', '?')!s} (tokenizer {state.get('tokenizer_spec', '?')})"
-                     if isinstance(tc.get("steps"), int) else f"training:   step {state.get('step', 0)}")
-        lines.append(f"settings:   batch {tc.get('batch_size')} x {tc.get('grad_accum')} accum, lr {tc.get('lr')}, "
-                     f"warmup {tc.get('warmup_steps')}, seed {tc.get('seed')}, {tc.get('precision')}")
-        if loss or val:
-            last = f"loss {loss[-1]:.4f}" if loss else "loss -"
-            last_val = f"val loss {val[-1]:.4f}" if val else "val loss -"
-            lines.append(f"last:       {last}, {last_val}")
-    else:
-        lines.append("training:   no training state (weights only)")
+    """Lines about a training state that `read_checkpoint_info` validated (every field in range)."""
+    if not state:
+        return ["training:   no training state (weights only)"]
+    tc = TrainConfig.from_dict(state.get("train_config") or {}) if "train_config" in state else None
+    history = state.get("history") or {}
+    step = state.get("step", 0)
+    lines = [f"training:   step {step:,}" + (f" of {tc.steps:,}" if tc else "")
+             + f" on corpus {safe(state.get('corpus') or '?', 200)} (tokenizer {safe(state.get('tokenizer_spec') or '?', 100)})"]
+    if tc is not None:
+        lines.append(f"settings:   batch {tc.batch_size} x {tc.grad_accum} accum, lr {tc.lr}, warmup {tc.warmup_steps}, "
+                     f"seed {tc.seed}, {tc.precision}")
+    loss = [v for v in history.get("loss") or [] if v is not None]
+    val = [v for v in history.get("val_loss") or [] if v is not None]
+    if loss or val:
+        last = f"loss {loss[-1]:.4f}" if loss else "loss -"
+        last_val = f"val loss {val[-1]:.4f}" if val else "val loss -"
+        lines.append(f"last:       {last}, {last_val}")
     return lines
 
 
 def _describe_folder(info: dict[str, Any]) -> str:
     size = f"{info['file_bytes'] / 1e6:.1f} MB of weights in {len(info['weight_files'])} file(s)"
-    lines = [f"folder:     {info['path']} ({info['name']}, {size})",
-             f"family:     {info['family'] or info['model_type'] or 'unknown'}"
-             f" (model_type {info['model_type']!r}, {', '.join(info['architectures']) or 'no architectures'})"]
+    lines = [f"folder:     {info['path']} ({safe(info['name'])}, {size})",
+             f"family:     {safe(info['family'] or info['model_type'] or 'unknown')}"
+             f" (model_type {safe(repr(info['model_type']))}, "
+             f"{safe(', '.join(info['architectures'])) or 'no architectures'})"]
     config = info.get("model_config")
     if config is not None:
         c = ModelConfig.from_dict(config)
@@ -388,9 +420,9 @@ def _describe_folder(info: dict[str, Any]) -> str:
     tokenizer = info.get("tokenizer")
     if tokenizer is not None:
         chat = ", chat template" if tokenizer.get("chat_template") else ""
-        lines.append(f"tokenizer:  {tokenizer['description']}{chat}")
+        lines.append(f"tokenizer:  {safe(tokenizer['description'])}{chat}")
     if info.get("problem"):
-        lines.append(f"cannot open: {info['problem']}")
+        lines.append(f"cannot open: {safe(info['problem'])}")
     return "\n".join(lines)
 
 

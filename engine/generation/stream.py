@@ -54,6 +54,10 @@ TOP_CANDIDATES = 20
 
 # ---------------------------------------------------------------- events and results
 
+class NotFiniteError(ValueError):
+    """The model's logits are NaN or infinite (weights too large or broken): nothing can be sampled."""
+
+
 @dataclass(frozen=True)
 class TokenRecord:
     """One row's new token at one step, with what the app shows about it."""
@@ -286,10 +290,15 @@ def _run(decoder: Decoder, tokenizer, prompt_ids: list[int], configs: list[Sampl
             top_raw, top_ids = raw.topk(min(TOP_CANDIDATES, vocab), dim=-1)
             column = chosen.unsqueeze(1)
             # One transfer to Python for the whole step's records.
+            finite = torch.isfinite(logits).all(dim=-1, keepdim=True).to(probs.dtype)
             numbers = torch.cat([probs.gather(1, column), raw.gather(1, column), top_raw,
-                                 probs.gather(1, top_ids)], dim=1).tolist()
+                                 probs.gather(1, top_ids), finite], dim=1).tolist()
             top_id_list = top_ids.tolist()
             chosen_list = chosen.tolist()
+        if not all(row[-1] for row in numbers):
+            # Weights so large (or broken) that the logits overflow: there is no distribution to draw from.
+            raise NotFiniteError("the model's outputs are not finite numbers (its weights are too large or broken), "
+                                 "so nothing can be sampled from it")
 
         records: list[TokenRecord | None] = []
         for r in range(n):

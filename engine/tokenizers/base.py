@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+MAX_CHARS = 1_000_000  # a char vocabulary (the model's vocab_size bounds it further)
 # Each tokenizer class registers a loader for its "type" tag here.
 _LOADERS: dict[str, Callable[[dict[str, Any]], Tokenizer]] = {}
 
@@ -119,8 +120,10 @@ class CharTokenizer(Tokenizer):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CharTokenizer:
         chars = data.get("chars")
-        if not isinstance(chars, str):
-            raise ValueError("char tokenizer state needs a 'chars' string")
+        if set(data) != {"type", "chars"} or not isinstance(chars, str):
+            raise ValueError("char tokenizer state needs a 'chars' string (and nothing else)")
+        if len(chars) > MAX_CHARS:
+            raise ValueError(f"char tokenizer state has {len(chars):,} characters, more than the {MAX_CHARS:,} allowed")
         return cls(chars)
 
 
@@ -136,9 +139,9 @@ def unknown_characters(tokenizer: Tokenizer, text: str) -> list[str]:
 
 def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer from `Tokenizer.to_dict()` output (e.g. a checkpoint's metadata)."""
-    if not isinstance(data, dict) or "type" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise ValueError("tokenizer state must be an object with a 'type'")
     loader = _LOADERS.get(data["type"])
     if loader is None:
-        raise ValueError(f"unknown tokenizer type {data['type']!r}")
+        raise ValueError(f"unknown tokenizer type {data['type'][:40]!r}")
     return loader(data)

@@ -7,14 +7,15 @@ merges.txt, read from a `.tiktoken` file, or one of tiktoken's named encodings.
 from __future__ import annotations
 
 import base64
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import tiktoken
 
+from engine.files import first_line, read_regular
 from engine.tokenizers.base import Tokenizer
+from engine.validate import parse_json
 
 # Pre-tokenization patterns: text is split into pieces by these before BPE runs inside each piece.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
@@ -34,7 +35,14 @@ O200K_PATTERN = "|".join([
 PATTERNS = {"gpt2": GPT2_PATTERN, "cl100k": CL100K_PATTERN}
 ENDOFTEXT = "<|endoftext|>"
 MAX_BPE_TOKENS = 1_000_000
+MAX_SPECIAL_TOKENS = 10_000
+MAX_SPECIAL_TEXT_CHARS = 1024
+MAX_PATTERN_CHARS = 16_384
+MAX_NAME_CHARS = 256
+# Text the pre-tokenization pattern must split without trouble before a tokenizer is accepted.
+_PROBE_TEXT = "Hello, world! It's 2024:\n\tx = [1, 2.5e-3] # ünïcødé 中文 🙂  \r\n  end"
 _REPLACEMENT = "\ufffd".encode()
+MAX_HF_FILE_BYTES = 256 * 1024 * 1024
 
 
 class TokenizerUnavailable(ValueError):
@@ -78,8 +86,34 @@ def ranks_from_text(text: str | bytes, source: str = "ranks") -> dict[bytes, int
     return ranks
 
 
+def _is_panic(error: BaseException) -> bool:
+    # tiktoken's Rust core reports a panic as pyo3's PanicException, a BaseException subclass.
+    return type(error).__name__ == "PanicException"
+
+
+def _check_special_tokens(special_tokens: dict[str, int], source: str) -> None:
+    if len(special_tokens) > MAX_SPECIAL_TOKENS:
+        raise ValueError(f"{source}: more than {MAX_SPECIAL_TOKENS:,} special tokens")
+    ids = set()
+    for text, token_id in special_tokens.items():
+        if not isinstance(text, str) or not 0 < len(text) <= MAX_SPECIAL_TEXT_CHARS:
+            raise ValueError(f"{source}: a special token's text must be 1 to {MAX_SPECIAL_TEXT_CHARS:,} characters")
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < 2 * MAX_BPE_TOKENS:
+            raise ValueError(f"{source}: special token id {str(token_id)[:20]} is out of range "
+                             f"(0 to {2 * MAX_BPE_TOKENS - 1:,})")
+        if token_id in ids:
+            raise ValueError(f"{source}: two special tokens share the id {token_id}")
+        ids.add(token_id)
+
+
+def _check_pattern(pattern: str, source: str) -> None:
+    if not isinstance(pattern, str) or not 0 < len(pattern) <= MAX_PATTERN_CHARS:
+        raise ValueError(f"{source}: the pre-tokenization pattern must be 1 to {MAX_PATTERN_CHARS:,} characters")
+
+
 def _check_ranks(ranks: dict[bytes, int], special_tokens: dict[str, int], source: str) -> None:
     """Refuse what tiktoken would choke on (a missing byte makes its Rust core panic)."""
+    _check_special_tokens(special_tokens, source)
     if not ranks:
         raise ValueError(f"{source}: no tokens")
     if len(ranks) > MAX_BPE_TOKENS:
@@ -117,11 +151,19 @@ class TiktokenTokenizer(Tokenizer):
     def from_ranks(cls, name: str, ranks: dict[bytes, int], pattern: str,
                    special_tokens: dict[str, int] | None = None) -> TiktokenTokenizer:
         special_tokens = dict(special_tokens or {})
+        if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
+            raise ValueError(f"a tokenizer name must be text of at most {MAX_NAME_CHARS} characters")
+        _check_pattern(pattern, name)
         _check_ranks(ranks, special_tokens, name)
         try:
             encoding = tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=special_tokens)
-        except ValueError as e:  # e.g. a pattern the regex engine refuses
-            raise ValueError(f"{name}: tiktoken refused the tokenizer ({e})") from None
+            encoding.encode_ordinary(_PROBE_TEXT)  # a pattern that can match nothing panics here, not later
+        except (ValueError, OverflowError) as e:  # e.g. a pattern the regex engine refuses
+            raise ValueError(f"{name}: tiktoken refused the tokenizer ({str(e)[:200]})") from None
+        except BaseException as e:
+            if not _is_panic(e):
+                raise
+            raise ValueError(f"{name}: the pre-tokenization pattern is unusable (it can match empty text)") from None
         return cls(encoding, ranks=ranks, name=name)
 
     @property
@@ -144,7 +186,12 @@ class TiktokenTokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         # encode_ordinary == encode(disallowed_special=(), allowed_special=()): special text stays text.
-        return self.encoding.encode_ordinary(text)
+        try:
+            return self.encoding.encode_ordinary(text)
+        except BaseException as e:  # a hostile pattern that passed the probe may still panic on some text
+            if not _is_panic(e):
+                raise
+            raise ValueError(f"{self.name}: the tokenizer's pre-tokenization pattern failed on this text") from None
 
     def token_bytes(self, token_id: int) -> bytes:
         try:
@@ -214,12 +261,12 @@ def tokenizer_from_hf_files(vocab_path: str | os.PathLike, merges_path: str | os
     """
     vocab_path, merges_path = Path(vocab_path), Path(merges_path)
     try:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
-        merge_lines = merges_path.read_text(encoding="utf-8").splitlines()
+        vocab = parse_json(read_regular(vocab_path, MAX_HF_FILE_BYTES, "vocab.json").decode("utf-8"), "vocab.json")
+        merge_lines = read_regular(merges_path, MAX_HF_FILE_BYTES, "merges.txt").decode("utf-8").splitlines()
     except FileNotFoundError as e:
-        raise ValueError(f"the tokenizer needs {Path(e.filename).name} next to the model") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read the Hugging Face tokenizer files: {e}") from None
+        raise ValueError(f"the tokenizer needs {Path(e.filename or '?').name} next to the model") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"cannot read the Hugging Face tokenizer files: {first_line(e)}") from None
     if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
         raise ValueError("vocab.json must map token strings to ids")
     decoder = gpt2_byte_decoder()

@@ -28,7 +28,6 @@ written as two code points becomes its character, as in the other tokenizers.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -36,8 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.files import first_line, read_regular
 from engine.tokenizers.base import Tokenizer, register
 from engine.tokenizers.bpe import gpt2_byte_decoder
+from engine.validate import parse_json
 
 # Bounds on what a checkpoint or a model folder may hand us (a hostile file must not eat the machine).
 MAX_TOKENIZER_JSON_CHARS = 64 * 1024 * 1024
@@ -181,9 +182,9 @@ class HFTokenizer(Tokenizer):
             raise ValueError(f"tokenizer.json is {len(tokenizer_json):,} characters, more than the "
                              f"{MAX_TOKENIZER_JSON_CHARS:,} allowed")
         try:
-            spec = json.loads(tokenizer_json)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"tokenizer.json is not JSON ({e.msg} at line {e.lineno})") from None
+            spec = parse_json(tokenizer_json, "tokenizer.json")
+        except ValueError as e:
+            raise ValueError(str(e).replace("is not valid JSON", "is not JSON")) from None
         if not isinstance(spec, dict) or not isinstance(spec.get("model"), dict):
             raise ValueError("tokenizer.json must be an object with a 'model'")
         try:
@@ -406,14 +407,12 @@ def _text(value: Any, what: str, limit: int) -> str:
 def _read_json(path: Path, limit: int = MAX_CONFIG_FILE_BYTES) -> Any:
     """A JSON file of a model folder, size-checked; ValueError with the file's name on any problem."""
     try:
-        size = path.stat().st_size
-        if size > limit:
-            raise ValueError(f"{path.name} is {size:,} bytes, more than the {limit:,} allowed")
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = read_regular(path, limit, "JSON file").decode("utf-8")
     except OSError as e:
-        raise ValueError(f"cannot read {path.name}: {e.strerror or e}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path.name} is not valid JSON ({type(e).__name__})") from None
+        raise ValueError(first_line(e)) from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path.name} is not valid JSON (not UTF-8 text)") from None
+    return parse_json(text, path.name)
 
 
 def _token_text(value: Any) -> str | None:
@@ -479,12 +478,9 @@ def load_hf_tokenizer(folder: str | os.PathLike, name: str | None = None) -> HFT
     if not path.is_file():
         raise ValueError(f"{folder.name or folder}: no tokenizer.json (only tokenizer.json tokenizers are supported)")
     try:
-        size = path.stat().st_size
-        if size > MAX_TOKENIZER_JSON_CHARS * 4:
-            raise ValueError(f"tokenizer.json is {size:,} bytes, too large")
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, MAX_TOKENIZER_JSON_CHARS * 4, "tokenizer.json").decode("utf-8")
     except OSError as e:
-        raise ValueError(f"cannot read tokenizer.json: {e.strerror or e}") from None
+        raise ValueError(first_line(e)) from None
     except UnicodeDecodeError:
         raise ValueError("tokenizer.json is not UTF-8 text") from None
     config = read_tokenizer_config(folder)

@@ -27,6 +27,7 @@ from engine.tokenizers.bpe import (
 )
 
 _OPENAI = "https://openaipublic.blob.core.windows.net"
+MAX_RANKS_CHARS = 64 * 1024 * 1024  # o200k_base's ranks are ~3.6 MB
 
 
 @dataclass(frozen=True)
@@ -192,13 +193,18 @@ def _tiktoken_from_dict(data: dict[str, Any]) -> TiktokenTokenizer:
     Registered here rather than on the class because a named encoding is loaded through this module."""
     if "encoding" in data:
         name = data["encoding"]
-        if name not in NAMED_ENCODINGS:
-            raise ValueError(f"unknown tiktoken encoding {name!r}")
+        if set(data) != {"type", "encoding"} or not isinstance(name, str) or name not in NAMED_ENCODINGS:
+            raise ValueError(f"unknown tiktoken encoding {str(name)[:60]!r}")
         return load_named_encoding(name)
+    unknown = sorted(set(data) - {"type", "name", "pattern", "special_tokens", "ranks"})
+    if unknown:
+        raise ValueError(f"tiktoken tokenizer state has an unknown field {str(unknown[0])[:40]!r}")
     name, pattern, ranks = data.get("name"), data.get("pattern"), data.get("ranks")
     special = data.get("special_tokens", {})
     if not isinstance(name, str) or not isinstance(pattern, str) or not isinstance(ranks, str):
         raise ValueError("tiktoken tokenizer state needs 'name', 'pattern' and 'ranks' strings")
+    if len(ranks) > MAX_RANKS_CHARS:
+        raise ValueError(f"tiktoken tokenizer 'ranks' is more than {MAX_RANKS_CHARS:,} characters")
     if not isinstance(special, dict) or not all(
         isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in special.items()):
         raise ValueError("tiktoken tokenizer 'special_tokens' must map strings to ids")

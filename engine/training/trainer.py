@@ -15,7 +15,6 @@ these states go into `state()`, so N steps + save + resume N steps equals 2N ste
 """
 from __future__ import annotations
 
-import base64
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -43,10 +42,12 @@ from engine.events import (
 )
 from engine.generation.attention import attention_maps
 from engine.generation.sampling import MAX_NEW_TOKENS, SamplingConfig
-from engine.generation.stream import generate
+from engine.generation.stream import NotFiniteError, generate
 from engine.inspect import embedding_map, token_losses
+from engine.memory import OOM_HINT, OutOfMemory, check_training_memory, is_out_of_memory, out_of_memory_message
 from engine.model import GPT
 from engine.tokenizers import Tokenizer
+from engine.train_state import HISTORY_KEYS, empty_history, rng_from_str, rng_to_str
 from engine.training.distributed import DistContext
 
 PROBE_TOKENS = 48  # attention over training: maps of at most this many tokens (48 x 48 per head stays readable)
@@ -54,8 +55,6 @@ HELDOUT_PROBE_TOKENS = 128  # token losses over training: this many tokens from 
 EMBEDDING_MAP_MAX_VOCAB = 8192  # embedding maps over training only up to this vocabulary (V x 2 floats per probe)
 SAMPLE_TEMPERATURE = 0.8
 SAMPLE_TOP_K = 40
-HISTORY_KEYS = ("step", "loss", "lr", "tokens_seen", "tokens_per_s", "val_step", "val_loss", "val_tokens_seen")
-OOM_HINT = "try a smaller batch size, context length or model, gradient accumulation, or bf16"
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -68,16 +67,9 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - min_lr)
 
 
-def _rng_to_str(state: torch.Tensor) -> str:
-    return base64.b64encode(state.cpu().numpy().tobytes()).decode("ascii")
-
-
-def _rng_from_str(text: str) -> torch.Tensor:
-    return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.uint8).copy())
-
-
-def empty_history() -> dict[str, list]:
-    return {k: [] for k in HISTORY_KEYS}
+def _finite_or_none(values: list) -> list:
+    """History values for JSON: a non-finite one (a diverged evaluation) becomes null, not NaN / Infinity."""
+    return [v if not isinstance(v, float) or math.isfinite(v) else None for v in values]
 
 
 def text_probe_ids(tokenizer: Tokenizer, text: str, context_length: int) -> list[int]:
@@ -131,20 +123,29 @@ class Trainer:
             if not resume_state:
                 raise ValueError("this checkpoint has no training state to resume from")
 
+        config = model.config if model is not None else model_config
+        if config.vocab_size < self.tokenizer.vocab_size:
+            raise ValueError(f"the model's vocab_size ({config.vocab_size:,}) is smaller than the "
+                             f"tokenizer's ({self.tokenizer.vocab_size:,})")
+        dataset.check_fits(config.context_length)
+        # Before anything big is allocated: a run that cannot fit is refused with what would fit.
+        check_training_memory(config, train_config, self.device)
         if resume_state is None:
             torch.manual_seed(train_config.seed)  # the model's init and dropout (resume restores it below)
-        if model is None:
-            model = GPT(model_config)
-        self.config = model.config
-        if self.config.vocab_size < self.tokenizer.vocab_size:
-            raise ValueError(f"the model's vocab_size ({self.config.vocab_size:,}) is smaller than the "
-                             f"tokenizer's ({self.tokenizer.vocab_size:,})")
-        dataset.check_fits(self.config.context_length)
-        self.model: GPT = model.to(self.device)
-        if dist is not None:  # FSDP shards in place, before the optimizer sees the parameters
-            self.model = dist.shard(self.model)
-        self.optimizer = self.model.configure_optimizer(
-            train_config.lr, train_config.weight_decay, (train_config.beta1, train_config.beta2), self.device.type)
+        try:
+            if model is None:
+                model = GPT(model_config)
+            self.model: GPT = model.to(self.device)
+            if dist is not None:  # FSDP shards in place, before the optimizer sees the parameters
+                self.model = dist.shard(self.model)
+            self.optimizer = self.model.configure_optimizer(
+                train_config.lr, train_config.weight_decay, (train_config.beta1, train_config.beta2),
+                self.device.type)
+        except (MemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
+            raise OutOfMemory(out_of_memory_message(e, "building the model")) from None
+        self.config = self.model.config
         self.scaler = torch.amp.GradScaler("cuda") if train_config.precision == "fp16" and \
             self.device.type == "cuda" else None
         self._forward = torch.compile(self.model) if train_config.compile else self.model
@@ -186,11 +187,11 @@ class Trainer:
             self.elapsed_before = float(state.get("elapsed_s", 0.0))
             rng = state.get("rng") or {}
             if "torch" in rng:
-                torch.set_rng_state(_rng_from_str(rng["torch"]))
+                torch.set_rng_state(rng_from_str(rng["torch"]))
             if "batch" in rng:
-                self.batch_generator.set_state(_rng_from_str(rng["batch"]))
+                self.batch_generator.set_state(rng_from_str(rng["batch"]))
             if "cuda" in rng and self.device.type == "cuda":
-                torch.cuda.set_rng_state(_rng_from_str(rng["cuda"]), self.device)
+                torch.cuda.set_rng_state(rng_from_str(rng["cuda"]), self.device)
         except (AttributeError, TypeError, ValueError, RuntimeError) as e:
             raise ValueError(f"the saved training state is unusable: {e}") from None
         if optimizer_state is not None:
@@ -198,9 +199,9 @@ class Trainer:
 
     def state(self) -> dict[str, Any]:
         """JSON-able training state: enough, with weights and optimizer, to resume exactly."""
-        rng = {"torch": _rng_to_str(torch.get_rng_state()), "batch": _rng_to_str(self.batch_generator.get_state())}
+        rng = {"torch": rng_to_str(torch.get_rng_state()), "batch": rng_to_str(self.batch_generator.get_state())}
         if self.device.type == "cuda":
-            rng["cuda"] = _rng_to_str(torch.cuda.get_rng_state(self.device))
+            rng["cuda"] = rng_to_str(torch.cuda.get_rng_state(self.device))
         return {
             "step": self.step,
             "train_config": asdict(self.train_config),
@@ -208,7 +209,7 @@ class Trainer:
             "corpus_name": self.dataset.corpus.name,
             "tokenizer_spec": self.tokenizer_spec,
             "elapsed_s": self.elapsed_before + getattr(self, "_elapsed", 0.0),
-            "history": self.history,
+            "history": {k: _finite_or_none(v) for k, v in self.history.items()},
             "rng": rng,
         }
 
@@ -284,11 +285,15 @@ class Trainer:
             yield FinishedEvent(step=self.step, reason="stopped" if self.step < cfg.steps else "completed",
                                 final_loss=self.history["loss"][-1] if self.history["loss"] else None,
                                 final_val_loss=self.history["val_loss"][-1] if self.history["val_loss"] else None)
-        except torch.cuda.OutOfMemoryError:
+        except (MemoryError, RuntimeError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+            if not is_out_of_memory(e):
+                raise
             self.optimizer.zero_grad(set_to_none=True)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            yield ErrorEvent(step=self.step, message=f"out of GPU memory at step {self.step + 1}", hint=OOM_HINT)
+            where = "GPU memory" if isinstance(e, torch.cuda.OutOfMemoryError) else "memory"
+            yield ErrorEvent(step=self.step, message=f"out of {where} at step {self.step + 1}; the model keeps "
+                             f"the weights of step {self.step}", hint=OOM_HINT)
         finally:
             self._elapsed = time.perf_counter() - t_start
             self.elapsed_before += self._elapsed
@@ -415,4 +420,7 @@ class Trainer:
                                 seed=self.train_config.seed % 2**63)
         # Eager even on CUDA: the weights change between samples, and a short sample gains nothing from
         # capturing a CUDA graph it would re-record next time (nor from a first compile mid-run).
-        return generate(self._inference_model(), self.tokenizer, prompt, config, compile=False).text
+        try:
+            return generate(self._inference_model(), self.tokenizer, prompt, config, compile=False).text
+        except NotFiniteError:  # weights that overflow: the loss reports it; the sample only says so
+            return "[no sample: the model's outputs are not finite numbers]"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,6 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
-    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
@@ -41,8 +41,8 @@ from app.tabs.attention.jobs import AttentionResult, Maps, RolloutResult, attent
 from app.tabs.attention.overview import MEAN, AttentionOverview, thumbnails
 from app.tabs.attention.probes import ProbeBar
 from app.tabs.attention.tokens import AttentionTextView
-from app.worker import JobRunner
-from engine import unknown_characters
+from app.worker import JobRunner, error_message
+from engine import atomic_write_text, unknown_characters
 
 JOB_NAME = "attention"
 RUN_TOOLTIP = "Run the current model on the text and capture the attention of every head"
@@ -518,11 +518,12 @@ class AttentionTab(QWidget):
         if matrix is None:
             raise ValueError("nothing to export yet: run the model first")
         labels = self._shown.labels
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow([f"query \\ key ({self.current_title()})"] + labels)
-            for q, row in enumerate(matrix):
-                writer.writerow([labels[q]] + [f"{w:.6g}" for w in row])
+        out = io.StringIO(newline="")
+        writer = csv.writer(out)
+        writer.writerow([f"query \\ key ({self.current_title()})"] + labels)
+        for q, row in enumerate(matrix):
+            writer.writerow([labels[q]] + [f"{w:.6g}" for w in row])
+        atomic_write_text(path, out.getvalue())  # a failure leaves an existing file as it was
 
     def export_png(self, path: str) -> None:
         if self.current_matrix() is None:
@@ -542,8 +543,8 @@ class AttentionTab(QWidget):
     def _export(self, fn: Any, path: str) -> None:
         try:
             fn(path)
-        except (OSError, ValueError) as e:
-            QMessageBox.warning(self, "Export failed", f"Could not save {path}: {e}")
+        except Exception as e:  # any failure is a message, never a crash of the window
+            dialogs.show_warning(self, "Export failed", f"Could not save {path}: {error_message(e)}")
             return
         self._notify(f"Saved {path}")
 

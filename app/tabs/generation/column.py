@@ -289,8 +289,8 @@ class DecoderColumn(QFrame):
         name = self.preset_box.currentText()
         try:
             save_preset_file(path, name if name != CUSTOM else "Custom", self.settings())
-        except OSError as e:
-            QMessageBox.warning(self, "Could not save preset", f"{path}: {e.strerror or e}")
+        except Exception as e:  # a full disk, a folder gone: a message, and the settings stay as they are
+            QMessageBox.warning(self, "Could not save preset", f"{path}: {getattr(e, 'strerror', None) or e}")
             return
         self.message.emit(f"Saved {self.name}'s settings to {path}")
 

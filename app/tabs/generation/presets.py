@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from app.resources import RESOURCES
+from engine import atomic_write_text, parse_json, read_regular
 
 PRESET_DIR = RESOURCES / "presets" / "sampling"
+MAX_PRESET_BYTES = 1 << 20
 BUILTIN_ORDER = ("Greedy", "Balanced", "Creative")
 CUSTOM = "Custom"
 
@@ -69,17 +71,20 @@ class SamplingSettings:
 def load_preset_file(path: str | Path) -> tuple[str, SamplingSettings]:
     """(name, settings) from a preset JSON file; ValueError / OSError with a clear message."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path.name} is not valid JSON ({e.msg}, line {e.lineno})") from None
+    try:  # a regular file of sane size only: a FIFO picked in the dialog must not block the window
+        text = read_regular(path, MAX_PRESET_BYTES, "preset file").decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path.name} is not a preset file (not UTF-8 text)") from None
+    data = parse_json(text, path.name)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} is not a preset file (not a JSON object)")
     settings = SamplingSettings.from_dict(data)
     name = data.get("name") if isinstance(data.get("name"), str) and data.get("name") else path.stem
     return name, settings
 
 
 def save_preset_file(path: str | Path, name: str, settings: SamplingSettings) -> None:
-    Path(path).write_text(json.dumps({"name": name, **settings.to_dict()}, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps({"name": name, **settings.to_dict()}, indent=2) + "\n")
 
 
 def builtin_presets(folder: Path = PRESET_DIR) -> dict[str, SamplingSettings]:

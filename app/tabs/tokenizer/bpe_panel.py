@@ -2,7 +2,7 @@
 trained in a job with progress and Cancel. A finished BPE is handed to the tab with `trained`."""
 from __future__ import annotations
 
-from PySide6.QtCore import Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QComboBox,
@@ -61,6 +61,7 @@ class BpePanel(QGroupBox):
         self.progress.setValue(0)
         self.progress.setTextVisible(False)
         self.status = QLabel("Trains in the background; the result appears among the encodings.")
+        self.status.setTextFormat(Qt.TextFormat.PlainText)  # shows tokenizer names, which may come from files
         self.status.setWordWrap(True)
         self.status.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.train_button.clicked.connect(self.train)

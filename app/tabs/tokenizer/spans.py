@@ -429,8 +429,10 @@ class EncodingPanel(QFrame):
         self.ids.setFixedWidth(210)
         self.ids.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Ignored)  # as tall as the spans
         self.hover = QLabel(" ")
+        self.hover.setTextFormat(Qt.TextFormat.PlainText)  # token text is the user's or a file's: never HTML
         self.hover.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.reason = QLabel()
+        self.reason.setTextFormat(Qt.TextFormat.PlainText)
         self.reason.setWordWrap(True)
         self.reason.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.reason.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

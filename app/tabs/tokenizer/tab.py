@@ -124,6 +124,7 @@ class TokenizerTab(QWidget):
         self.sample_button.setToolTip("Put a passage of the current corpus in the box")
         self.sample_button.clicked.connect(self._use_corpus_sample)
         self.summary = QLabel()
+        self.summary.setTextFormat(Qt.TextFormat.PlainText)  # tokenizer names may come from files
         self.summary.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         options = QHBoxLayout()
         options.addWidget(self.show_ws)
@@ -159,6 +160,7 @@ class TokenizerTab(QWidget):
         self.use_button.setToolTip("The Training tab will build its next model from scratch with this tokenizer")
         self.use_button.clicked.connect(self.use_for_next_model)
         self.use_status = QLabel()
+        self.use_status.setTextFormat(Qt.TextFormat.PlainText)
         self.use_status.setWordWrap(True)
         self.use_status.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         merges_box = QWidget()

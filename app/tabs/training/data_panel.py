@@ -62,6 +62,7 @@ class DataPanel(QWidget):
         self.corpus_combo.insertSeparator(self.corpus_combo.count())
         self.corpus_combo.addItem("Open file…", OPEN_FILE)
         self.corpus_info = QLabel("")
+        self.corpus_info.setTextFormat(Qt.TextFormat.PlainText)  # names and text from files
         self.corpus_info.setObjectName("mutedLabel")
         self.corpus_info.setWordWrap(True)
         self.tokenizer_combo = QComboBox()
@@ -71,6 +72,7 @@ class DataPanel(QWidget):
             "Named encodings are OpenAI's (downloaded once, then offline).")
         self._fill_tokenizer_combo()
         self.tokenizer_info = QLabel("")
+        self.tokenizer_info.setTextFormat(Qt.TextFormat.PlainText)
         self.tokenizer_info.setObjectName("mutedLabel")
         self.tokenizer_info.setWordWrap(True)
         form = QFormLayout()
@@ -138,17 +140,32 @@ class DataPanel(QWidget):
                 self.tokenizer_combo.setCurrentIndex(0)
             self._update_vocab_estimate()
 
-    def show_opened_run(self, train_state: dict) -> None:
-        """A model opened from a file: its corpus and its (current) tokenizer."""
+    def show_opened_run(self, train_state: dict) -> list[str]:
+        """A model opened from a file: its corpus and its (current) tokenizer; notes on what could not be shown.
+
+        Only a built-in corpus is loaded. A stored path is never read when a file is opened (it could name
+        anything, /dev/zero included): a regular file or folder is offered in the corpus list instead, and
+        read only when chosen."""
+        notes = []
         source = train_state.get("corpus")
         if isinstance(source, str) and source:
             if source in corpus_names():
                 self._select_corpus(source)
                 self._load_corpus(source)
-            elif Path(source).exists():
-                self.add_corpus_file(source)
+            else:
+                try:
+                    usable = Path(source).is_file() or Path(source).is_dir()  # stat only: nothing is opened
+                except (OSError, ValueError):
+                    usable = False
+                name = Path(source).name or source
+                if usable:
+                    self._add_corpus_item(str(Path(source).resolve()))
+                    notes.append(f"it was trained on {name}, listed under Corpus (read only when you choose it)")
+                else:
+                    notes.append(f"the corpus it was trained on ({source[:200]}) is not a file or folder here")
         self._fill_tokenizer_combo()
         self.tokenizer_combo.setCurrentIndex(max(0, self.tokenizer_combo.findData(CURRENT)))
+        return notes
 
     # ================================================================== settings
 

@@ -6,6 +6,7 @@ since the app started stays in the runs list, in its own colour, and can be hidd
 """
 from __future__ import annotations
 
+import html
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,7 +224,12 @@ class TrainingPlots(QWidget):
 
     def add_history(self, name: str, history: dict[str, Any]) -> RunData:
         """A finished run from a checkpoint's saved history."""
-        return self.add_run(RunData.from_history(name, self._next_color(), history))
+        return self.add_saved_run(RunData.from_history(name, "", history))
+
+    def add_saved_run(self, run: RunData) -> RunData:
+        """A finished run built beforehand (RunData.from_history), in the next free colour."""
+        run.color = self._next_color()
+        return self.add_run(run)
 
     def _next_color(self) -> str:
         used = {r.color for r in self.runs}
@@ -429,7 +435,7 @@ class TrainingPlots(QWidget):
             i -= 1
         curves = self._curves[id(run)]
         smoothed = curves.smoother.out.view()
-        parts = [f"<b style='color:{run.color}'>{run.name}</b>",
+        parts = [f"<b style='color:{run.color}'>{html.escape(run.name)}</b>",  # a name from a file: text only
                  f"step <b>{int(run.step.view()[i]):,}</b>",
                  f"tokens <b>{format_si(run.tokens_seen.view()[i])}</b>",
                  f"loss <b>{run.loss.view()[i]:.4f}</b>"]
@@ -469,8 +475,8 @@ class TrainingPlots(QWidget):
     def _export(self, fn, path: str) -> None:
         try:
             fn(path)
-        except OSError as e:
-            dialogs.show_error(self, "Export failed", f"Could not write {path}: {e.strerror or e}")
+        except Exception as e:  # any failure (a full disk, a folder gone) is a message, never a crash
+            dialogs.show_error(self, "Export failed", f"Could not write {path}: {getattr(e, 'strerror', None) or e}")
         else:
             dialogs.notify(self, f"Saved {path}")
 

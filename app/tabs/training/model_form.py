@@ -157,6 +157,12 @@ class ModelForm(QWidget):
             return str(e)
         return None
 
+    def fit_notes(self, config: ModelConfig) -> list[str]:
+        """What `set_config(config)` would have to change to fit the form (the engine accepts more)."""
+        if config.drop_rate > self.drop_rate.maximum():
+            return [f"drop_rate {config.drop_rate:g} → {self.drop_rate.maximum():g} (the form's limit)"]
+        return []
+
     def set_config(self, config: ModelConfig) -> None:
         self._updating = True
         try:

@@ -6,6 +6,7 @@ widget reads the arrays from a timer.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from engine import atomic_write_text
 
 
 class Series:
@@ -116,10 +119,12 @@ class RunData:
         n = len(history.get("step") or [])
         for s, lo, lr, tok, tps in zip(col("step", n), col("loss", n), col("lr", n),
                                        col("tokens_seen", n), col("tokens_per_s", n)):
-            run.add_step(int(s), lo, lr, tok, tps)
+            if math.isfinite(s):  # a step without a number cannot be placed on the axis
+                run.add_step(int(s), lo, lr, tok, tps)
         m = len(history.get("val_step") or [])
         for s, v, tok in zip(col("val_step", m), col("val_loss", m), col("val_tokens_seen", m)):
-            run.add_eval(int(s), v, tok)
+            if math.isfinite(s):
+                run.add_eval(int(s), v, tok)
         return run
 
     def to_history(self) -> dict[str, list[float]]:
@@ -139,23 +144,25 @@ CSV_COLUMNS = ["run", "step", "tokens_seen", "train_loss", "train_loss_smoothed"
 
 
 def write_csv(path: str | Path, runs: list[RunData], smoothing: float) -> None:
-    """All runs in one long table: a row per optimizer step, validation loss on the steps that had one."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for run in runs:
-            smoothed = smooth(run.loss.view(), smoothing)
-            val = {int(s): (v, int(t)) for s, v, t in
-                   zip(run.val_step.view(), run.val_loss.view(), run.val_tokens_seen.view())}
-            rows: dict[int, list[Any]] = {}
-            for i, s in enumerate(run.step.view()):
-                s = int(s)
-                rows[s] = [run.name, s, int(run.tokens_seen.view()[i]), _fmt(run.loss.view()[i]), _fmt(smoothed[i]),
-                           _fmt(run.lr.view()[i]), _fmt(run.tokens_per_s.view()[i]), ""]
-            for s, (v, t) in val.items():
-                rows.setdefault(s, [run.name, s, t, "", "", "", "", ""])[7] = _fmt(v)
-            for s in sorted(rows):
-                writer.writerow(rows[s])
+    """All runs in one long table: a row per optimizer step, validation loss on the steps that had one.
+    Written atomically: a failure leaves an existing file as it was."""
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for run in runs:
+        smoothed = smooth(run.loss.view(), smoothing)
+        val = {int(s): (v, int(t)) for s, v, t in
+               zip(run.val_step.view(), run.val_loss.view(), run.val_tokens_seen.view())}
+        rows: dict[int, list[Any]] = {}
+        for i, s in enumerate(run.step.view()):
+            s = int(s)
+            rows[s] = [run.name, s, int(run.tokens_seen.view()[i]), _fmt(run.loss.view()[i]), _fmt(smoothed[i]),
+                       _fmt(run.lr.view()[i]), _fmt(run.tokens_per_s.view()[i]), ""]
+        for s, (v, t) in val.items():
+            rows.setdefault(s, [run.name, s, t, "", "", "", "", ""])[7] = _fmt(v)
+        for s in sorted(rows):
+            writer.writerow(rows[s])
+    atomic_write_text(path, out.getvalue())
 
 
 def _fmt(x: float) -> str:

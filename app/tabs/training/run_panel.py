@@ -56,6 +56,7 @@ class RunPanel(QWidget):
         self.stats_label.setToolTip("Throughput, model FLOPs utilisation (share of the device's measured peak "
                                     "spent on the model's math) and the latest losses")
         self.message_label = QLabel("")
+        self.message_label.setTextFormat(Qt.TextFormat.PlainText)  # may quote tokenizer and file names
         self.message_label.setObjectName("mutedLabel")
         self.message_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.show_ready()

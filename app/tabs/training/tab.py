@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QCoreApplication, Qt, Signal, Slot
 from PySide6.QtWidgets import QFrame, QScrollArea, QSplitter, QVBoxLayout, QWidget
@@ -26,6 +27,7 @@ from app.tabs.training.command_dialog import TorchrunDialog
 from app.tabs.training.data_panel import DataPanel
 from app.tabs.training.model_panel import ModelPanel
 from app.tabs.training.plots_panel import PlotsPanel
+from app.tabs.training.run_data import RunData
 from app.tabs.training.run_panel import RunPanel
 from app.tabs.training.train_form import TrainSettingsForm
 from app.worker import Job, JobRunner
@@ -129,7 +131,7 @@ class TrainingTab(QWidget):
         if config:
             try:
                 self.model_panel.form.set_config(ModelConfig.from_dict(json.loads(config)))
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, RecursionError):  # a damaged settings file: keep the defaults
                 pass
         elif preset:
             self.model_panel.form.preset_combo.setCurrentText(preset)
@@ -137,7 +139,7 @@ class TrainingTab(QWidget):
         if train:
             try:
                 self.train_form.set_values(json.loads(train))
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, RecursionError):  # a damaged settings file: keep the defaults
                 pass
         self.data_panel.restore_settings(s)
         self.plots_panel.restore_settings(s)
@@ -390,22 +392,40 @@ class TrainingTab(QWidget):
     def _on_model_changed(self) -> None:
         if self._adopting or self.state.model is None:
             return
-        # Show its shape, settings, data and loss history.
+        # Show its shape, settings, data and loss history. The engine validated every field; what the forms
+        # cannot hold is clamped and said so. All of it is worked out first and only then applied, so a
+        # restore never stops half-way.
         path = self.state.checkpoint_path
         train_state = self.state.train_state or {}
         is_default = path is not None and Path(path).resolve() == DEFAULT_MODEL.resolve()
-        if path is not None and not is_default:
+        restore_settings = path is not None and not is_default
+        notes: list[str] = []
+        values: dict[str, Any] = {}
+        run = None
+        try:
+            if restore_settings:
+                notes += self.model_panel.form.fit_notes(self.state.config)
+                if isinstance(train_state.get("train_config"), dict):
+                    values, more = self.train_form.fitted_values(train_state["train_config"])
+                    notes += more
+            history = train_state.get("history")
+            if isinstance(history, dict) and history.get("step"):
+                name = "default model" if is_default else (Path(path).name if path else "opened model")
+                run = RunData.from_history(name, "", history)
+        except (TypeError, ValueError, OverflowError) as e:  # the engine's checks should make this unreachable
+            dialogs.notify(self, f"The file's training settings could not be restored ({e}); kept the current ones")
+            self._update_controls()
+            return
+        if restore_settings:
             self.model_panel.show_config(self.state.config)
-            if isinstance(train_state.get("train_config"), dict):
-                self.train_form.set_values(train_state["train_config"])
-            self.data_panel.show_opened_run(train_state)
-        history = train_state.get("history")
-        if isinstance(history, dict) and history.get("step"):
-            name = "default model" if is_default else (Path(path).name if path else "opened model")
-            try:
-                self.plots_panel.plots.add_history(name, history)
-            except (TypeError, ValueError):
-                dialogs.notify(self, "The file's training history is unreadable; curves not shown")
+            self.train_form.apply_values(values)
+            notes += self.data_panel.show_opened_run(train_state)
+        if run is not None:
+            self.plots_panel.plots.add_saved_run(run)
+        if notes:
+            text = "Restored with changes: " + "; ".join(notes)
+            self.controls.set_message(text, text)
+            dialogs.notify(self, text, 15000)
         self._update_controls()
 
     # ================================================================== export command

@@ -173,21 +173,66 @@ class TrainSettingsForm(QWidget):
             return str(e)
         return precision_problem(self.precision.currentText(), device)
 
-    def set_values(self, data: dict[str, Any]) -> None:
-        """Fill from a saved train_config dict (unknown or bad values are skipped)."""
-        spins = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
-                 "warmup_steps": self.warmup_steps, "eval_interval": self.eval_interval,
-                 "eval_batches": self.eval_batches, "sample_tokens": self.sample_tokens, "seed": self.seed}
-        for key, box in spins.items():
-            if isinstance(data.get(key), (int, float)) and not isinstance(data.get(key), bool):
-                box.setValue(int(data[key]))
-        if isinstance(data.get("lr"), (int, float)) and math.isfinite(data["lr"]) and data["lr"] > 0:
-            self.lr.setValue(float(data["lr"]))
+    def _spins(self) -> dict[str, QSpinBox]:
+        return {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                "warmup_steps": self.warmup_steps, "eval_interval": self.eval_interval,
+                "eval_batches": self.eval_batches, "sample_tokens": self.sample_tokens, "seed": self.seed}
+
+    def fitted_values(self, data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """A saved train_config's values as this form can hold them, and a note for each one it had to change.
+
+        Nothing is set here (a restore is worked out completely before any widget changes). The engine
+        accepts values a spin box cannot hold (a seed of 2**63, an evaluation interval of 10**12): those are
+        clamped to the box's range, and said so. Missing or malformed values are left out."""
+        values: dict[str, Any] = {}
+        notes: list[str] = []
+        for key, box in self._spins().items():
+            value = data.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                notes.append(f"{key} {value} is not a number the form can show (kept {box.value():,})")
+                continue
+            whole = int(value)
+            fitted = min(max(whole, box.minimum()), box.maximum())
+            if fitted != whole:
+                notes.append(f"{key} {_short_int(whole)} → {fitted:,} (the form's limit)")
+            values[key] = fitted
+        lr = data.get("lr")
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0:
+            fitted_lr = min(max(float(lr), self.lr.minimum()), self.lr.maximum())
+            if fitted_lr != float(lr):
+                notes.append(f"lr {lr:g} → {fitted_lr:g} (the form's limit)")
+            values["lr"] = fitted_lr
         for key, combo in (("precision", self.precision), ("device", self.device)):
-            if isinstance(data.get(key), str) and combo.findText(data[key]) >= 0:
-                combo.setCurrentText(data[key])
+            value = data.get(key)
+            if isinstance(value, str):
+                if combo.findText(value) >= 0:
+                    values[key] = value
+                else:
+                    notes.append(f"{key} {value[:20]!r} is not available here (kept {combo.currentText()})")
         if isinstance(data.get("compile"), bool):
-            self.compile.setChecked(data["compile"])
+            values["compile"] = data["compile"]
+        return values, notes
+
+    def apply_values(self, values: dict[str, Any]) -> None:
+        """Set the fields from `fitted_values`' result (every value already fits its widget)."""
+        for key, box in self._spins().items():
+            if key in values:
+                box.setValue(values[key])
+        if "lr" in values:
+            self.lr.setValue(values["lr"])
+        for key, combo in (("precision", self.precision), ("device", self.device)):
+            if key in values:
+                combo.setCurrentText(values[key])
+        if "compile" in values:
+            self.compile.setChecked(values["compile"])
+
+    def set_values(self, data: dict[str, Any]) -> list[str]:
+        """Fill from a saved train_config dict; returns notes on values that had to be clamped or skipped."""
+        values, notes = self.fitted_values(data)
+        self.apply_values(values)
+        return notes
 
     def set_context_length(self, context_length: int) -> None:
         self._context_length = context_length
@@ -211,6 +256,13 @@ class TrainSettingsForm(QWidget):
         total = per_step * v["steps"]
         self.budget_label.setText(f"{per_step:,} tokens per step · {_si(total)} tokens in all")
         self.budget_label.setToolTip("batch size x grad accumulation x context_length tokens per optimizer step")
+
+
+def _short_int(value: int) -> str:
+    """A whole number for a note, however many digits it has."""
+    if abs(value) < 10**15:
+        return f"{value:,}"
+    return f"{'-' if value < 0 else ''}about 10^{len(str(abs(value))) - 1}" if abs(value) < 10**4000 else "a huge number"
 
 
 def _si(x: float) -> str:
