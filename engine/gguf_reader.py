@@ -46,7 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SUPPORTED_PRE_TOKENIZERS", "SUPPORTED_TENSOR_TYPES", "GGUFError", "GGUFModel", "read_gguf"]
+__all__ = ["SUPPORTED_PRE_TOKENIZERS", "SUPPORTED_TENSOR_TYPES", "GGUFError", "GGUFModel", "GGUFSummary",
+           "read_gguf", "read_gguf_summary"]
 
 
 class GGUFError(ValueError):
@@ -180,8 +181,9 @@ class _Scan:
             self.fail(f"{what} has unknown value type {vtype}")
 
 
-def _scan_header(buf, label: str) -> tuple[list[_TensorInfo], int]:
-    """The tensor table (with byte sizes) and where the data section starts; refuses malformed headers."""
+def _scan_header(buf, label: str, scalars: dict[str, Any] | None = None) -> tuple[list[_TensorInfo], int]:
+    """The tensor table (with byte sizes) and where the data section starts; refuses malformed headers.
+    With `scalars`, the metadata's strings and numbers (not its arrays) are put in it by key."""
     s = _Scan(buf, label)
     if s.size < 24 or bytes(buf[:4]) != b"GGUF":
         s.fail("not a GGUF file (no GGUF magic at the start)")
@@ -208,6 +210,13 @@ def _scan_header(buf, label: str) -> tuple[list[_TensorInfo], int]:
             (alignment,) = s.unpack("<I", "general.alignment")
             if alignment == 0 or alignment & (alignment - 1) or alignment > 1 << 16:
                 s.fail(f"general.alignment {alignment} is not a power of two up to 65536")
+        elif scalars is not None and vtype == _STR:
+            scalars[key] = s.string(f"metadata {key}")
+        elif scalars is not None and vtype in _SCALAR_SIZE and vtype != _BOOL:
+            fmt = {1: "b", 2: "h", 4: "i", 8: "q"}[_SCALAR_SIZE[vtype]]
+            fmt = fmt.upper() if vtype in (_U8, _U16, _U32, _U64) else fmt
+            fmt = {_F32: "f", _F64: "d"}.get(vtype, fmt)
+            (scalars[key],) = s.unpack("<" + fmt, f"metadata {key}")
         else:
             s.skip_value(vtype, f"metadata {key}")
     infos: list[_TensorInfo] = []
@@ -941,3 +950,48 @@ def read_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> GG
     return GGUFModel(config=config, tensors=tensors, tokenizer_json=tokenizer_json, bos_id=vocab.bos,
                      eos_id=vocab.eos, eot_id=vocab.eot, add_bos_token=vocab.add_bos,
                      chat_template=chat_template, quant_summary=quant_summary, architecture=arch, name=name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A quick look, for listings: the header only, no tensor read, no tokenizer built.
+
+@dataclass(frozen=True)
+class GGUFSummary:
+    """What a GGUF file's header says, read without touching its tensors."""
+
+    architecture: str  # general.architecture ("llama", "qwen2", "gpt2", or one we can't open)
+    name: str | None  # general.name
+    n_params: int  # elements of every tensor in the file
+    quant_summary: dict[str, float]  # tensor type -> share of the elements, largest first
+    context_length: int | None
+    file_bytes: int
+    supported: bool  # an architecture read_gguf can open
+
+
+def read_gguf_summary(path: str | os.PathLike) -> GGUFSummary:
+    """The header of a GGUF file (bounded walk, as read_gguf's); GGUFError for a file that isn't one."""
+    path = os.fspath(path)
+    label = os.path.basename(path) or path
+    scalars: dict[str, Any] = {}
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            raise GGUFError(f"{label}: the file is empty, not a GGUF file")
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            infos, _ = _scan_header(buf, label, scalars)
+    except OSError as e:
+        raise GGUFError(_line(f"{label}: cannot read the file: {e.strerror or e}")) from None
+    arch = scalars.get("general.architecture")
+    if not isinstance(arch, str):
+        raise GGUFError(f"{label}: metadata general.architecture is missing")
+    counts: dict[str, int] = {}
+    for t in infos:
+        kind = _TYPES[t.type_id][0]
+        counts[kind] = counts.get(kind, 0) + t.numel
+    total = sum(counts.values()) or 1
+    context = scalars.get(f"{arch}.context_length")
+    name = scalars.get("general.name")
+    return GGUFSummary(
+        architecture=arch, name=name if isinstance(name, str) else None, n_params=sum(counts.values()),
+        quant_summary={k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])},
+        context_length=context if isinstance(context, int) else None, file_bytes=size, supported=arch in _ARCHS)
