@@ -40,6 +40,7 @@ import math
 import mmap
 import os
 import struct
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,7 @@ import numpy as np
 import torch
 
 __all__ = ["SUPPORTED_PRE_TOKENIZERS", "SUPPORTED_TENSOR_TYPES", "GGUFError", "GGUFModel", "GGUFSummary",
-           "read_gguf", "read_gguf_summary"]
+           "read_gguf", "read_gguf_job", "read_gguf_summary"]
 
 
 class GGUFError(ValueError):
@@ -840,13 +841,26 @@ def _build_tokenizer(vocab: _Vocab, label: str) -> str:
 
 # ---------------------------------------------------------------------------------------------------------
 
-def read_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> GGUFModel:
+def read_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32, *, tensors: bool = True) -> GGUFModel:
     """Read a GGUF file into a Hugging Face-shaped config, state dict and tokenizer.json.
 
     Supported: architectures llama (also Mistral, which llama.cpp writes as llama), qwen2 and gpt2;
     tensor types F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K, Q6_K. Every tensor is dequantized
-    once, straight to `dtype`. Anything else is refused with a one-line `GGUFError`.
+    once, straight to `dtype`. Anything else is refused with a one-line `GGUFError`. tensors=False checks
+    everything but reads no tensor (for the tokenizer and the config alone).
     """
+    job = read_gguf_job(path, dtype, tensors=tensors)
+    while True:
+        try:
+            next(job)
+        except StopIteration as stop:
+            return stop.value
+
+
+def read_gguf_job(path: str | os.PathLike, dtype: torch.dtype = torch.float32, *, tensors: bool = True
+                  ) -> Generator[tuple[int, int], None, GGUFModel]:
+    """read_gguf as a job: yields (tensors done, tensors in all) after each tensor is dequantized, returns the
+    GGUFModel. Closing it between tensors stops the reading."""
     path = os.fspath(path)
     label = os.path.basename(path) or path
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -931,9 +945,9 @@ def read_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> GG
     total = sum(counts.values())
     quant_summary = {k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
 
-    tensors: dict[str, torch.Tensor] = {}
+    out_tensors: dict[str, torch.Tensor] = {}
     heads, kv_heads = config.get("num_attention_heads"), config.get("num_key_value_heads")
-    for gname, (hf_name, shape) in expected.items():
+    for done, (gname, (hf_name, shape)) in enumerate(expected.items() if tensors else ()):
         t = infos[gname]
         try:
             w = _to_torch(by_name[gname], t.type_id, shape, dtype)
@@ -945,9 +959,10 @@ def read_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> GG
             w = _unpermute_rows(w, heads if ".attn_q." in gname else kv_heads)
         elif arch == "gpt2" and gname.endswith(_GPT2_TRANSPOSED):
             w = w.t().contiguous()
-        tensors[hf_name] = w
+        out_tensors[hf_name] = w
         del w
-    return GGUFModel(config=config, tensors=tensors, tokenizer_json=tokenizer_json, bos_id=vocab.bos,
+        yield done + 1, len(expected)
+    return GGUFModel(config=config, tensors=out_tensors, tokenizer_json=tokenizer_json, bos_id=vocab.bos,
                      eos_id=vocab.eos, eot_id=vocab.eot, add_bos_token=vocab.add_bos,
                      chat_template=chat_template, quant_summary=quant_summary, architecture=arch, name=name)
 

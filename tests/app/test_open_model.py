@@ -35,7 +35,7 @@ def hub(monkeypatch, tmp_path, folder):
     """A local hub with a GPT-2 (opens here) and a Llama-type repo (not yet), an empty cache."""
     server = FakeHub()
     server.add("tiny/gpt2", {p.name: p.read_bytes() for p in folder.iterdir()})
-    server.add("tiny/llama", model_files())
+    server.add("tiny/mamba", model_files())
     hub_environment(monkeypatch, server, tmp_path / "hub")
     yield server
     server.close()
@@ -65,16 +65,16 @@ def rows(d: OpenModelDialog) -> list[tuple[str, ...]]:
 
 def test_lists_the_cache_and_only_supported_models_open(qtbot, hub, dialog, folder):
     download_model("tiny/gpt2", token=False)
-    download_model("tiny/llama", token=False)
+    download_model("tiny/mamba", token=False)
     d = dialog()
     qtbot.waitUntil(lambda: d.table.rowCount() == 2, timeout=10000)
     params = transformers.GPT2LMHeadModel.from_pretrained(str(folder)).num_parameters()
     table = rows(d)
-    assert [r[:2] for r in table] == [("tiny/gpt2", "gpt2"), ("tiny/llama", "llama")]
+    assert [r[:2] for r in table] == [("tiny/gpt2", "gpt2"), ("tiny/mamba", "mamba")]
     assert table[0][2] == f"{params / 1e3:.1f} K" and table[0][3].endswith("KB")
     assert "2 models" in d.list_status.text()
     d.table.selectRow(1)
-    assert not d.open_button.isEnabled()  # llama: not yet
+    assert not d.open_button.isEnabled()  # mamba: not yet
     assert not d.table.item(1, 0).flags() & Qt.ItemFlag.ItemIsEnabled
     assert "can't be opened" in d.table.item(1, 0).toolTip()
     d.table.selectRow(0)
@@ -169,10 +169,10 @@ def test_dropping_a_model_folder_opens_it_and_bad_folders_say_why(qtbot, window,
 
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "config.json").write_text('{"model_type": "llama"}')
+    (bad / "config.json").write_text('{"model_type": "mamba"}')
     window.open_model(bad)
     qtbot.waitUntil(lambda: bool(window.errors), timeout=20000)
-    assert "unsupported model_type 'llama' (supported: gpt2)" in window.errors[0]
+    assert "unsupported model_type 'mamba' (supported: gpt2, llama, mistral, qwen2)" in window.errors[0]
     assert "\n" not in window.errors[0] and window.state.source_name == folder.name  # the model stays
 
 
