@@ -139,6 +139,23 @@ def ollama_models(root: Path | None = None) -> list[FoundGGUF]:
     return found
 
 
+def ollama_blob_name(path: str | os.PathLike) -> str | None:
+    """The Ollama name of a model blob (`.../models/blobs/sha256-...`), from its store's manifests; None for a file
+    that is not one."""
+    path = Path(path)
+    if path.parent.name != "blobs" or not path.name.startswith("sha256-"):
+        return None
+    manifests = path.parent.parent / "manifests"
+    try:
+        files = sorted(p for p in manifests.rglob("*") if p.is_file())
+    except OSError:
+        return None
+    for manifest in files[:MAX_FILES]:
+        if len(manifest.relative_to(manifests).parts) >= 2 and _ollama_blob(manifest, path.parent) == path:
+            return ollama_name(manifest, manifests)
+    return None
+
+
 def find_gguf_files(extra_folders: Iterable[str | os.PathLike] = ()) -> list[FoundGGUF]:
     """Every GGUF file in LM Studio's folders, Ollama's store and the user's folders (see the module docstring);
     a file reachable from two places is listed once."""

@@ -976,7 +976,7 @@ class GGUFSummary:
 
     architecture: str  # general.architecture ("llama", "qwen2", "gpt2", or one we can't open)
     name: str | None  # general.name
-    n_params: int  # elements of every tensor in the file
+    n_params: int  # elements of the file's parameter tensors (GPT-2's duplicated head counted once)
     quant_summary: dict[str, float]  # tensor type -> share of the elements, largest first
     context_length: int | None
     file_bytes: int
@@ -1001,6 +1001,9 @@ def read_gguf_summary(path: str | os.PathLike) -> GGUFSummary:
         raise GGUFError(f"{label}: metadata general.architecture is missing")
     counts: dict[str, int] = {}
     for t in infos:
+        # Not parameters: Llama 3's rope factors, and the copy of the tied head llama.cpp writes for GPT-2.
+        if t.name == "rope_freqs.weight" or (arch == "gpt2" and t.name == "output.weight"):
+            continue
         kind = _TYPES[t.type_id][0]
         counts[kind] = counts.get(kind, 0) + t.numel
     total = sum(counts.values()) or 1
