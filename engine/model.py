@@ -27,27 +27,42 @@ from engine.rope import RotaryTables, rotate
 
 @dataclass
 class KVCache:
-    """Keys and values of every layer for incremental decoding (engine.generation's Decoder),
-    preallocated to context_length.
+    """Keys and values of every layer for incremental decoding (engine.generation's Decoder).
 
-    `pos` is how many positions are filled; the model writes the new positions and advances it.
+    Room grows as positions are written (`reserve`: doubling, at most context_length), so a model with a long
+    context holds only what its text needs. `pos` is how many positions are filled; the decoder writes the
+    new positions and advances it. With grouped-query attention there are n_kv_heads per layer, not n_heads.
     """
 
-    keys: list[torch.Tensor]  # n_layers x (B, n_kv_heads, context_length, head_dim)
+    keys: list[torch.Tensor]  # n_layers x (B, n_kv_heads, capacity, head_dim)
     values: list[torch.Tensor]
     pos: int = 0
+    limit: int = 0  # the context length: the most positions it will ever hold
+
+    INITIAL = 256  # positions allocated at first (or the whole context, if shorter)
 
     @classmethod
     def empty(cls, config: ModelConfig, batch_size: int, device: torch.device | str,
-              dtype: torch.dtype = torch.float32) -> KVCache:
-        shape = (batch_size, config.n_kv_heads, config.context_length, config.head_dim)
+              dtype: torch.dtype = torch.float32, capacity: int = INITIAL) -> KVCache:
+        shape = (batch_size, config.n_kv_heads, min(capacity, config.context_length), config.head_dim)
         keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
         values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
-        return cls(keys, values, 0)
+        return cls(keys, values, 0, config.context_length)
 
     @property
     def capacity(self) -> int:
         return self.keys[0].shape[2]
+
+    def reserve(self, length: int) -> None:
+        """Room for `length` positions (up to the context length), keeping the filled ones."""
+        if length <= self.capacity:
+            return
+        size = min(max(length, 2 * self.capacity), max(self.limit, length))
+        for tensors in (self.keys, self.values):
+            for i, old in enumerate(tensors):
+                grown = old.new_empty((*old.shape[:2], size, old.shape[3]))
+                grown[:, :, :self.pos] = old[:, :, :self.pos]
+                tensors[i] = grown
 
 
 class CausalSelfAttention(nn.Module):

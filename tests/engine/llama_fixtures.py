@@ -67,7 +67,7 @@ def _trained_state(kind: str) -> tuple[dict, dict]:
     # One thread: on a busy shared CPU, two OpenMP threads waiting on each other make tiny steps 30x slower.
     torch.set_num_threads(1)
     try:
-        for _ in range(60):
+        for _ in range(80):
             starts = torch.randint(0, len(data) - 49, (8,), generator=generator)
             batch = torch.stack([data[s:s + 48] for s in starts])
             loss = model(batch, labels=batch).loss
