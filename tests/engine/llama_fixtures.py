@@ -3,8 +3,9 @@
 - llama: `LlamaForCausalLM` with grouped-query attention (4 query heads, 2 key/value heads), a tied head and
   Llama 3 rope scaling, beside the SentencePiece-style tokenizer.json of hf_fixtures (BOS added, a Llama-3-style
   chat template, end of turn <|eot_id|>);
-- qwen2: `Qwen2ForCausalLM` with q/k/v biases and an untied head, beside the byte-level ChatML tokenizer, its
-  embedding table padded beyond the tokenizer's vocabulary as Qwen's is;
+- qwen2: `Qwen2ForCausalLM` with q/k/v biases and an untied head, beside the byte-level ChatML tokenizer of
+  hf_fixtures given Qwen2's pre-tokenizer and NFC normalizer (transformers' Qwen2Tokenizer imposes both, as real
+  Qwen2 tokenizer.json files have them), its embedding table padded beyond the tokenizer's vocabulary as Qwen's is;
 - mistral: `MistralForCausalLM` (sliding window longer than its context), SentencePiece-style tokenizer.
 
 Each is trained for a few dozen steps on a short repetitive text (once per session), so that greedy decoding
@@ -16,15 +17,42 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from hf_fixtures import CORPUS, bytelevel_folder, bytelevel_json, sentencepiece_folder, sentencepiece_json
+from hf_fixtures import CHATML_TEMPLATE, CORPUS, bytelevel_json, sentencepiece_folder, sentencepiece_json, write_folder
 
 KINDS = ("llama", "qwen2", "mistral")
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 32}
 
 
+QWEN2_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+               r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+
+
+@cache
+def qwen2_json() -> str:
+    """hf_fixtures' byte-level ChatML tokenizer with Qwen2's pre-tokenizer and NFC normalizer."""
+    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
+
+    tok = Tokenizer.from_str(bytelevel_json())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    return tok.to_str()
+
+
+def qwen2_tokenizer_folder(folder: Path) -> Path:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(qwen2_json())
+    ids = [tok.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    config = {"tokenizer_class": "Qwen2Tokenizer", "bos_token": None, "eos_token": "<|im_end|>",
+              "pad_token": "<|endoftext|>", "chat_template": CHATML_TEMPLATE, "model_max_length": 4096}
+    return write_folder(folder, qwen2_json(), config, {"eos_token_id": ids})
+
+
 def _tokenizer_json(kind: str) -> str:
-    return bytelevel_json() if kind == "qwen2" else sentencepiece_json()
+    return qwen2_json() if kind == "qwen2" else sentencepiece_json()
 
 
 def _config(kind: str, vocab: int):
@@ -99,4 +127,4 @@ def llama_folder(kind: str, folder: Path, *, dtype=None, max_shard_size: str | N
         model = model.to(dtype)
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(folder, **kwargs)
-    return bytelevel_folder(folder) if kind == "qwen2" else sentencepiece_folder(folder)
+    return qwen2_tokenizer_folder(folder) if kind == "qwen2" else sentencepiece_folder(folder)
