@@ -81,6 +81,32 @@ class _Linear:
         return torch.addmm(self.bias_col, self.weight, x.t()).t()
 
 
+class _Fused:
+    """Linears that read the same input (q/k/v; gate/up) as one: for one-row decoding their (in, out) copies sit
+    side by side, one wide addmm instead of several narrow products (the copies _Linear would make of the wide
+    ones anyway); other row counts, other devices and int8 run each on its own and join the outputs."""
+
+    __slots__ = ("parts", "weight_t", "bias", "fusable")
+
+    def __init__(self, modules: list[nn.Module]):
+        self.parts = [_Linear(m) for m in modules]
+        self.weight_t = self.bias = None
+        self.fusable = all(p.module is None and p.cpu for p in self.parts)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # x (M, in) -> (M, sum of outs)
+        if x.shape[0] != 1 or not self.fusable:
+            return torch.cat([p(x) for p in self.parts], dim=1)
+        if self.weight_t is None:  # made on first use, as _Linear's
+            with torch.inference_mode(False):
+                if any(p.bias is not None for p in self.parts):
+                    self.bias = torch.cat([p.bias if p.bias is not None else p.weight.new_zeros(p.weight.shape[0])
+                                           for p in self.parts])
+                self.weight_t = torch.cat([p.weight.t() for p in self.parts], dim=1)  # (in, sum of outs)
+        if self.bias is None:
+            return torch.mm(x, self.weight_t)
+        return torch.addmm(self.bias, x, self.weight_t)
+
+
 class _LayerNorm:
     """LayerNorm with learned scale and shift (the GPT-2 family's norm)."""
 
@@ -169,30 +195,33 @@ class _Rotary:
 
 class _LlamaLayer:
     """One llama-family block for inference: pre-RMSNorm grouped-query attention with rotary positions
-    (optional q/k/v biases) and a SwiGLU MLP. The layer pieces are those of _GPT2Layer."""
+    (optional q/k/v biases) and a SwiGLU MLP. The layer pieces are those of _GPT2Layer; q/k/v and gate/up
+    each run as one matmul (_Fused), and queries and keys are turned together."""
 
-    __slots__ = ("norm1", "q_proj", "k_proj", "v_proj", "out", "norm2", "gate", "up", "down", "rotary",
-                 "n_heads", "n_kv_heads", "head_dim")
+    __slots__ = ("norm1", "qkv_proj", "out", "norm2", "gate_up", "down", "rotary", "n_heads", "n_kv_heads",
+                 "head_dim", "hidden")
 
     def __init__(self, block: nn.Module, config: ModelConfig, rotary: _Rotary):
         attn, mlp = block.attn, block.mlp
         self.norm1, self.norm2 = _RMSNorm(block.ln1), _RMSNorm(block.ln2)
-        self.q_proj, self.k_proj, self.v_proj = _Linear(attn.q_proj), _Linear(attn.k_proj), _Linear(attn.v_proj)
+        self.qkv_proj = _Fused([attn.q_proj, attn.k_proj, attn.v_proj])
         self.out = _Linear(attn.out_proj)
-        self.gate, self.up, self.down = _Linear(mlp.gate_proj), _Linear(mlp.up_proj), _Linear(mlp.down_proj)
+        self.gate_up = _Fused([mlp.gate_proj, mlp.up_proj])
+        self.down = _Linear(mlp.down_proj)
         self.rotary = rotary
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
+        self.hidden = config.hidden_dim
 
     def qkv(self, h: torch.Tensor, B: int, T: int, start: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        D = self.head_dim
-        q = self.q_proj(h).view(B, T, self.n_heads, D).transpose(1, 2)  # (B, n_heads, T, D)
-        k = self.k_proj(h).view(B, T, self.n_kv_heads, D).transpose(1, 2)  # (B, n_kv_heads, T, D)
-        v = self.v_proj(h).view(B, T, self.n_kv_heads, D).transpose(1, 2)
-        cos, sin = self.rotary(start, T, q.dtype)
-        return rotate(q, cos, sin), rotate(k, cos, sin), v
+        H, KV = self.n_heads, self.n_kv_heads
+        qkv = self.qkv_proj(h).view(B, T, H + 2 * KV, self.head_dim)
+        cos, sin = self.rotary(start, T, qkv.dtype)
+        qk = rotate(qkv[:, :, :H + KV].transpose(1, 2), cos, sin)  # (B, n_heads + n_kv_heads, T, D)
+        return qk[:, :H], qk[:, H:], qkv[:, :, H + KV:].transpose(1, 2)  # q (B, H, T, D); k, v (B, KV, T, D)
 
     def mlp(self, h: torch.Tensor) -> torch.Tensor:
-        return self.down(F.silu(self.gate(h)) * self.up(h))
+        gate, up = self.gate_up(h).split(self.hidden, dim=-1)
+        return self.down(F.silu(gate) * up)
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
