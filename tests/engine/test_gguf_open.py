@@ -130,6 +130,15 @@ def test_command_line(files, tmp_path, capsys):
     assert main(["generate", str(path), "--prompt", "The", "--max-new-tokens", "5", "--greedy"]) == 0
     capsys.readouterr()
 
+    assert main(["inspect", str(path), "--text", "The quick brown fox", "--json"]) == 0
+    inspected = json.loads(capsys.readouterr().out)
+    ids = inspected["ids"]
+    with torch.no_grad():
+        logits = open_model(path).model(torch.tensor([ids]))[0][0]
+    losses = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(ids[1:]), reduction="none")
+    assert inspected["token_loss"][0] is None
+    assert torch.allclose(torch.tensor(inspected["token_loss"][1:]), losses, atol=1e-4)
+
     out_file = tmp_path / "llama.safetensors"
     assert main(["import-gguf", str(path), "--out", str(out_file)]) == 0
     assert "imported llama-q8.gguf" in capsys.readouterr().out

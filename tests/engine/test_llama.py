@@ -25,6 +25,7 @@ from safetensors import safe_open  # noqa: E402
 from engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from engine.config import ModelConfig, RopeScaling, TrainConfig  # noqa: E402
 from engine.data import Corpus, Dataset  # noqa: E402
+from engine.events import StepEvent  # noqa: E402
 from engine.generation import (  # noqa: E402
     GenerationDoneEvent,
     attention_maps,
@@ -202,7 +203,7 @@ def test_a_fine_tuning_step_runs_and_learns(opened):
                          sample_interval=0, seed=0)
     trainer = Trainer(ours.config, config, dataset, model=ours)
     events = list(trainer.run())
-    losses = [e.loss for e in events if e.kind == "step"]
+    losses = [e.loss for e in events if isinstance(e, StepEvent)]
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert trainer.model.config.arch == "llama"
 
