@@ -85,7 +85,8 @@ def _trained_state(kind: str) -> tuple[dict, dict]:
     vocab = tok.get_vocab_size()
     vocab += 64 - vocab % 64  # padded to a multiple of 64, beyond the tokenizer's ids
     ids = [i for text in CORPUS[:4] for i in tok.encode(text).ids]
-    data = torch.tensor(ids * 4)
+    # The trained vocabularies may hold whole sentences as one token: repeat to a few hundred tokens at least.
+    data = torch.tensor(ids * max(4, -(-512 // len(ids))))
     torch.manual_seed(0)
     config = _config(kind, vocab)
     model = model_class(kind)(config)
