@@ -52,7 +52,8 @@ def compile_problem(decoder: Decoder) -> str | None:
     """Why this decoder's step cannot be compiled, or None if it can."""
     if decoder.quantized:
         return "int8 (dynamic quantization) cannot be compiled; use fp32 or bf16 with --compile"
-    if decoder.dynamic_rope:
+    scaling = getattr(decoder.config, "rope_scaling", None)
+    if scaling is not None and scaling.rope_type == "dynamic":
         return "dynamic rope scaling changes the frequencies with the length, so its decode step cannot be compiled"
     if decoder.device.type not in ("cpu", "cuda"):
         return f"compiled decoding runs on CUDA and on the CPU, not on {decoder.device.type}"

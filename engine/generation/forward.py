@@ -290,12 +290,6 @@ class Decoder:
         """An empty KV cache for `batch` rows, with room for `capacity` positions at first (it grows)."""
         return KVCache.empty(self.config, batch, self.device, self.dtype, capacity)
 
-    @property
-    def dynamic_rope(self) -> bool:
-        """Dynamic rope scaling: the rotary frequencies change with the length (no fixed-shape step)."""
-        scaling = self.config.rope_scaling
-        return scaling is not None and scaling.rope_type == "dynamic"
-
     def token_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, C) token embeddings, a new tensor (no positions added): the input of
         ForwardOptions.token_embeds. Call it outside inference mode to take gradients through it."""
