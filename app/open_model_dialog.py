@@ -1,5 +1,6 @@
-"""File ▸ Open model…: the models already on this machine (the Hugging Face cache, read offline), a folder of
-one's own, or a download from the hub.
+"""File ▸ Open model…: the models already on this machine (the Hugging Face cache, read offline; GGUF files of
+LM Studio, Ollama and the folders the user adds here, kept in the settings as "gguf_folders"), a folder of one's
+own, or a download from the hub.
 
 Everything slow runs as a job on the window's JobRunner, never on the GUI thread: reading the cache (it opens
 every safetensors header) and downloading (engine.download_model_job, with byte progress and a cancel flag the
@@ -32,12 +33,14 @@ from PySide6.QtWidgets import (
 
 from app import dialogs
 from app.formatting import format_bytes, format_params
+from app.settings import Settings
 from app.worker import Job, JobRunner
 from engine import HubDownloadProgress, ModelEntry, download_model_job, list_models, supported_family
 
 LIST_JOB = "list-models"
 DOWNLOAD_JOB = "download-model"
-COLUMNS = ("Model", "Family", "Parameters", "Size on disk")
+COLUMNS = ("Model", "Family", "Parameters", "Size on disk", "Where")
+GGUF_FOLDERS_KEY = "gguf_folders"
 ERROR_STYLE = "color: #D55E00"
 
 
@@ -51,8 +54,22 @@ class Downloaded:
     folder: Path
 
 
-def list_models_job() -> Iterator[ModelsListed]:
-    yield ModelsListed(tuple(list_models()))
+def list_models_job(gguf_folders: list[str]) -> Iterator[ModelsListed]:
+    yield ModelsListed(tuple(list_models(gguf_folders)))
+
+
+def gguf_folders() -> list[str]:
+    """The folders of GGUF files the user added (settings)."""
+    raw = Settings().value(GGUF_FOLDERS_KEY, [])
+    return [raw] if isinstance(raw, str) and raw else [str(p) for p in (raw or []) if p]
+
+
+def where(entry: ModelEntry) -> str:
+    """Where a model is: the Hugging Face cache, or LM Studio / Ollama / a folder with the file's main tensor type."""
+    if entry.kind != "gguf":
+        return "HF cache"
+    quant = entry.details.get("quantization") or {}
+    return f"{entry.details.get('place', 'folder')} · {next(iter(quant), '?')}"
 
 
 def download_job(repo_id: str, cancel: threading.Event) -> Iterator[object]:
@@ -72,14 +89,16 @@ class OpenModelDialog(QDialog):
         self.chosen_name = ""
         self._select_after_list: str | None = None
         self._list_job: Job | None = None
+        self._list_again = False
         self._download: Job | None = None
         self._cancel = threading.Event()
         self._downloading_repo = ""
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setToolTip("Models in your Hugging Face cache (HF_HOME / HF_HUB_CACHE). Double-click one to open "
-                              "it; greyed ones are of a family this version can't run yet.")
+        self.table.setToolTip("Models in your Hugging Face cache (HF_HOME / HF_HUB_CACHE) and GGUF files of LM Studio, "
+                              "Ollama and your folders. Double-click one to open it; greyed ones are of a family this "
+                              "version can't run yet.")
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -121,8 +140,12 @@ class OpenModelDialog(QDialog):
         self.folder_button.setToolTip("A Hugging Face model folder of your own: config.json, safetensors weights "
                                       "and a tokenizer")
         self.folder_button.clicked.connect(self.choose_folder)
+        self.gguf_button = QPushButton("Add GGUF folder…")
+        self.gguf_button.setToolTip("List the .gguf files of a folder of yours too (remembered; LM Studio's and "
+                                    "Ollama's folders are always listed)")
+        self.gguf_button.clicked.connect(self.add_gguf_folder)
         self.refresh_button = QPushButton("Refresh")
-        self.refresh_button.setToolTip("Read the Hugging Face cache again")
+        self.refresh_button.setToolTip("Read the Hugging Face cache and the GGUF folders again")
         self.refresh_button.clicked.connect(self.refresh)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Close)
         self.open_button = self.buttons.button(QDialogButtonBox.StandardButton.Open)
@@ -132,6 +155,7 @@ class OpenModelDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
         bottom = QHBoxLayout()
         bottom.addWidget(self.folder_button)
+        bottom.addWidget(self.gguf_button)
         bottom.addWidget(self.refresh_button)
         bottom.addStretch(1)
         bottom.addWidget(self.buttons)
@@ -153,10 +177,12 @@ class OpenModelDialog(QDialog):
     @Slot()
     def refresh(self) -> None:
         if self._list_job is not None:
+            self._list_again = True  # e.g. a folder was added while the list was being read
             return
-        self.list_status.setText("Reading the Hugging Face cache…")
+        self._list_again = False
+        self.list_status.setText("Reading the Hugging Face cache and the GGUF folders…")
         self.refresh_button.setEnabled(False)
-        self._list_job = self.runner.start(LIST_JOB, list_models_job())
+        self._list_job = self.runner.start(LIST_JOB, list_models_job(gguf_folders()))
         self._list_job.events.connect(self._on_list_events)
         self._list_job.failed.connect(self._on_list_failed)
         self._list_job.finished.connect(self._on_list_finished)
@@ -175,25 +201,31 @@ class OpenModelDialog(QDialog):
     def _on_list_finished(self) -> None:
         self._list_job = None
         self.refresh_button.setEnabled(True)
+        if self._list_again:
+            self.refresh()
 
     def show_entries(self, entries: list[ModelEntry]) -> None:
         self.entries = entries
         self.table.setRowCount(len(entries))
         for row, entry in enumerate(entries):
             opens = supported_family(entry.family)
-            cells = (entry.name, entry.family or "?", format_params(entry.n_params), format_bytes(entry.size_bytes))
+            cells = (entry.name, entry.family or "?", format_params(entry.n_params), format_bytes(entry.size_bytes),
+                     where(entry))
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(str(entry.path) if opens else
                                 f"model_type {entry.family!r} can't be opened by this version yet")
-                if col >= 2:
+                if col in (2, 3):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if not opens:
                     item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled)
                 self.table.setItem(row, col, item)
-        self.list_status.setText(f"{len(entries)} model{'s' if len(entries) != 1 else ''} in the Hugging Face cache"
-                                 if entries else "No models in your Hugging Face cache yet: download one below, or "
-                                                 "open a folder.")
+        files = sum(e.kind == "gguf" for e in entries)
+        self.list_status.setText(f"{len(entries)} model{'s' if len(entries) != 1 else ''}: "
+                                 f"{len(entries) - files} in the Hugging Face cache, {files} GGUF file"
+                                 f"{'s' if files != 1 else ''}"
+                                 if entries else "No models in your Hugging Face cache or GGUF folders yet: download "
+                                                 "one below, or open a folder.")
         if self._select_after_list is not None:
             names = [e.name for e in entries]
             if self._select_after_list in names:
@@ -227,6 +259,16 @@ class OpenModelDialog(QDialog):
         if folder:
             self.chosen, self.chosen_name = Path(folder), Path(folder).name
             self.accept()
+
+    @Slot()
+    def add_gguf_folder(self) -> None:
+        folder = dialogs.open_folder(self, "Add a folder of GGUF files")
+        if not folder:
+            return
+        folders = gguf_folders()
+        if folder not in folders:
+            Settings().set_value(GGUF_FOLDERS_KEY, [*folders, folder])
+        self.refresh()
 
     # ------------------------------------------------------------------ downloading
 

@@ -2,8 +2,8 @@
 optimizer state, so a file alone is enough to generate, to inspect, or to resume training exactly.
 
 Layout (format version 1):
-- tensors: the model's state dict without `head.weight` (tied to `tok_emb.weight`: stored once and
-  re-tied on load), plus `optimizer.<param name>.<exp_avg|exp_avg_sq|step>` when optimizer state is saved;
+- tensors: the model's state dict, without `head.weight` when it is tied to `tok_emb.weight` (stored once and
+  re-tied on load; config.tie_embeddings, always true for gpt2), plus `optimizer.<param name>.<exp_avg|exp_avg_sq|step>` when optimizer state is saved;
 - metadata (string -> string, each value JSON): `format` ("llm-playground-checkpoint"), `format_version`,
   `model_config`, `tokenizer` (Tokenizer.to_dict()), and optionally `train_state` (step, train config,
   corpus, tokenizer spec, loss history, RNG states) and `optimizer` (AdamW hyperparameters per group,
@@ -42,7 +42,7 @@ from engine.validate import parse_json, printable, short_repr
 FORMAT = "llm-playground-checkpoint"
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit; a bigger claim is a corrupt or hostile file
-TIED = "head.weight"  # stored once, as tok_emb.weight
+TIED = "head.weight"  # when tied, stored once, as tok_emb.weight
 OPTIMIZER_PREFIX = "optimizer."
 OPTIMIZER_KEYS = ("exp_avg", "exp_avg_sq", "step")
 
@@ -140,7 +140,8 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, tokenizer: 
     """
     path = Path(path).expanduser()
     gpt = unwrap_model(model)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in gpt.state_dict().items() if k != TIED}
+    tied = gpt.config.tie_embeddings
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in gpt.state_dict().items() if not (tied and k == TIED)}
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -263,7 +264,8 @@ def _meta_model(config: ModelConfig) -> GPT:
 
 def _expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     shapes = {k: tuple(v.shape) for k, v in _meta_model(config).state_dict().items()}
-    shapes.pop(TIED)
+    if config.tie_embeddings:
+        shapes.pop(TIED)
     return shapes
 
 
@@ -452,10 +454,11 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
             raise _fail(h.path, f"tensor {name!r} holds NaN or infinite values")
 
     state = {k: tensors[k].to(torch.float32) for k in _expected_shapes(h.config)}
-    state[TIED] = state["tok_emb.weight"]
+    if h.config.tie_embeddings:
+        state[TIED] = state["tok_emb.weight"]
     model = _meta_model(h.config)
     model.load_state_dict(state, assign=True)
-    model.head.weight = model.tok_emb.weight  # re-tie: one tensor for both
+    model.tie_weights()  # re-tie: one tensor for both
     model = model.to(device).eval()
 
     optimizer_state, problem = None, h.optimizer_problem

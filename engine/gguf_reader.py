@@ -40,13 +40,15 @@ import math
 import mmap
 import os
 import struct
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["SUPPORTED_PRE_TOKENIZERS", "SUPPORTED_TENSOR_TYPES", "GGUFError", "GGUFModel", "read_gguf"]
+__all__ = ["SUPPORTED_PRE_TOKENIZERS", "SUPPORTED_TENSOR_TYPES", "GGUFError", "GGUFModel", "GGUFSummary",
+           "read_gguf", "read_gguf_job", "read_gguf_summary"]
 
 
 class GGUFError(ValueError):
@@ -180,8 +182,9 @@ class _Scan:
             self.fail(f"{what} has unknown value type {vtype}")
 
 
-def _scan_header(buf, label: str) -> tuple[list[_TensorInfo], int]:
-    """The tensor table (with byte sizes) and where the data section starts; refuses malformed headers."""
+def _scan_header(buf, label: str, scalars: dict[str, Any] | None = None) -> tuple[list[_TensorInfo], int]:
+    """The tensor table (with byte sizes) and where the data section starts; refuses malformed headers.
+    With `scalars`, the metadata's strings and numbers (not its arrays) are put in it by key."""
     s = _Scan(buf, label)
     if s.size < 24 or bytes(buf[:4]) != b"GGUF":
         s.fail("not a GGUF file (no GGUF magic at the start)")
@@ -208,6 +211,13 @@ def _scan_header(buf, label: str) -> tuple[list[_TensorInfo], int]:
             (alignment,) = s.unpack("<I", "general.alignment")
             if alignment == 0 or alignment & (alignment - 1) or alignment > 1 << 16:
                 s.fail(f"general.alignment {alignment} is not a power of two up to 65536")
+        elif scalars is not None and vtype == _STR:
+            scalars[key] = s.string(f"metadata {key}")
+        elif scalars is not None and vtype in _SCALAR_SIZE and vtype != _BOOL:
+            fmt = {1: "b", 2: "h", 4: "i", 8: "q"}[_SCALAR_SIZE[vtype]]
+            fmt = fmt.upper() if vtype in (_U8, _U16, _U32, _U64) else fmt
+            fmt = {_F32: "f", _F64: "d"}.get(vtype, fmt)
+            (scalars[key],) = s.unpack("<" + fmt, f"metadata {key}")
         else:
             s.skip_value(vtype, f"metadata {key}")
     infos: list[_TensorInfo] = []
@@ -831,13 +841,26 @@ def _build_tokenizer(vocab: _Vocab, label: str) -> str:
 
 # ---------------------------------------------------------------------------------------------------------
 
-def read_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> GGUFModel:
+def read_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32, *, tensors: bool = True) -> GGUFModel:
     """Read a GGUF file into a Hugging Face-shaped config, state dict and tokenizer.json.
 
     Supported: architectures llama (also Mistral, which llama.cpp writes as llama), qwen2 and gpt2;
     tensor types F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K, Q6_K. Every tensor is dequantized
-    once, straight to `dtype`. Anything else is refused with a one-line `GGUFError`.
+    once, straight to `dtype`. Anything else is refused with a one-line `GGUFError`. tensors=False checks
+    everything but reads no tensor (for the tokenizer and the config alone).
     """
+    job = read_gguf_job(path, dtype, tensors=tensors)
+    while True:
+        try:
+            next(job)
+        except StopIteration as stop:
+            return stop.value
+
+
+def read_gguf_job(path: str | os.PathLike, dtype: torch.dtype = torch.float32, *, tensors: bool = True
+                  ) -> Generator[tuple[int, int], None, GGUFModel]:
+    """read_gguf as a job: yields (tensors done, tensors in all) after each tensor is dequantized, returns the
+    GGUFModel. Closing it between tensors stops the reading."""
     path = os.fspath(path)
     label = os.path.basename(path) or path
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -922,9 +945,9 @@ def read_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> GG
     total = sum(counts.values())
     quant_summary = {k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
 
-    tensors: dict[str, torch.Tensor] = {}
+    out_tensors: dict[str, torch.Tensor] = {}
     heads, kv_heads = config.get("num_attention_heads"), config.get("num_key_value_heads")
-    for gname, (hf_name, shape) in expected.items():
+    for done, (gname, (hf_name, shape)) in enumerate(expected.items() if tensors else ()):
         t = infos[gname]
         try:
             w = _to_torch(by_name[gname], t.type_id, shape, dtype)
@@ -936,8 +959,57 @@ def read_gguf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> GG
             w = _unpermute_rows(w, heads if ".attn_q." in gname else kv_heads)
         elif arch == "gpt2" and gname.endswith(_GPT2_TRANSPOSED):
             w = w.t().contiguous()
-        tensors[hf_name] = w
+        out_tensors[hf_name] = w
         del w
-    return GGUFModel(config=config, tensors=tensors, tokenizer_json=tokenizer_json, bos_id=vocab.bos,
+        yield done + 1, len(expected)
+    return GGUFModel(config=config, tensors=out_tensors, tokenizer_json=tokenizer_json, bos_id=vocab.bos,
                      eos_id=vocab.eos, eot_id=vocab.eot, add_bos_token=vocab.add_bos,
                      chat_template=chat_template, quant_summary=quant_summary, architecture=arch, name=name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A quick look, for listings: the header only, no tensor read, no tokenizer built.
+
+@dataclass(frozen=True)
+class GGUFSummary:
+    """What a GGUF file's header says, read without touching its tensors."""
+
+    architecture: str  # general.architecture ("llama", "qwen2", "gpt2", or one we can't open)
+    name: str | None  # general.name
+    n_params: int  # elements of the file's parameter tensors (GPT-2's duplicated head counted once)
+    quant_summary: dict[str, float]  # tensor type -> share of the elements, largest first
+    context_length: int | None
+    file_bytes: int
+    supported: bool  # an architecture read_gguf can open
+
+
+def read_gguf_summary(path: str | os.PathLike) -> GGUFSummary:
+    """The header of a GGUF file (bounded walk, as read_gguf's); GGUFError for a file that isn't one."""
+    path = os.fspath(path)
+    label = os.path.basename(path) or path
+    scalars: dict[str, Any] = {}
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            raise GGUFError(f"{label}: the file is empty, not a GGUF file")
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            infos, _ = _scan_header(buf, label, scalars)
+    except OSError as e:
+        raise GGUFError(_line(f"{label}: cannot read the file: {e.strerror or e}")) from None
+    arch = scalars.get("general.architecture")
+    if not isinstance(arch, str):
+        raise GGUFError(f"{label}: metadata general.architecture is missing")
+    counts: dict[str, int] = {}
+    for t in infos:
+        # Not parameters: Llama 3's rope factors, and the copy of the tied head llama.cpp writes for GPT-2.
+        if t.name == "rope_freqs.weight" or (arch == "gpt2" and t.name == "output.weight"):
+            continue
+        kind = _TYPES[t.type_id][0]
+        counts[kind] = counts.get(kind, 0) + t.numel
+    total = sum(counts.values()) or 1
+    context = scalars.get(f"{arch}.context_length")
+    name = scalars.get("general.name")
+    return GGUFSummary(
+        architecture=arch, name=name if isinstance(name, str) else None, n_params=sum(counts.values()),
+        quant_summary={k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])},
+        context_length=context if isinstance(context, int) else None, file_bytes=size, supported=arch in _ARCHS)

@@ -1,4 +1,5 @@
-"""Hugging Face model folders into our GPT, exactly: the GPT-2 family (gpt2, distilgpt2, gpt2-medium/large/xl).
+"""Hugging Face model folders into our GPT, exactly: the GPT-2 family (gpt2, distilgpt2, gpt2-medium/large/xl)
+and the llama family (model_type llama, qwen2, mistral: engine/hf_llama.py reads their config and names).
 
 A Hugging Face folder holds `config.json`, the weights (`model.safetensors`, or shards listed by
 `model.safetensors.index.json`), and a tokenizer: `tokenizer.json` (+ tokenizer_config.json,
@@ -25,6 +26,7 @@ Everything is checked before any tensor is read: model_type, config bounds (thos
 engine.config.ModelConfig), every tensor's name, shape and dtype against the config.
 
 More model families plug in through `FAMILIES` (model_type -> how to read its config and name its tensors).
+An embedding table larger than the tokenizer's vocabulary is accepted (Qwen's is padded to a round size).
 """
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ import torch
 from engine.config import ModelConfig
 from engine.events import ProgressEvent
 from engine.files import read_regular
+from engine.hf_llama import TITLES as LLAMA_TITLES
+from engine.hf_llama import llama_config, llama_names
 from engine.model import GPT
 from engine.tokenizers import Tokenizer, load_hf_tokenizer, tokenizer_from_hf_files
 from engine.validate import parse_json
@@ -141,12 +145,30 @@ class Family:
     config: Callable[[Mapping[str, Any]], ModelConfig]
     names: Callable[[ModelConfig], list[tuple[str, str, bool]]]  # (hf name, our name, transpose)
     hf_name: Callable[[str], str | None]  # a file's tensor name as `names` spells it (None: skip it)
-    tied: tuple[str, str] | None  # (hf head name, hf embedding name) when the head is the embedding
+    tied: tuple[str, str]  # (hf head name, hf embedding name): the head a tied model may still store
+
+
+def _llama_family_config(config_json: Mapping[str, Any]) -> ModelConfig:
+    try:
+        return llama_config(config_json)
+    except ValueError as e:  # engine.hf_llama speaks plain ValueErrors; ModelConfig's bounds are ValueErrors too
+        message = str(e)
+        if not message.startswith("config.json"):
+            message = f"config.json describes a model we can't build: {message}"
+        raise HFImportError(message) from None
+
+
+def _llama_hf_name(name: str) -> str | None:
+    # Old checkpoints carry each layer's rotary frequencies as a buffer; ours are computed from the config.
+    return None if name.endswith("rotary_emb.inv_freq") else name
 
 
 FAMILIES: dict[str, Family] = {
     # gpt2, distilgpt2, gpt2-medium, gpt2-large and gpt2-xl all say model_type "gpt2".
     "gpt2": Family("GPT-2", _gpt2_config, _gpt2_names, _gpt2_hf_name, ("lm_head.weight", "wte.weight")),
+    **{model_type: Family(title, _llama_family_config, llama_names, _llama_hf_name,
+                          ("lm_head.weight", "model.embed_tokens.weight"))
+       for model_type, title in LLAMA_TITLES.items()},
 }
 
 
@@ -196,7 +218,7 @@ def _build(family: Family, config: ModelConfig, tensors: Mapping[str, Any], *, d
             raise HFImportError(f"{label}: {hf_name} is not a floating-point tensor")
     used = {hf for hf, _, _ in plan}
     head_name = None
-    if family.tied is not None and family.tied[0] in by_name:
+    if config.tie_embeddings and family.tied[0] in by_name:
         head_name = family.tied[0]
         used.add(head_name)
         if tuple(_shape(tensors, by_name[head_name])) != tuple(expected["head.weight"].shape):
@@ -223,10 +245,11 @@ def _build(family: Family, config: ModelConfig, tensors: Mapping[str, Any], *, d
     if head_name is not None:
         emb = state["tok_emb.weight"]
         if not torch.equal(tensors[by_name[head_name]].to(emb.dtype), emb):
-            raise HFImportError(f"{label}: {head_name} differs from {family.tied[1]}: our output head is always tied")
-    state["head.weight"] = state["tok_emb.weight"]  # tied: one tensor
+            raise HFImportError(f"{label}: {head_name} differs from {family.tied[1]}, but config.json says the head is tied to it")
+    if config.tie_embeddings:
+        state["head.weight"] = state["tok_emb.weight"]  # tied: one tensor
     model.load_state_dict(state, strict=True, assign=True)
-    model.head.weight = model.tok_emb.weight  # keep the tie explicit after loading
+    model.tie_weights()  # keep the tie explicit after loading
     return model.eval()
 
 
@@ -256,6 +279,14 @@ def _run(job: Generator[Any, None, Any]) -> Any:
             next(job)
         except StopIteration as stop:
             return stop.value
+
+
+def build_gpt_job(config_json: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], *, label: str
+                  ) -> Generator[ProgressEvent, None, GPT]:
+    """Our GPT from a config.json dict and tensors under Hugging Face's names, taken as they are (their dtype,
+    transposed Conv1D weights as views: no copy). For readers of other formats (engine.gguf_import)."""
+    family = family_of(config_json)
+    return (yield from _build(family, family.config(config_json), tensors, dtype=None, views=True, label=label))
 
 
 def gpt_from_hf(state_dict: Mapping[str, torch.Tensor], config_json: Mapping[str, Any]) -> GPT:

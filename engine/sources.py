@@ -4,18 +4,20 @@ A *source* is what a person types or picks:
 - a checkpoint file written here (`.safetensors` with our metadata: engine/checkpoint.py);
 - a Hugging Face model folder (config.json, safetensors weights, a tokenizer: engine/hf_import.py);
 - the repo id of a model in the Hugging Face cache ("openai-community/gpt2"), found offline (engine/hub.py);
-- a GGUF file (recognised, not opened yet: see `_open_gguf`).
+- a GGUF file (llama.cpp's format; engine/gguf_import.py): a `.gguf` path, or any file that starts with the GGUF
+  magic (Ollama's blobs have no suffix).
 
 `resolve_source` says which one a text names; `open_model_job` opens it with progress (`open_model` without);
 `open_tokenizer` reads only its tokenizer; `describe_source` says what it holds without reading weights;
-`list_models` lists the models on this machine, from every function in `MODEL_LISTERS`.
+`list_models` lists the models on this machine: the Hugging Face cache, and the GGUF files of LM Studio, Ollama and
+the user's folders (engine/gguf_files.py).
 Every failure is a `SourceError` (or the checkpoint's / importer's own ValueError): one line for the user.
 """
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ import torch
 
 from engine.checkpoint import load_checkpoint, read_checkpoint_info, read_checkpoint_tokenizer
 from engine.events import ProgressEvent
+from engine.gguf_files import find_gguf_files, ollama_blob_name
+from engine.gguf_import import describe_gguf, load_gguf_job, load_gguf_tokenizer
 from engine.hf_import import (
     HFImportError,
     config_from_hf,
@@ -74,7 +78,9 @@ def resolve_source(text: str | os.PathLike) -> ModelSource:
             raise SourceError(f"{path} is a folder without config.json (not a Hugging Face model folder)")
         return ModelSource(HF_FOLDER, path, folder_label(path))
     if path.is_file():
-        return ModelSource(GGUF if path.suffix.lower() == ".gguf" else CHECKPOINT, path, path.name)
+        if _is_gguf(path):
+            return ModelSource(GGUF, path, ollama_blob_name(path) or path.name)
+        return ModelSource(CHECKPOINT, path, path.name)
     if _REPO_ID.match(raw):
         cached = find_cached_model(raw)
         if cached is not None:
@@ -82,6 +88,16 @@ def resolve_source(text: str | os.PathLike) -> ModelSource:
         raise SourceError(f"no file or folder {raw}, and no complete model {raw} in the Hugging Face cache "
                           f"(python -m engine pull {raw} downloads it)")
     raise SourceError(f"no such file or folder: {raw}")
+
+
+def _is_gguf(path: Path) -> bool:
+    if path.suffix.lower() == ".gguf":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
 def _source(source: str | os.PathLike | ModelSource) -> ModelSource:
@@ -93,7 +109,8 @@ def open_model_job(source: str | os.PathLike | ModelSource, *, dtype: str = "aut
     """Open a model from any source: yields ProgressEvents, returns an OpenedModel (eval mode, on `device`).
 
     dtype applies to Hugging Face folders ("auto": the weights' own format, so a bf16 model stays bf16; or
-    fp32 / bf16 / fp16); checkpoints always open in fp32, as they were trained.
+    fp32 / bf16 / fp16) and GGUF files (dequantized once to it; "auto": bf16 for a BF16 file, else fp32);
+    checkpoints always open in fp32, as they were trained.
     """
     src = _source(source)
     yield ProgressEvent(job="open", done=0, total=0, message=f"opening {src.name}")
@@ -102,18 +119,12 @@ def open_model_job(source: str | os.PathLike | ModelSource, *, dtype: str = "aut
         return OpenedModel(ckpt.model, ckpt.tokenizer, src, ckpt.train_state,
                            ckpt.train_state_problem or ckpt.optimizer_problem)
     if src.kind == GGUF:
-        return (yield from _open_gguf(src, dtype))
-    model, tokenizer = yield from load_hf_folder_job(src.path, dtype=dtype)
+        model, tokenizer = yield from load_gguf_job(src.path, dtype=dtype)
+    else:
+        model, tokenizer = yield from load_hf_folder_job(src.path, dtype=dtype)
     if torch.device(device).type != "cpu":
         model = model.to(device)
     return OpenedModel(model, tokenizer, src)
-
-
-def _open_gguf(src: ModelSource, dtype: str) -> Generator[ProgressEvent, None, OpenedModel]:
-    """Extension point: engine/gguf_reader.py turns a .gguf file into a Hugging Face config, tensors and a
-    tokenizer.json; wiring it to the importer comes later."""
-    raise SourceError(f"{src.name}: GGUF files can't be opened yet (import them from a Hugging Face folder)")
-    yield  # pragma: no cover - makes this a generator like the other openers
 
 
 def open_model(source: str | os.PathLike | ModelSource, *, dtype: str = "auto",
@@ -136,7 +147,7 @@ def open_tokenizer(source: str | os.PathLike | ModelSource) -> Tokenizer:
     if src.kind == CHECKPOINT:
         return read_checkpoint_tokenizer(src.path)  # the whole header validated, nothing memory-mapped
     if src.kind == GGUF:
-        raise SourceError(f"{src.name}: GGUF files can't be opened yet")
+        return load_gguf_tokenizer(src.path)
     return load_folder_tokenizer(src.path)
 
 
@@ -144,12 +155,13 @@ def open_tokenizer(source: str | os.PathLike | ModelSource) -> Tokenizer:
 
 def describe_source(source: str | os.PathLike | ModelSource) -> dict[str, Any]:
     """What a source holds, without reading its weights: for a checkpoint `read_checkpoint_info` (plus "kind");
-    for a folder its model_type, our config (or why it can't be opened), parameters and tokenizer."""
+    for a folder its model_type, our config (or why it can't be opened), parameters and tokenizer; for a GGUF
+    file engine.gguf_import.describe_gguf (the same, plus its quantization types)."""
     src = _source(source)
     if src.kind == CHECKPOINT:
         return {"kind": CHECKPOINT, **read_checkpoint_info(src.path)}
     if src.kind == GGUF:
-        raise SourceError(f"{src.name}: GGUF files can't be described yet")
+        return describe_gguf(src.path)
     config_json = read_hf_config(src.path)
     try:
         folder = model_folder_info(src.path)
@@ -196,14 +208,18 @@ def hf_cache_models() -> list[ModelEntry]:
             for m in list_cached_models()]
 
 
-# Each returns the models of one place. GGUF files (a folder of .gguf files) will add a function here.
-MODEL_LISTERS: list[Callable[[], list[ModelEntry]]] = [hf_cache_models]
+def gguf_models(folders: Iterable[str | os.PathLike] = ()) -> list[ModelEntry]:
+    """GGUF files of LM Studio, Ollama and the user's folders (`folders`, plus $LLM_PLAYGROUND_GGUF_DIRS); the family
+    is the file's architecture ("llama", "qwen2", "gpt2": the model_type it opens as)."""
+    return [ModelEntry(f.name, GGUF, f.path, f.summary.architecture, f.summary.n_params, f.summary.file_bytes,
+                       {"place": f.place, "quantization": f.summary.quant_summary})
+            for f in find_gguf_files(folders)]
 
 
-def list_models() -> list[ModelEntry]:
-    """Every model on this machine, from every lister in MODEL_LISTERS, sorted by name."""
-    entries = [entry for lister in MODEL_LISTERS for entry in lister()]
-    return sorted(entries, key=lambda e: e.name.lower())
+def list_models(gguf_folders: Iterable[str | os.PathLike] = ()) -> list[ModelEntry]:
+    """Every model on this machine (the Hugging Face cache, then GGUF files), each group sorted by name."""
+    hf = sorted(hf_cache_models(), key=lambda e: e.name.lower())
+    return hf + sorted(gguf_models(gguf_folders), key=lambda e: e.name.lower())
 
 
 def supported_family(model_type: str | None) -> bool:

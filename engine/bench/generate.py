@@ -17,8 +17,10 @@ prompt pass included. The contenders:
   which compiles its forward with torch.compile mode "reduce-overhead" (transformers' CompileConfig),
   also compiled before timing.
 
-Also printed (on the CPU): the cost of attention maps against a plain forward, the weights' memory per
-precision, and with --checkpoint, how often greedy decoding in bf16 / int8 agrees with fp32 on a trained model.
+Also printed (on the CPU): the llama family on a SmolLM2-135M-shaped model (engine/bench/llama.py: decoding in
+fp32 and bf16, a 512-token prefill, memory after opening), the cost of attention maps against a plain forward,
+the weights' memory per precision, and with --checkpoint, how often greedy decoding in bf16 / int8 agrees with
+fp32 on a trained model.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from typing import Any
 
 import torch
 
+from engine.bench import llama
 from engine.checkpoint import load_checkpoint
 from engine.config import PRESETS, preset
 from engine.device import INFERENCE_PRECISIONS, check_precision, device_name, pick_device, synchronize
@@ -71,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs of each measurement; the best is kept")
     parser.add_argument("--modes", default="greedy,sample", help="greedy, sample or both (comma-separated)")
     parser.add_argument("--skip-attention", action="store_true", help="don't time attention maps")
+    parser.add_argument("--skip-llama", action="store_true", help="don't measure the SmolLM2-shaped llama model")
+    parser.add_argument("--llama-tokens", type=int, default=48, help="new tokens for the llama model")
+    parser.add_argument("--prefill-tokens", type=int, default=512, help="prompt length of the llama prefill")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for both sides (default: torch's own; 1 steadies a busy shared machine)")
     parser.add_argument("--checkpoint", metavar="CKPT",
                         help="also measure greedy agreement of bf16 / int8 with fp32 on this trained checkpoint")
     parser.add_argument("--agreement-tokens", type=int, default=256, help="tokens for the agreement run")
@@ -270,6 +278,8 @@ def run(args: argparse.Namespace) -> int:
     if not modes or any(m not in ("greedy", "sample") for m in modes):
         raise ValueError("--modes takes greedy, sample or both")
     repeats = max(1, int(getattr(args, "repeats", 2)))
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
     cuda = device.type == "cuda"
     contenders = ["transformers", "ours"]
     if getattr(args, "compile", False) or cuda:
@@ -290,6 +300,9 @@ def run(args: argparse.Namespace) -> int:
                        repeats, contenders, as_json)
     if as_json:
         return 0
+    if not getattr(args, "skip_llama", False) and not cuda:
+        llama.run(getattr(args, "llama_tokens", 48), getattr(args, "prompt_tokens", 16),
+                  getattr(args, "prefill_tokens", 512), repeats)
     if not getattr(args, "skip_attention", False) and not cuda:
         print("attention maps (whole context, one sequence):")
         bench_attention(repeats)

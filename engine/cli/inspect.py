@@ -1,6 +1,6 @@
-"""`python -m engine inspect CKPT --text TEXT [--top-k K] [--ablate L.H ...] [--attribute POS] [--json]`.
+"""`python -m engine inspect MODEL --text TEXT [--top-k K] [--ablate L.H ...] [--attribute POS] [--json]`.
 
-Runs a checkpoint on a text and prints what the Inside tab shows, from the same engine functions
+Runs a model (a checkpoint, a Hugging Face folder or cached repo id, a GGUF file; in fp32) on a text and prints what the Inside tab shows, from the same engine functions
 (engine/inspect). With --json, one object:
 {"ids": [...], "token_loss": [...], "logit_lens": [...], "attribution": [...]}
 - ids: the text's token ids;
@@ -21,11 +21,11 @@ import json
 import math
 from typing import Any
 
-from engine.checkpoint import load_checkpoint
 from engine.cli.errors import CLIError, one_line_errors
 from engine.device import pick_device
 from engine.generation.capture import Ablation
 from engine.inspect import LogitLens, gradient_x_input, logit_lens, parse_head
+from engine.sources import open_model
 
 
 def register(subparsers: Any) -> None:
@@ -35,7 +35,8 @@ def register(subparsers: Any) -> None:
                     "norm and head applied to each block's output), each token's loss, and optionally "
                     "gradient x input attribution, with heads switched off if asked.")
     one_line_errors(p)
-    p.add_argument("checkpoint", metavar="CKPT", help="a .safetensors checkpoint")
+    p.add_argument("checkpoint", metavar="MODEL",
+                   help="a .safetensors checkpoint, a Hugging Face model folder, a cached repo id or a .gguf file")
     p.add_argument("--text", required=True, metavar="TEXT", help="the text to run the model on")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="top tokens per block and position (default 5)")
     p.add_argument("--ablate", action="append", default=[], metavar="L.H",
@@ -68,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     heads = tuple(parse_head(h) for h in args.ablate)
     if not args.text:
         raise CLIError("--text is empty: give some text to run the model on")
-    checkpoint = load_checkpoint(args.checkpoint, device=pick_device(args.device))
-    model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    opened = open_model(args.checkpoint, dtype="fp32", device=pick_device(args.device))
+    model, tokenizer = opened.model, opened.tokenizer
     ids = list(tokenizer.encode(args.text))
     if not ids:
         raise CLIError("the text gave no tokens")

@@ -1,9 +1,12 @@
 """`python -m engine models` and `python -m engine pull REPO_ID`: the models on this machine, and downloading one.
 
-models [--json]
-    every model in the Hugging Face cache (HF_HUB_CACHE / HF_HOME), read offline: name, family (config.json's
-    model_type), parameters, size on disk, and whether this version can open it. --json prints a list of
-    {"name", "kind", "path", "family", "n_params", "size_bytes", "supported", ...}.
+models [--gguf-dir DIR ...] [--json]
+    every model in the Hugging Face cache (HF_HUB_CACHE / HF_HOME), read offline, then the GGUF files of LM Studio
+    (~/.lmstudio/models, ~/.cache/lm-studio/models), Ollama (~/.ollama/models or $OLLAMA_MODELS) and the folders
+    given with --gguf-dir or $LLM_PLAYGROUND_GGUF_DIRS: name, family (config.json's model_type, a GGUF file's
+    architecture), parameters, size on disk, where it is (and a GGUF file's main tensor type), and whether this
+    version can open it. --json prints a list of {"name", "kind", "path", "family", "n_params", "size_bytes",
+    "supported", ...} (GGUF entries add "place" and "quantization").
 pull REPO_ID [--revision REV] [--token TOKEN] [--json]
     downloads the files the engine needs (config and tokenizer JSON, chat templates, safetensors weights) into
     the Hugging Face cache, with a progress bar; HF_ENDPOINT and HF_TOKEN are honoured. Ctrl-C cancels (the
@@ -21,14 +24,17 @@ from typing import Any
 from engine.cli.errors import one_line_errors
 from engine.cli.progress import ProgressPrinter
 from engine.hub import download_model_job, hub_cache_dir
-from engine.sources import list_models, supported_family
+from engine.sources import GGUF, ModelEntry, list_models, supported_family
 
 
 def register(subparsers: Any) -> None:
     p = one_line_errors(subparsers.add_parser(
-        "models", help="list the models in the Hugging Face cache",
-        description="List the models on this machine (the Hugging Face cache, read offline) with their family, "
-                    "parameters and size. Open one by its name: python -m engine generate NAME ..."))
+        "models", help="list the models on this machine (Hugging Face cache, LM Studio, Ollama)",
+        description="List the models on this machine (the Hugging Face cache, read offline; GGUF files of LM Studio, "
+                    "Ollama and your folders) with their family, parameters and size. Open one by its name or "
+                    "path: python -m engine generate NAME ..."))
+    p.add_argument("--gguf-dir", action="append", default=[], metavar="DIR",
+                   help="also list the GGUF files under DIR (repeatable; $LLM_PLAYGROUND_GGUF_DIRS adds more)")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=cmd_models)
 
@@ -57,22 +63,35 @@ def _params(n: int) -> str:
     return str(n)
 
 
+def _where(entry: ModelEntry) -> str:
+    if entry.kind != GGUF:
+        return "HF cache"
+    quant = entry.details.get("quantization") or {}
+    main = next(iter(quant), "?")  # the type of most parameters
+    return f"{entry.details.get('place', 'folder')}, {main}"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
-    entries = list_models()
+    for folder in args.gguf_dir:
+        if not Path(folder).expanduser().is_dir():
+            raise ValueError(f"--gguf-dir {folder} is not a folder")
+    entries = list_models(args.gguf_dir)
     if args.json:
         print(json.dumps([{"name": e.name, "kind": e.kind, "path": str(e.path), "family": e.family,
                            "n_params": e.n_params, "size_bytes": e.size_bytes, "supported": supported_family(e.family),
                            **e.details} for e in entries]))
         return 0
     if not entries:
-        print(f"no models in the Hugging Face cache ({hub_cache_dir()}); "
-              "python -m engine pull REPO_ID downloads one")
+        print(f"no models in the Hugging Face cache ({hub_cache_dir()}) and no GGUF files in LM Studio's or Ollama's "
+              "folders; python -m engine pull REPO_ID downloads one")
         return 0
     width = max(len(e.name) for e in entries)
-    print(f"{'NAME':{width}}  {'FAMILY':10}  {'PARAMS':>7}  {'SIZE':>9}  OPENS HERE")
+    where = max(len(_where(e)) for e in entries)
+    print(f"{'NAME':{width}}  {'FAMILY':10}  {'PARAMS':>7}  {'SIZE':>9}  {'WHERE':{where}}  OPENS HERE")
     for e in entries:
         opens = "yes" if supported_family(e.family) else "not yet"
-        print(f"{e.name:{width}}  {e.family or '?':10}  {_params(e.n_params):>7}  {_size(e.size_bytes):>9}  {opens}")
+        print(f"{e.name:{width}}  {e.family or '?':10}  {_params(e.n_params):>7}  {_size(e.size_bytes):>9}  "
+              f"{_where(e):{where}}  {opens}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`python -m engine tokenizer train|list`, `tokenize` and `import-hf`.
+"""`python -m engine tokenizer train|list`, `tokenize`, `import-hf` and `import-gguf`.
 
 tokenizer train --corpus NAME|PATH --vocab-size N [--pattern gpt2|cl100k] --out FILE
     trains a byte-level BPE on a corpus and writes a tokenizer file (JSON) usable as --tokenizer FILE.
@@ -11,6 +11,9 @@ tokenize (--tokenizer NAME|FILE | --checkpoint MODEL) [--json] TEXT
 import-hf DIR --out FILE
     a Hugging Face model folder (config.json; model.safetensors or a sharded model.safetensors.index.json;
     tokenizer.json or vocab.json + merges.txt) as a checkpoint.
+import-gguf FILE --out FILE
+    a GGUF file (llama.cpp, LM Studio, Ollama) as a checkpoint: its tensors dequantized once (to bf16 when the
+    file's matrices are BF16, else fp32), its tokenizer and chat template kept.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from engine.cli.errors import check_out, one_line_errors, safe
 from engine.cli.progress import ProgressPrinter
 from engine.data import load_corpus
 from engine.events import ProgressEvent
+from engine.gguf_import import load_gguf_job
 from engine.hf_import import family_title, import_hf_folder, read_hf_config
 from engine.sources import open_tokenizer
 from engine.tokenizers import (
@@ -81,11 +85,22 @@ def register(subparsers: Any) -> None:
         "import-hf", help="turn a Hugging Face model folder into a checkpoint",
         description="Read config.json, the safetensors weights (model.safetensors or the shards of "
                     "model.safetensors.index.json) and the tokenizer (tokenizer.json, else vocab.json + merges.txt) "
-                    "from DIR and write one playground checkpoint (works offline). Supported: the GPT-2 family."))
+                    "from DIR and write one playground checkpoint (works offline). Supported: the GPT-2 family "
+                    "and the llama family (model_type llama, qwen2, mistral)."))
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--out", required=True, metavar="FILE", help="checkpoint to write (.safetensors)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_import_hf)
+
+    p = one_line_errors(subparsers.add_parser(
+        "import-gguf", help="turn a GGUF file into a checkpoint",
+        description="Read a GGUF file (llama.cpp's format, as LM Studio and Ollama keep models: architectures llama, "
+                    "qwen2, gpt2), dequantize its tensors once and write one playground checkpoint with its "
+                    "tokenizer and chat template."))
+    p.add_argument("file", metavar="FILE", help="a .gguf file")
+    p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write (.safetensors)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_import_gguf)
 
 
 # ---------------------------------------------------------------- commands
@@ -164,3 +179,29 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
         print(f"imported {family} ({model.num_params():,} parameters, {c.n_layers} layers, {c.emb_dim} wide, "
               f"context {c.context_length}) with {tokenizer.describe()} -> {args.out}")
     return 0
+
+
+def cmd_import_gguf(args: argparse.Namespace) -> int:
+    check_out(args.out, inputs=[args.file])
+    bar = ProgressPrinter()
+    job = load_gguf_job(args.file)
+    try:
+        while True:
+            try:
+                bar(next(job))
+            except StopIteration as stop:
+                model, tokenizer = stop.value
+                break
+    finally:
+        bar.close()
+    save_checkpoint(args.out, model, tokenizer)
+    c = model.config
+    summary = {"out": args.out, "params": model.num_params(), "model_config": c.to_dict(),
+               "tokenizer": tokenizer.describe()}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"imported {Path(args.file).name} ({model.num_params():,} parameters, {c.n_layers} layers, "
+              f"{c.emb_dim} wide, context {c.context_length}) with {tokenizer.describe()} -> {args.out}")
+    return 0
+

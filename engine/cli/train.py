@@ -35,7 +35,7 @@ from engine.events import (
     run_job,
 )
 from engine.files import rescue_folders
-from engine.sources import HF_FOLDER, describe_source
+from engine.sources import GGUF, HF_FOLDER, describe_source
 from engine.tokenizers import TOKENIZER_SPECS_HELP
 from engine.training import distributed
 from engine.training.distributed import DEFAULT_TIMEOUT_S
@@ -368,8 +368,7 @@ def _describe(info: dict[str, Any]) -> str:
     c = ModelConfig.from_dict(info["model_config"])
     lines = [
         f"file:       {info['path']} ({info['file_bytes'] / 1e6:.1f} MB, format {info['format_version']})",
-        f"model:      {c.n_layers} layers, {c.n_heads} heads, emb_dim {c.emb_dim}, context {c.context_length}, "
-        f"vocab {c.vocab_size:,}, dropout {c.drop_rate}, qkv_bias {'yes' if c.qkv_bias else 'no'}",
+        f"{_model_line(info['model_config'])}, dropout {c.drop_rate}, qkv_bias {'yes' if c.qkv_bias else 'no'}",
         f"parameters: {info['num_params']:,} ({c.weights_bytes('fp32') / 1e6:.1f} MB in fp32)",
         f"tokenizer:  {safe(info['tokenizer']['description'])}",
     ]
@@ -413,9 +412,7 @@ def _describe_folder(info: dict[str, Any]) -> str:
              f"{safe(', '.join(info['architectures'])) or 'no architectures'})"]
     config = info.get("model_config")
     if config is not None:
-        c = ModelConfig.from_dict(config)
-        lines.append(f"model:      {c.n_layers} layers, {c.n_heads} heads, emb_dim {c.emb_dim}, "
-                     f"context {c.context_length}, vocab {c.vocab_size:,}")
+        lines.append(_model_line(config))
     lines.append(f"parameters: {info['num_params']:,}")
     tokenizer = info.get("tokenizer")
     if tokenizer is not None:
@@ -426,13 +423,37 @@ def _describe_folder(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _model_line(config: dict[str, Any]) -> str:
+    c = ModelConfig.from_dict(config)
+    heads = f"{c.n_heads} heads" + (f" sharing {c.n_kv_heads} key/value heads" if c.n_kv_heads != c.n_heads else "")
+    return (f"model:      {c.arch} family, {c.n_layers} layers, {heads}, emb_dim {c.emb_dim}, "
+            f"context {c.context_length}, vocab {c.vocab_size:,}")
+
+
+def _describe_gguf(info: dict[str, Any]) -> str:
+    lines = [f"file:       {info['path']} ({info['name']}, {info['file_bytes'] / 1e6:.1f} MB)",
+             f"family:     {info['family'] or 'unknown'} (GGUF architecture {info['architecture']!r})"]
+    if info.get("model_config") is not None:
+        lines.append(_model_line(info["model_config"]))
+    lines.append(f"parameters: {info['num_params']:,}")
+    shares = ", ".join(f"{kind} {share:.1%}" for kind, share in info["quantization"].items())
+    lines.append(f"tensors:    {shares} of the parameters")
+    tokenizer = info.get("tokenizer")
+    if tokenizer is not None:
+        chat = ", chat template" if tokenizer.get("chat_template") else ""
+        lines.append(f"tokenizer:  {tokenizer['description']}{chat}")
+    if info.get("problem"):
+        lines.append(f"cannot open: {info['problem']}")
+    return "\n".join(lines)
+
+
 def run_info(args: argparse.Namespace) -> int:
     info = describe_source(args.checkpoint)
-    if info["kind"] == HF_FOLDER:
+    if info["kind"] in (HF_FOLDER, GGUF):
         if args.json:
             _print_json(info)
         else:
-            print(_describe_folder(info))
+            print(_describe_folder(info) if info["kind"] == HF_FOLDER else _describe_gguf(info))
         return 0
     if args.json:
         state = info.get("train_state")

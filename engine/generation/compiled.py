@@ -52,6 +52,9 @@ def compile_problem(decoder: Decoder) -> str | None:
     """Why this decoder's step cannot be compiled, or None if it can."""
     if decoder.quantized:
         return "int8 (dynamic quantization) cannot be compiled; use fp32 or bf16 with --compile"
+    scaling = getattr(decoder.config, "rope_scaling", None)
+    if scaling is not None and scaling.rope_type == "dynamic":
+        return "dynamic rope scaling changes the frequencies with the length, so its decode step cannot be compiled"
     if decoder.device.type not in ("cpu", "cuda"):
         return f"compiled decoding runs on CUDA and on the CPU, not on {decoder.device.type}"
     return None
@@ -116,7 +119,7 @@ class CompiledStep:
         self.decoder, self.batch = decoder, batch
         config = decoder.config
         with torch.inference_mode():
-            self.cache = decoder.new_cache(batch)
+            self.cache = decoder.new_cache(batch, capacity=config.context_length)  # fixed size: never grows
             for t in (*self.cache.keys, *self.cache.values):
                 t.zero_()  # entries past the position are masked, and must be finite for that (see Decoder.step)
             self.positions = torch.arange(config.context_length, device=decoder.device)

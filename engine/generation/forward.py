@@ -12,7 +12,10 @@ several rows multiply the model's own (out, in) weights by the transposed activa
 
 Model families: the loop asks each layer for its pieces (`norm1`, `qkv`, `out`, `norm2`, `mlp`), so a
 family is a layer class with those five, plus the decoder's embeddings and final norm (a family without
-learned positions has `pos_emb` None). `_GPT2Layer` is the GPT-2 family's.
+learned positions has `pos_emb` None). `_GPT2Layer` is the GPT-2 family's; `_LlamaLayer` the llama family's
+(RMSNorm, rotary positions applied in `qkv`, SwiGLU), with grouped-query attention: its keys and values have
+n_kv_heads heads, and the loop lets each serve its group of query heads (`_attend`). Captured attention
+weights are per query head, (B, n_heads, T, S), as transformers returns them.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ import torch.nn.functional as F
 from engine.config import ModelConfig
 from engine.generation.capture import AblationMeans, CaptureRun, ForwardOptions, ForwardOutput
 from engine.generation.precision import prepare_for_inference
-from engine.model import GPT, KVCache
+from engine.model import GPT, KVCache, repeat_kv, rms_norm
+from engine.rope import RotaryTables, rotate
 
 # Up to this many rows (decoders decoding together), matmuls use the decode layouts of _Linear;
 # more rows (a prompt) use nn.Linear's.
@@ -77,6 +81,32 @@ class _Linear:
         return torch.addmm(self.bias_col, self.weight, x.t()).t()
 
 
+class _Fused:
+    """Linears that read the same input (q/k/v; gate/up) as one: for one-row decoding their (in, out) copies sit
+    side by side, one wide addmm instead of several narrow products (the copies _Linear would make of the wide
+    ones anyway); other row counts, other devices and int8 run each on its own and join the outputs."""
+
+    __slots__ = ("parts", "weight_t", "bias", "fusable")
+
+    def __init__(self, modules: list[nn.Module]):
+        self.parts = [_Linear(m) for m in modules]
+        self.weight_t = self.bias = None
+        self.fusable = all(p.module is None and p.cpu for p in self.parts)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # x (M, in) -> (M, sum of outs)
+        if x.shape[0] != 1 or not self.fusable:
+            return torch.cat([p(x) for p in self.parts], dim=1)
+        if self.weight_t is None:  # made on first use, as _Linear's
+            with torch.inference_mode(False):
+                if any(p.bias is not None for p in self.parts):
+                    self.bias = torch.cat([p.bias if p.bias is not None else p.weight.new_zeros(p.weight.shape[0])
+                                           for p in self.parts])
+                self.weight_t = torch.cat([p.weight.t() for p in self.parts], dim=1)  # (in, sum of outs)
+        if self.bias is None:
+            return torch.mm(x, self.weight_t)
+        return torch.addmm(self.bias, x, self.weight_t)
+
+
 class _LayerNorm:
     """LayerNorm with learned scale and shift (the GPT-2 family's norm)."""
 
@@ -125,6 +155,91 @@ class _GPT2Layer:
         return self.proj(F.gelu(self.fc(h), approximate="tanh"))
 
 
+class _RMSNorm:
+    """RMSNorm with a learned scale (the llama family's norm), normalised in float32 as the model's."""
+
+    __slots__ = ("weight", "eps")
+
+    def __init__(self, module: nn.Module):
+        self.weight, self.eps = module.weight.detach(), module.eps
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
+class _Rotary:
+    """The rotary tables (cos, sin) of the positions a forward pass is at: made by the first layer that asks,
+    reused by the others (every layer turns the same positions). The fixed-shape step (a position given as a
+    tensor) reads rows of tables made once for the whole context (`full`)."""
+
+    def __init__(self, config: ModelConfig, device: torch.device):
+        self.tables = RotaryTables(config, device)
+        self.context = config.context_length
+        self.last: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.full: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, start: int | torch.Tensor, T: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(start, torch.Tensor):  # the compiled step: never dynamic scaling (see compile_problem)
+            if dtype not in self.full:
+                with torch.inference_mode(False):
+                    self.full[dtype] = self.tables(0, self.context, dtype)
+            cos, sin = self.full[dtype]
+            return cos[start], sin[start]  # (1, D)
+        key = (start, T, dtype, torch.is_inference_mode_enabled())
+        last = self.last  # one read: decoders may be shared between threads
+        if last is None or last[0] != key:
+            last = (key, self.tables(start, T, dtype))
+            self.last = last
+        return last[1]
+
+
+class _LlamaLayer:
+    """One llama-family block for inference: pre-RMSNorm grouped-query attention with rotary positions
+    (optional q/k/v biases) and a SwiGLU MLP. The layer pieces are those of _GPT2Layer; q/k/v and gate/up
+    each run as one matmul (_Fused), and queries and keys are turned together."""
+
+    __slots__ = ("norm1", "qkv_proj", "out", "norm2", "gate_up", "down", "rotary", "n_heads", "n_kv_heads",
+                 "head_dim", "hidden")
+
+    def __init__(self, block: nn.Module, config: ModelConfig, rotary: _Rotary):
+        attn, mlp = block.attn, block.mlp
+        self.norm1, self.norm2 = _RMSNorm(block.ln1), _RMSNorm(block.ln2)
+        self.qkv_proj = _Fused([attn.q_proj, attn.k_proj, attn.v_proj])
+        self.out = _Linear(attn.out_proj)
+        self.gate_up = _Fused([mlp.gate_proj, mlp.up_proj])
+        self.down = _Linear(mlp.down_proj)
+        self.rotary = rotary
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
+        self.hidden = config.hidden_dim
+
+    def qkv(self, h: torch.Tensor, B: int, T: int, start: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        H, KV = self.n_heads, self.n_kv_heads
+        qkv = self.qkv_proj(h).view(B, T, H + 2 * KV, self.head_dim)
+        cos, sin = self.rotary(start, T, qkv.dtype)
+        qk = rotate(qkv[:, :, :H + KV].transpose(1, 2), cos, sin)  # (B, n_heads + n_kv_heads, T, D)
+        return qk[:, :H], qk[:, H:], qkv[:, :, H + KV:].transpose(1, 2)  # q (B, H, T, D); k, v (B, KV, T, D)
+
+    def mlp(self, h: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(h).split(self.hidden, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Causal attention of q (B, H, T, D) over k, v (B, H_kv, S, D), H a multiple of H_kv, without its weights.
+
+    One new query (T == 1) sees every cached key, so it needs no mask (the fixed-shape step gives one over the
+    whole cache, (1, S)); with grouped-query attention the query heads of each group are then laid side by side
+    as G queries of their key/value head (B, H_kv, G, D), which reads each cached key once, not once per head."""
+    B, H, T, D = q.shape
+    groups = H // k.shape[1]
+    if T == 1:
+        if groups == 1:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = F.scaled_dot_product_attention(q.view(B, H // groups, groups, D), k, v, attn_mask=mask)
+        return y.view(B, H, 1, D)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=groups > 1)
+
+
 def _causal_mask(T: int, S: int, start: int, like: torch.Tensor) -> torch.Tensor:
     """(T, S): 0 where query i (at position start + i) may see key j (j <= start + i), -inf elsewhere."""
     return torch.full((T, S), float("-inf"), device=like.device, dtype=like.dtype).triu_(start + 1)
@@ -136,6 +251,7 @@ def _attend_with_weights(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
     and their product with v (B, H, T, D). One fused baddbmm adds the mask, scales and multiplies."""
     B, H, T, D = q.shape
     S = k.shape[2]
+    k, v = repeat_kv(k, H // k.shape[1]), repeat_kv(v, H // v.shape[1])  # one map per query head
     scores = torch.baddbmm(mask, q.reshape(B * H, T, D), k.reshape(B * H, S, D).transpose(1, 2), alpha=D ** -0.5)
     # bf16 / fp16 scores are normalised in float32 (the maps are shown and compared in float32).
     weights = scores.softmax(dim=-1) if scores.dtype == torch.float32 else scores.float().softmax(dim=-1)
@@ -152,20 +268,27 @@ class Decoder:
         self.config: ModelConfig = model.config
         # Only tensors are kept (never the module), so a model the app drops can be freed; quantized
         # (int8) embeddings are called as modules, plain tables indexed directly.
-        plain = type(model.tok_emb) is nn.Embedding and type(model.pos_emb) is nn.Embedding
+        # (The llama family has no position table: pos_emb is None.)
+        plain = type(model.tok_emb) is nn.Embedding and (model.pos_emb is None or type(model.pos_emb) is nn.Embedding)
         self.tok_emb = model.tok_emb.weight.detach() if plain else None
-        self.pos_emb = model.pos_emb.weight.detach() if plain else None
+        self.pos_emb = model.pos_emb.weight.detach() if plain and model.pos_emb is not None else None
         self.embedding_modules = None if plain else (model.tok_emb, model.pos_emb)
-        # A second family builds its own layer class here (same five pieces); the loop stays one.
-        self.layers = [_GPT2Layer(b, self.config) for b in model.blocks]
-        self.norm_f = _LayerNorm(model.ln_f)
+        # Each family's layer class (same five pieces); the loop stays one.
+        self.device = model.ln_f.weight.device
+        if self.config.rotary:
+            rotary = _Rotary(self.config, self.device)
+            self.layers = [_LlamaLayer(b, self.config, rotary) for b in model.blocks]
+            self.norm_f = _RMSNorm(model.ln_f)
+        else:
+            self.layers = [_GPT2Layer(b, self.config) for b in model.blocks]
+            self.norm_f = _LayerNorm(model.ln_f)
         self.head = _Linear(model.head)
         self.dtype = self.norm_f.weight.dtype
-        self.device = self.norm_f.weight.device
-        self.quantized = not plain or any(lin.module is not None for lin in (self.head, self.layers[0].qkv_proj))
+        self.quantized = not plain or self.head.module is not None  # int8: every Linear is quantized
 
-    def new_cache(self, batch: int) -> KVCache:
-        return KVCache.empty(self.config, batch, self.device, self.dtype)
+    def new_cache(self, batch: int, capacity: int = KVCache.INITIAL) -> KVCache:
+        """An empty KV cache for `batch` rows, with room for `capacity` positions at first (it grows)."""
+        return KVCache.empty(self.config, batch, self.device, self.dtype, capacity)
 
     def token_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, C) token embeddings, a new tensor (no positions added): the input of
@@ -199,6 +322,8 @@ class Decoder:
         capture = None if options is None else CaptureRun(options, self.config, self.device, self.dtype)
         x = self._embed(ids, start, None if options is None else options.token_embeds)  # (B*T, C)
         mask = None
+        if cache is not None:
+            cache.reserve(start + T)
         for i, layer in enumerate(self.layers):
             q, k, v = layer.qkv(layer.norm1(x), B, T, start)
             if cache is not None:
@@ -212,11 +337,8 @@ class Decoder:
                     mask = _causal_mask(T, start + T, start, q)
                 y, weights = _attend_with_weights(q, k, v, mask)
                 capture.output.attentions.append(weights)
-            elif T == 1:
-                # One query sees every cached position: no mask.
-                y = F.scaled_dot_product_attention(q, k, v)
             else:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                y = _attend(q, k, v)
             y = y.transpose(1, 2)  # (B, T, H, D)
             if capture is not None:
                 y = capture.heads(i, y)
@@ -260,7 +382,7 @@ class Decoder:
             keys, values = cache.keys[i], cache.values[i]
             keys.index_copy_(2, pos, k)
             values.index_copy_(2, pos, v)
-            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H, 1, D)
+            y = _attend(q, keys, values, mask)  # (B, H, 1, D)
             x = x + layer.out(y.reshape(B, -1))
             x = x + layer.mlp(layer.norm2(x))
         return self.head(self.norm_f(x)).float()
@@ -284,11 +406,11 @@ class Decoder:
         positions = start if isinstance(start, torch.Tensor) else None
         if self.pos_emb is not None:
             pos = self.pos_emb[start:start + T] if positions is None else self.pos_emb[positions]
-        elif self.embedding_modules is not None:
+        elif self.embedding_modules is not None and self.embedding_modules[1] is not None:
             if positions is None:
                 positions = torch.arange(start, start + T, device=self.device)
             pos = self.embedding_modules[1](positions)
-        else:
+        else:  # no learned positions (llama family: rotary, in the layers)
             return tok.reshape(B * T, C)
         return (tok + pos).reshape(B * T, C)
 

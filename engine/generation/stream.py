@@ -11,8 +11,10 @@ Rules worth knowing:
   over its tokens sorted from most to least probable (engine.sampling.sample_inverse_cdf). So two
   columns with the same seed differ only where their settings make them differ. Rows whose seed is
   None all share one fresh seed, reported in the done event so the run can be repeated.
-- Empty prompt: generation starts from the tokenizer's end-of-text token if it has one (how GPT-2
-  separates documents), otherwise from the ids of a newline.
+- A tokenizer that adds a BOS token to every text (tokenizer.add_bos: Llama, Mistral) gets it at the start
+  of the prompt, as transformers' `tokenizer(prompt)` gives it.
+- Empty prompt: generation starts from that BOS, else from the tokenizer's end-of-text token if it has one
+  (how GPT-2 separates documents), otherwise from the ids of a newline.
 - A prompt longer than the context keeps its last context_length - 1 tokens (room for one new token).
 - Sliding window: when the sequence fills the context, its last half is fed again as a fresh prompt
   (positions restart at 0, the learned position embeddings require it) and decoding goes on one token
@@ -109,6 +111,11 @@ class GenerationResult:
 def prompt_token_ids(tokenizer, prompt: str, config: ModelConfig) -> list[int]:
     """The ids fed to the model for a prompt (see the module docstring for the empty/long rules)."""
     ids = list(tokenizer.encode(prompt)) if prompt else []
+    bos = getattr(tokenizer, "bos_id", None)
+    if getattr(tokenizer, "add_bos", False) and bos is not None and ids[:1] != [bos]:
+        # A tokenizer that starts every text with BOS (Llama, Mistral: transformers' tokenizer(text) does)
+        # gets it here too; the model was trained on texts that begin with it.
+        ids = [int(bos), *ids]
     if not ids:
         if tokenizer.eot_id is not None:
             ids = [int(tokenizer.eot_id)]
@@ -213,6 +220,7 @@ def _prefill(decoder: Decoder, prompt: torch.Tensor, n: int, cache: KVCache | No
     if n == 1:
         return cache1, logits
     cache = cache if cache is not None else decoder.new_cache(n)
+    cache.reserve(length)
     for layer in range(decoder.config.n_layers):
         cache.keys[layer][:, :, :length] = cache1.keys[layer][:, :, :length]
         cache.values[layer][:, :, :length] = cache1.values[layer][:, :, :length]

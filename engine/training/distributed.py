@@ -274,7 +274,7 @@ class DistContext:
         with torch.device("meta"):
             plain = GPT(config)
         plain.load_state_dict(weights, assign=True)
-        plain.head.weight = plain.tok_emb.weight  # assign=True broke the tie; restore it
+        plain.tie_weights()  # assign=True broke the tie; restore it
         return plain
 
     def shard_optimizer_state(self, saved: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:

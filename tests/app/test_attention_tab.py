@@ -297,3 +297,21 @@ def test_a_new_model_leaves_nothing_of_the_old_text_on_screen(qtbot, tab):
     tab.state.set_model(tiny_model(tok, seed=1), tok)
     assert not tab.query_label.text().startswith("Query")
     assert tab.text_view.pieces == [] and tab.heatmap.matrix is None
+
+
+def test_a_llama_family_model_shows_one_map_per_query_head_with_its_group(qtbot, runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_PLAYGROUND_SETTINGS", str(tmp_path / "settings.ini"))
+    tok = CharTokenizer.from_text(TEXT + "xyz")
+    torch.manual_seed(0)
+    config = ModelConfig(arch="llama", vocab_size=tok.vocab_size, context_length=CONTEXT, emb_dim=32, n_heads=4,
+                         n_kv_heads=2, n_layers=2, drop_rate=0.0)
+    state = AppState()
+    state.set_model(GPT(config), tok)
+    tab = AttentionTab(state, runner)
+    qtbot.addWidget(tab)
+    tab.resize(1200, 800)
+    tab.show()
+    run_on(qtbot, tab, TEXT)
+    tab.open_cell(1, 3)
+    assert "kv group 1 (heads 2–3 share its keys and values)" in tab.current_title()
+    assert "key/value group 1" in tab.overview.describe(1, 3)

@@ -32,10 +32,10 @@ def folder(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def hub(monkeypatch, tmp_path, folder):
-    """A local hub with a GPT-2 (opens here) and a Llama-type repo (not yet), an empty cache."""
+    """A local hub with a GPT-2 (opens here) and a repo of a family this version can't run, an empty cache."""
     server = FakeHub()
     server.add("tiny/gpt2", {p.name: p.read_bytes() for p in folder.iterdir()})
-    server.add("tiny/llama", model_files())
+    server.add("tiny/mamba", model_files())
     hub_environment(monkeypatch, server, tmp_path / "hub")
     yield server
     server.close()
@@ -44,6 +44,10 @@ def hub(monkeypatch, tmp_path, folder):
 @pytest.fixture
 def dialog(qtbot, monkeypatch, tmp_path):
     monkeypatch.setenv("LLM_PLAYGROUND_SETTINGS", str(tmp_path / "settings.ini"))
+    # GGUF files are looked for in LM Studio's and Ollama's folders under HOME: an empty home of its own.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("OLLAMA_MODELS", raising=False)
+    monkeypatch.delenv("LLM_PLAYGROUND_GGUF_DIRS", raising=False)
     runner = JobRunner()
     made = []
 
@@ -65,16 +69,16 @@ def rows(d: OpenModelDialog) -> list[tuple[str, ...]]:
 
 def test_lists_the_cache_and_only_supported_models_open(qtbot, hub, dialog, folder):
     download_model("tiny/gpt2", token=False)
-    download_model("tiny/llama", token=False)
+    download_model("tiny/mamba", token=False)
     d = dialog()
     qtbot.waitUntil(lambda: d.table.rowCount() == 2, timeout=10000)
     params = transformers.GPT2LMHeadModel.from_pretrained(str(folder)).num_parameters()
     table = rows(d)
-    assert [r[:2] for r in table] == [("tiny/gpt2", "gpt2"), ("tiny/llama", "llama")]
+    assert [r[:2] for r in table] == [("tiny/gpt2", "gpt2"), ("tiny/mamba", "mamba")]
     assert table[0][2] == f"{params / 1e3:.1f} K" and table[0][3].endswith("KB")
     assert "2 models" in d.list_status.text()
     d.table.selectRow(1)
-    assert not d.open_button.isEnabled()  # llama: not yet
+    assert not d.open_button.isEnabled()  # mamba: not yet
     assert not d.table.item(1, 0).flags() & Qt.ItemFlag.ItemIsEnabled
     assert "can't be opened" in d.table.item(1, 0).toolTip()
     d.table.selectRow(0)
@@ -169,10 +173,10 @@ def test_dropping_a_model_folder_opens_it_and_bad_folders_say_why(qtbot, window,
 
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "config.json").write_text('{"model_type": "llama"}')
+    (bad / "config.json").write_text('{"model_type": "mamba"}')
     window.open_model(bad)
     qtbot.waitUntil(lambda: bool(window.errors), timeout=20000)
-    assert "unsupported model_type 'llama' (supported: gpt2)" in window.errors[0]
+    assert "unsupported model_type 'mamba' (supported: gpt2, llama, mistral, qwen2)" in window.errors[0]
     assert "\n" not in window.errors[0] and window.state.source_name == folder.name  # the model stays
 
 
@@ -189,3 +193,31 @@ def test_open_model_menu_runs_the_dialog(qtbot, window, hub, folder, monkeypatch
     window.open_model_action.trigger()
     qtbot.waitUntil(lambda: window.state.model is not None, timeout=30000)
     assert window.state.display_name == "tiny/gpt2" and not window.errors
+
+
+def test_gguf_files_of_lm_studio_and_added_folders_are_listed_and_open(qtbot, hub, dialog, tmp_path, monkeypatch):
+    gguf_fixtures = pytest.importorskip("gguf_fixtures")
+    bpe = gguf_fixtures.train_bpe()
+    lms = tmp_path / "home" / ".lmstudio" / "models" / "someone" / "Tiny-GGUF"
+    lms.mkdir(parents=True)
+    gguf_fixtures.gpt2_file(lms / "tiny-q8_0.gguf", gguf_fixtures.tiny_gpt2(len(bpe["tokens"])), bpe,
+                            types=lambda name, x: gguf_fixtures.Q.Q8_0)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "copy.gguf").write_bytes((lms / "tiny-q8_0.gguf").read_bytes() + b"\0" * 32)
+    download_model("tiny/gpt2", token=False)
+    d = dialog()
+    qtbot.waitUntil(lambda: d.table.rowCount() == 2, timeout=10000)
+    assert [r[0] for r in rows(d)] == ["tiny/gpt2", "someone/Tiny-GGUF/tiny-q8_0.gguf"]
+    assert rows(d)[1][1] == "gpt2" and rows(d)[1][4] == "LM Studio · Q8_0" and rows(d)[0][4] == "HF cache"
+    assert "1 in the Hugging Face cache, 1 GGUF file" in d.list_status.text()
+
+    monkeypatch.setattr("app.dialogs.open_folder", lambda *a: str(mine))
+    d.gguf_button.click()
+    qtbot.waitUntil(lambda: d.table.rowCount() == 3, timeout=10000)
+    assert rows(d)[1][0] == str(mine / "copy.gguf") and rows(d)[1][4] == "folder · Q8_0"  # GGUF files by name
+    again = dialog()  # the added folder is remembered
+    qtbot.waitUntil(lambda: again.table.rowCount() == 3, timeout=10000)
+    again.table.selectRow(2)
+    again.open_selected()
+    assert again.result() == QDialog.DialogCode.Accepted and again.chosen == lms / "tiny-q8_0.gguf"

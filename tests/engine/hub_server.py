@@ -36,7 +36,8 @@ def model_files(n_layers: int = 2) -> dict[str, bytes]:
     tensors = {"embed.weight": rng.standard_normal((64, 16), dtype=np.float32)}
     for i in range(n_layers):
         tensors[f"layers.{i}.weight"] = rng.standard_normal((16, 16), dtype=np.float32)
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 64, "hidden_size": 16}
+    # A family this version cannot run (listed, never opened).
+    config = {"architectures": ["MambaForCausalLM"], "model_type": "mamba", "vocab_size": 64, "hidden_size": 16}
     return {
         "config.json": json.dumps(config).encode(),
         "generation_config.json": b'{"eos_token_id": 2}',

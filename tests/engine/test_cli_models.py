@@ -209,13 +209,13 @@ def test_interrupted_pull_is_one_line_and_retry_works(hub, capsys):
 def test_info_says_why_a_folder_cannot_open(tmp_path, capsys):
     from hub_server import model_files
 
-    folder = tmp_path / "llama"
+    folder = tmp_path / "mamba"
     folder.mkdir()
     for name, data in model_files().items():
         if "/" not in name:
             (folder / name).write_bytes(data)
     code, out, _ = run(capsys, "info", folder)
-    assert code == 0 and "model_type 'llama'" in out
-    assert "cannot open: config.json: unsupported model_type 'llama' (supported: gpt2)" in out
+    assert code == 0 and "model_type 'mamba'" in out
+    assert "cannot open: config.json: unsupported model_type 'mamba' (supported: gpt2, llama, mistral, qwen2)" in out
     code, _, err = run(capsys, "generate", folder, "--prompt", "x")
-    assert code == 2 and "unsupported model_type 'llama'" in err and err.count("\n") == 1
+    assert code == 2 and "unsupported model_type 'mamba'" in err and err.count("\n") == 1

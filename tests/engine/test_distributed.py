@@ -201,6 +201,39 @@ def test_fsdp_resumes_exactly_and_saves_a_full_state_dict(reference, cache, tmp_
     assert len(_generate(saved)) > 0
 
 
+@pytest.mark.skipif(not HAS_FSDP2, reason="this torch has no FSDP2 fully_shard")
+def test_fsdp_fine_tunes_a_llama_family_model_as_one_process(cache, tmp_path):
+    """--init from a llama-family checkpoint (grouped-query attention, rotary positions, RMSNorm, SwiGLU, q/k/v
+    biases, an untied head, a tokenizer.json tokenizer): FSDP shards its blocks over 2 ranks and trains exactly
+    as one process does."""
+    from hf_fixtures import bytelevel_json
+
+    from engine.checkpoint import save_checkpoint
+    from engine.config import ModelConfig
+    from engine.model import GPT
+    from engine.tokenizers.hf import HFTokenizer
+
+    tokenizer = HFTokenizer(bytelevel_json(), name="hf:chatml")
+    config = ModelConfig(arch="llama", vocab_size=448, context_length=32, emb_dim=64, n_heads=4, n_kv_heads=2,
+                         n_layers=2, hidden_dim=96, drop_rate=0.0, qkv_bias=True, tie_embeddings=False)
+    torch.manual_seed(0)
+    start = save_checkpoint(tmp_path / "llama.safetensors", GPT(config), tokenizer)
+    run = ["--init", str(start), *RUN, "--lr", "0.01", "--steps", "3", "--eval-interval", "3"]
+    one = tmp_path / "one" / "one.safetensors"
+    one.parent.mkdir()
+    ref_steps, _ = _losses(_train_here([*run, *ONE_PROCESS, "--out", str(one)], cache))
+
+    out = tmp_path / "fsdp" / "fsdp.safetensors"
+    out.parent.mkdir()
+    job = _torchrun(["-m", "engine", "train", *run, "--fsdp", *DIST, *TWO_RANKS, "--out", str(out)], cache, tmp_path)
+    assert job.returncode == 0, job.stderr[-3000:]
+    steps, _ = _losses(_events(job.stdout))
+    assert len(steps) == 3 and steps == pytest.approx(ref_steps, abs=TOL)
+    saved, reference = load_checkpoint(out), load_checkpoint(one)
+    assert saved.config == config and saved.model.head.weight is not saved.model.tok_emb.weight
+    _assert_close_weights(saved.model, reference.model)
+
+
 FAILING_JOB = textwrap.dedent("""
     import sys, time
     import torch

@@ -219,7 +219,7 @@ def edit_config(folder: Path, **changes) -> None:
 
 
 @pytest.mark.parametrize("changes, words", [
-    ({"model_type": "llama"}, "unsupported model_type 'llama' (supported: gpt2)"),
+    ({"model_type": "gemma"}, "unsupported model_type 'gemma' (supported: gpt2, llama, mistral, qwen2)"),
     ({"model_type": "bert"}, "unsupported model_type 'bert'"),
     ({"activation_function": "relu"}, "activation_function"),
     ({"n_inner": 100}, "n_inner"),

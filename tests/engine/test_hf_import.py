@@ -62,7 +62,7 @@ def test_config_mapping():
     ({"n_inner": 100}, "n_inner"),
     ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
     ({"tie_word_embeddings": False}, "tied"),
-    ({"model_type": "llama"}, "model_type"),
+    ({"model_type": "gemma"}, "model_type"),
 ])
 def test_unrepresentable_configs_are_refused(change, words):
     base = {"vocab_size": 97, "n_positions": 64, "n_embd": 32, "n_layer": 2, "n_head": 2}

@@ -78,8 +78,8 @@ def test_download_then_list(hub, tmp_path):
     assert any(e.file == "model.safetensors" for e in events)
 
     models = list_cached_models()  # HF_HUB_CACHE from the environment
-    assert models == [CachedModel("tiny/model", folder, folder.name, ("main",), total, "llama", N_PARAMS,
-                                  ("LlamaForCausalLM",), True)]
+    assert models == [CachedModel("tiny/model", folder, folder.name, ("main",), total, "mamba", N_PARAMS,
+                                  ("MambaForCausalLM",), True)]
 
     # Everything cached: a second run fetches nothing but the file list and metadata.
     hub.requests.clear()

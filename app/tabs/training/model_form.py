@@ -1,5 +1,8 @@
 """The model's shape: a preset and the seven ModelConfig fields, with size and memory as you edit.
 
+The other fields (the family and its Llama-style settings: grouped-query heads, rotary base, ...) come from the
+last config set (a preset, or the model being fine-tuned) and are kept as they are.
+
 Invalid combinations (emb_dim not divisible by n_heads, ...) are shown inline in red and make
 `config()` return None: the form never raises.
 """
@@ -68,6 +71,7 @@ class ModelForm(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self._updating = False
+        self._base: ModelConfig = PRESETS["tiny"]  # where the fields the form doesn't show come from
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(list(PRESETS) + [CUSTOM])
         self.preset_combo.setToolTip(TOOLTIPS["preset"])
@@ -146,13 +150,13 @@ class ModelForm(QWidget):
 
     def config(self) -> ModelConfig | None:
         try:
-            return ModelConfig(**self._values())
+            return self._base.with_changes(**self._values())
         except ValueError:
             return None
 
     def error(self) -> str | None:
         try:
-            ModelConfig(**self._values())
+            self._base.with_changes(**self._values())
         except ValueError as e:
             return str(e)
         return None
@@ -164,6 +168,7 @@ class ModelForm(QWidget):
         return []
 
     def set_config(self, config: ModelConfig) -> None:
+        self._base = config
         self._updating = True
         try:
             self.vocab_size.setValue(config.vocab_size)
@@ -189,8 +194,8 @@ class ModelForm(QWidget):
     def _matching_preset(self) -> str:
         values = self._values()
         for name, preset in PRESETS.items():
-            shape = preset.to_dict()
-            if all(values[k] == v for k, v in shape.items() if k != "vocab_size"):
+            if preset.arch == self._base.arch and all(values[k] == getattr(preset, k) for k in values
+                                                      if k != "vocab_size"):
                 return name
         return CUSTOM
 
@@ -216,6 +221,7 @@ class ModelForm(QWidget):
             return
         self._updating = True
         try:
+            self._base = PRESETS[name]
             self._set_shape(PRESETS[name])
         finally:
             self._updating = False
