@@ -15,7 +15,7 @@ import torch
 
 from engine.checkpoint import save_checkpoint
 from engine.cli import main
-from engine.config import ModelConfig
+from engine.config import ModelConfig, RopeScaling
 from engine.events import ProgressEvent
 from engine.generation import GenerationDoneEvent, SamplingConfig, decoder_for, stream_generate
 from engine.generation.compiled import (
@@ -62,6 +62,18 @@ def gpt2(tokenizer):
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=CONTEXT, emb_dim=32, n_heads=2, n_layers=2,
                          drop_rate=0.0)
+    return _noisy(GPT(config), 0.3)
+
+
+@pytest.fixture(scope="module")
+def llama(tokenizer):
+    """The llama family at its most varied: rotary positions with Llama 3 scaling, grouped-query attention
+    (4 query heads on 2 key/value heads), q/k/v biases, SwiGLU and an untied head."""
+    torch.manual_seed(0)
+    scaling = RopeScaling("llama3", 4.0, original_max_position_embeddings=8, low_freq_factor=1.0, high_freq_factor=4.0)
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=CONTEXT, emb_dim=32, n_heads=4, n_kv_heads=2,
+                         n_layers=2, drop_rate=0.0, arch="llama", qkv_bias=True, tie_embeddings=False,
+                         rope_scaling=scaling)
     return _noisy(GPT(config), 0.3)
 
 
@@ -122,6 +134,22 @@ def test_compiled_decoding_gives_the_eager_tokens_of_batched_columns(gpt2, token
     compiled, _ = _run(gpt2, tokenizer, COLUMNS, compile=True)
     assert compiled.ids == eager.ids
     assert [len(ids) for ids in compiled.ids] == [NEW_TOKENS, NEW_TOKENS, NEW_TOKENS - 7]
+
+
+def test_compiled_decoding_gives_the_eager_tokens_on_the_llama_family(llama, tokenizer):
+    """Rotary positions read from the position tensor, grouped key/value heads in the static cache: the same
+    tokens as eager decoding, batched greedy and sampled columns across the window's refills."""
+    assert compile_problem(decoder_for(llama)) is None
+    eager, _ = _run(llama, tokenizer, COLUMNS, compile=False)
+    compiled, _ = _run(llama, tokenizer, COLUMNS, compile=True)
+    assert len(set(eager.ids[0])) > 5
+    assert compiled.ids == eager.ids
+
+
+def test_dynamic_rope_scaling_is_refused_with_its_reason(llama):
+    config = llama.config.with_changes(rope_scaling=RopeScaling("dynamic", 2.0, original_max_position_embeddings=8))
+    problem = compile_problem(decoder_for(GPT(config).eval()))
+    assert problem is not None and "dynamic rope scaling" in problem
 
 
 def test_a_retrained_model_of_the_same_shape_reuses_the_compiled_step(gpt2, tokenizer):
