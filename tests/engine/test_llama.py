@@ -27,6 +27,7 @@ from engine.config import ModelConfig, RopeScaling, TrainConfig  # noqa: E402
 from engine.data import Corpus, Dataset  # noqa: E402
 from engine.events import StepEvent  # noqa: E402
 from engine.generation import (  # noqa: E402
+    Ablation,
     GenerationDoneEvent,
     attention_maps,
     decoder_for,
@@ -36,6 +37,7 @@ from engine.generation import (  # noqa: E402
 )
 from engine.hf_import import HFImportError, config_from_hf  # noqa: E402
 from engine.hf_llama import context_note  # noqa: E402
+from engine.inspect import gradient_x_input, logit_lens  # noqa: E402
 from engine.model import GPT  # noqa: E402
 from engine.sampling import SamplingConfig  # noqa: E402
 from engine.sources import describe_source, open_model, open_tokenizer  # noqa: E402
@@ -312,3 +314,53 @@ def test_old_rope_scaling_dialect_reads_the_same(folders):
     old["rope_scaling"].pop("rope_type")
     assert config_from_hf(old) == config_from_hf({**config, "rope_parameters": {**params, "rope_theta": 500000.0}})
     assert isinstance(config_from_hf(old), ModelConfig)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_inside_analyses_equal_transformers(kind, opened, hf_models):
+    """The Inside view on the llama family: the logit lens is each decoder layer's output through the final RMSNorm
+    and lm_head, a zeroed head is its slice of o_proj's input, and gradient x input is autograd on the HF model."""
+    hf, model = hf_models[kind], opened[kind].model
+    ids = torch.randint(0, 400, (1, 24), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out = hf(ids, output_hidden_states=True)
+    lens = logit_lens(model, ids[0].tolist(), top_k=4)
+    assert lens.top_ids.shape == (2, 24, 4)
+    # hidden_states[-1] is already normed by transformers; the blocks' raw outputs are the ones before it
+    block_outputs = [*out.hidden_states[1:-1], None]
+    for layer, h in enumerate(block_outputs):
+        logits = out.logits[0] if h is None else hf.lm_head(hf.model.norm(h))[0]
+        top = torch.softmax(logits.detach(), -1).topk(4, dim=-1)
+        torch.testing.assert_close(torch.from_numpy(lens.top_probs[layer]), top.values, atol=1e-4, rtol=0)
+    loss = torch.nn.functional.cross_entropy(out.logits[0, :-1], ids[0, 1:], reduction="none")
+    torch.testing.assert_close(torch.from_numpy(lens.token_loss[1:]), loss, atol=1e-4, rtol=0)
+
+    # head 1 of block 1 zeroed: its head_dim slice of o_proj's input (4 query heads; 2 share each key/value head)
+    layer, head, width = 1, 1, model.config.head_dim
+    o_proj = hf.model.layers[layer].self_attn.o_proj
+
+    def zero(_module, args):
+        x = args[0].clone()
+        x[..., head * width:(head + 1) * width] = 0
+        return (x,)
+
+    handle = o_proj.register_forward_pre_hook(zero)
+    try:
+        with torch.no_grad():
+            ablated = hf(ids).logits[0]
+        embeds = hf.model.embed_tokens(ids).detach().requires_grad_(True)
+        logits = hf(inputs_embeds=embeds).logits
+    finally:
+        handle.remove()
+    ablation = Ablation(heads=((layer, head),))
+    ours = logit_lens(model, ids[0].tolist(), top_k=4, ablation=ablation)
+    top = torch.softmax(ablated, -1).topk(4, dim=-1)
+    torch.testing.assert_close(torch.from_numpy(ours.top_probs[-1]), top.values, atol=1e-4, rtol=0)
+    assert not torch.allclose(ablated, out.logits[0], atol=1e-3)  # the ablation changed something
+    position = 15
+    target = int(logits[0, position].argmax())
+    logits[0, position, target].backward()
+    expected = (embeds.grad * embeds).norm(dim=-1)[0, :position + 1].detach()
+    result = gradient_x_input(model, ids[0].tolist(), position, ablation=ablation)
+    assert result.target == target
+    torch.testing.assert_close(torch.from_numpy(result.scores), expected, atol=1e-5, rtol=1e-4)
