@@ -39,7 +39,6 @@ IdsLike = Sequence[int] | torch.Tensor | np.ndarray
 class Attribution(Event):
     """One score per input token 0..position for the logit of `target` at `position`."""
 
-    kind = "attribution"
     ids: tuple[int, ...]  # the text's ids up to and including position
     position: int
     target: int  # the next token explained

@@ -28,7 +28,6 @@ from engine.inspect.common import as_ids
 
 @dataclass(frozen=True)
 class EmbeddingMap(Event):
-    kind = "embedding_map"
     points: np.ndarray  # float32 [V, 2]: every token's embedding on the two axes
     explained: np.ndarray  # float32 [2]: fraction of the table's variance along each axis
     axes: np.ndarray  # float32 [2, C]: the principal directions

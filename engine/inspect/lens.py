@@ -32,7 +32,6 @@ class LogitLens(Event):
     Arrays are indexed [layer, position]; layer n_layers - 1 is the model's own output.
     """
 
-    kind = "logit_lens"
     ids: tuple[int, ...]
     top_ids: np.ndarray  # int64 [L, T, K], most probable first
     top_probs: np.ndarray  # float32 [L, T, K]
