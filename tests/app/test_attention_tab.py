@@ -13,9 +13,10 @@ from PySide6.QtCore import QPointF, Qt
 
 from app.state import AppState
 from app.tabs.attention.groups import kv_group, kv_group_label
-from app.tabs.attention.jobs import AttentionResult, RolloutResult, default_text
+from app.tabs.attention.jobs import AttentionResult, RolloutResult
 from app.tabs.attention.overview import MEAN, thumbnails
 from app.tabs.attention.tab import MODE_HEAD, MODE_MEAN, MODE_ROLLOUT, AttentionTab
+from app.widgets.text_run_bar import default_text
 from app.worker import JobRunner
 from engine.config import ModelConfig
 from engine.data import Corpus

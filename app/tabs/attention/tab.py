@@ -18,13 +18,12 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Slot
-from PySide6.QtGui import QKeySequence, QPalette, QShortcut
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
-    QPlainTextEdit,
     QPushButton,
     QSpinBox,
     QSplitter,
@@ -37,10 +36,11 @@ from app.formatting import unknown_chars_note
 from app.state import AppState
 from app.tabs.attention.groups import kv_group_label, kv_heads
 from app.tabs.attention.heatmap import AttentionHeatmap
-from app.tabs.attention.jobs import AttentionResult, Maps, RolloutResult, attention_job, default_text
+from app.tabs.attention.jobs import AttentionResult, Maps, RolloutResult, attention_job
 from app.tabs.attention.overview import MEAN, AttentionOverview, thumbnails
 from app.tabs.attention.probes import ProbeBar
 from app.tabs.attention.tokens import AttentionTextView
+from app.widgets.text_run_bar import TextRunBar
 from app.worker import JobRunner, error_message
 from engine import atomic_write_text, unknown_characters
 
@@ -58,7 +58,6 @@ class AttentionTab(QWidget):
         self._text_maps: Maps | None = None
         self._shown: Maps | None = None
         self._query = -1
-        self._default_text = self._make_default_text()
         self._rerun_when_shown = False
         self._rerun_after_job = False
         self._stopping = False
@@ -66,37 +65,21 @@ class AttentionTab(QWidget):
         self._unknown_note = ""
 
         self._build_ui()
-        self.text.setPlainText(self._default_text)
         self._update_controls()
         self._on_probes_changed()
 
         state.model_changed.connect(self._on_model_changed)
-        state.corpus_changed.connect(self._update_default_text)
         state.attention_probes_changed.connect(self._on_probes_changed)
 
     # ------------------------------------------------------------ layout
 
     def _build_ui(self) -> None:
-        self.text = QPlainTextEdit()
-        self.text.setPlaceholderText("Text to run the model on…")
-        self.text.setToolTip("The model reads this text once; every head's attention is shown below. "
-                             "Ctrl+Enter runs.")
-        self.text.setMaximumHeight(80)
-        self.run_button = QPushButton("Run")
-        self.run_button.setDefault(True)
-        self.run_button.setToolTip(RUN_TOOLTIP)
+        self.bar = TextRunBar(self.state, "Text to run the model on…",
+                              "The model reads this text once; every head's attention is shown below. Ctrl+Enter runs.",
+                              RUN_TOOLTIP, height=80)
+        self.text, self.run_button = self.bar.text, self.bar.run_button
         self.run_button.clicked.connect(self.on_run_clicked)
-        self.sample_button = QPushButton("Sample text")
-        self.sample_button.setToolTip("Put a passage of the current corpus back in the box")
-        self.sample_button.clicked.connect(lambda: self.text.setPlainText(self._make_default_text()))
-        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.run)
-        buttons = QVBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.sample_button)
-        buttons.addStretch(1)
-        top = QHBoxLayout()
-        top.addWidget(self.text, 1)
-        top.addLayout(buttons)
+        self.bar.shortcut.activated.connect(self.run)
 
         self.mode = QComboBox()
         self.mode.addItem("One head", MODE_HEAD)
@@ -181,7 +164,7 @@ class AttentionTab(QWidget):
         self.status.setWordWrap(True)
         self.status.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         layout = QVBoxLayout(self)
-        layout.addLayout(top)
+        layout.addWidget(self.bar)
         layout.addLayout(controls)
         layout.addWidget(self.probes)
         layout.addWidget(self.splitter, 1)
@@ -470,7 +453,7 @@ class AttentionTab(QWidget):
 
     @Slot()
     def _on_model_changed(self) -> None:
-        self._update_default_text()
+        self.bar.update_default_text()
         self._text_maps = None
         self._text_status = ""
         self._unknown_note = ""
@@ -488,19 +471,6 @@ class AttentionTab(QWidget):
     def _other_jobs_running(self) -> bool:
         # Training runs the same model in another thread: leave it alone rather than compete for it.
         return any(job.name != JOB_NAME for job in self.runner.running())
-
-    def _make_default_text(self) -> str:
-        # A char model reads one token per character: keep the sample within its context.
-        context = self.state.config.context_length if self.state.config is not None else 400
-        return default_text(self.state.corpus, max_chars=min(400, context))
-
-    @Slot()
-    def _update_default_text(self) -> None:
-        """A new corpus or model: replace the sample text unless the user typed their own."""
-        new_default = self._make_default_text()
-        if self.text.toPlainText() in (self._default_text, ""):
-            self.text.setPlainText(new_default)
-        self._default_text = new_default
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
