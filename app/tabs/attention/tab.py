@@ -7,7 +7,8 @@ training", the maps come from the probe text recorded at each evaluation of the 
 run, and a slider walks through the steps: heads can be watched forming.
 
 The model runs in a job (jobs.py), never on the GUI thread; "over training" is the probe bar
-(probes.py).
+(probes.py); the row that picks the mode, layer and head is view_controls.py; the text box with Run is
+app/widgets/text_run_bar.py, shared with the Inside tab.
 """
 from __future__ import annotations
 
@@ -20,12 +21,8 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
-    QComboBox,
     QFileDialog,
-    QHBoxLayout,
     QLabel,
-    QPushButton,
-    QSpinBox,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -40,13 +37,13 @@ from app.tabs.attention.jobs import AttentionResult, Maps, RolloutResult, attent
 from app.tabs.attention.overview import MEAN, AttentionOverview, thumbnails
 from app.tabs.attention.probes import ProbeBar
 from app.tabs.attention.tokens import AttentionTextView
+from app.tabs.attention.view_controls import MODE_MEAN, MODE_ROLLOUT, ViewControls
 from app.widgets.text_run_bar import TextRunBar
 from app.worker import JobRunner, error_message
 from engine import atomic_write_text, unknown_characters
 
 JOB_NAME = "attention"
 RUN_TOOLTIP = "Run the current model on the text and capture the attention of every head"
-MODE_HEAD, MODE_MEAN, MODE_ROLLOUT = "head", "mean", "rollout"
 QUERY_HINT = "Click a token (here or a row of the heatmap) to see what it attends to."
 
 class AttentionTab(QWidget):
@@ -81,47 +78,12 @@ class AttentionTab(QWidget):
         self.run_button.clicked.connect(self.on_run_clicked)
         self.bar.shortcut.activated.connect(self.run)
 
-        self.mode = QComboBox()
-        self.mode.addItem("One head", MODE_HEAD)
-        self.mode.addItem("Mean over heads", MODE_MEAN)
-        self.mode.addItem("Rollout (all layers)", MODE_ROLLOUT)
-        self.mode.setToolTip("One head's weights; the mean of a layer's heads; or attention rollout: "
-                             "the layers' mean maps (plus the residual path) multiplied through the model, "
-                             "an estimate of how much each input token flows into each position")
-        self.layer = QSpinBox()
-        self.layer.setPrefix("layer ")
-        self.layer.setToolTip("Which transformer block (0 is the first, nearest the input)")
-        self.head = QSpinBox()
-        self.head.setPrefix("head ")
-        self.head.setToolTip("Which attention head of that block: each head learns its own pattern")
-        self.reset_button = QPushButton("Fit")
-        self.reset_button.setToolTip("Zoom out to the whole map (scroll to zoom, drag to pan)")
-        self.read_button = QPushButton("Read tokens")
-        self.read_button.setToolTip("Zoom in until every token on both axes has its label, around the chosen "
-                                    "query; drag to move along the text")
-        self.png_button = QPushButton("Export PNG…")
-        self.csv_button = QPushButton("Export CSV…")
-        self.png_button.setToolTip("Save the heatmap with its token labels as an image")
-        self.csv_button.setToolTip("Save the matrix shown, with token labels, as CSV (rows: queries, columns: keys)")
-        for w in (self.mode, self.layer, self.head):
-            w.setMinimumWidth(90)
-        self.mode.currentIndexChanged.connect(self._refresh_views)
-        self.layer.valueChanged.connect(self._refresh_views)
-        self.head.valueChanged.connect(self._refresh_views)
-        self.reset_button.clicked.connect(self._fit_map)
-        self.read_button.clicked.connect(self._read_tokens)
-        self.png_button.clicked.connect(self._ask_export_png)
-        self.csv_button.clicked.connect(self._ask_export_csv)
-        controls = QHBoxLayout()
-        controls.addWidget(QLabel("Show:"))
-        controls.addWidget(self.mode)
-        controls.addWidget(self.layer)
-        controls.addWidget(self.head)
-        controls.addWidget(self.reset_button)
-        controls.addWidget(self.read_button)
-        controls.addStretch(1)
-        controls.addWidget(self.png_button)
-        controls.addWidget(self.csv_button)
+        self.controls = ViewControls()
+        self.controls.changed.connect(self._refresh_views)
+        self.controls.reset_button.clicked.connect(self._fit_map)
+        self.controls.read_button.clicked.connect(self._read_tokens)
+        self.controls.png_button.clicked.connect(self._ask_export_png)
+        self.controls.csv_button.clicked.connect(self._ask_export_csv)
 
         self.probes = ProbeBar(self.state)
         self.probes.showing_changed.connect(self._on_source_changed)
@@ -165,7 +127,7 @@ class AttentionTab(QWidget):
         self.status.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         layout = QVBoxLayout(self)
         layout.addWidget(self.bar)
-        layout.addLayout(controls)
+        layout.addWidget(self.controls)
         layout.addWidget(self.probes)
         layout.addWidget(self.splitter, 1)
         layout.addWidget(self.status)
@@ -298,10 +260,7 @@ class AttentionTab(QWidget):
             self._update_controls()
             return
         L, H, T = maps.maps.shape[0], maps.maps.shape[1], maps.maps.shape[-1]
-        for spin, n in ((self.layer, L), (self.head, H)):
-            spin.blockSignals(True)
-            spin.setRange(0, n - 1)
-            spin.blockSignals(False)
+        self.controls.set_shape(L, H)
         shape = self.overview._shape
         self.overview.set_groups(*kv_heads(self.state.config))
         self.overview.set_thumbnails(maps.thumbs, maps.mosaic)
@@ -327,7 +286,7 @@ class AttentionTab(QWidget):
 
     @property
     def view_mode(self) -> str:
-        return self.mode.currentData()
+        return self.controls.view_mode
 
     def current_matrix(self) -> np.ndarray | None:
         """The [T, T] matrix on the big heatmap."""
@@ -336,10 +295,10 @@ class AttentionTab(QWidget):
         maps = self._shown.maps
         if self.view_mode == MODE_ROLLOUT:
             return self._shown.get_rollout()
-        layer = min(self.layer.value(), maps.shape[0] - 1)
+        layer = min(self.controls.layer.value(), maps.shape[0] - 1)
         if self.view_mode == MODE_MEAN:
             return maps[layer].mean(axis=0)
-        return maps[layer, min(self.head.value(), maps.shape[1] - 1)]
+        return maps[layer, min(self.controls.head.value(), maps.shape[1] - 1)]
 
     def current_title(self) -> str:
         if self._shown is None:
@@ -348,10 +307,10 @@ class AttentionTab(QWidget):
         if self.view_mode == MODE_ROLLOUT:
             title = f"Attention rollout through all {L} layers"
         elif self.view_mode == MODE_MEAN:
-            title = f"Layer {self.layer.value()} · mean over {H} heads"
+            title = f"Layer {self.controls.layer.value()} · mean over {H} heads"
         else:
-            title = f"Layer {self.layer.value()} · head {self.head.value()}"
-            group = kv_group_label(self.state.config, self.head.value())
+            title = f"Layer {self.controls.layer.value()} · head {self.controls.head.value()}"
+            group = kv_group_label(self.state.config, self.controls.head.value())
             if group:
                 title += f" · {group}"
         if self._shown.step is not None:
@@ -370,8 +329,8 @@ class AttentionTab(QWidget):
         if self.view_mode == MODE_ROLLOUT:
             self.overview.set_selected(None, None)
         else:
-            head = MEAN if self.view_mode == MODE_MEAN else self.head.value()
-            self.overview.set_selected(self.layer.value(), head)
+            head = MEAN if self.view_mode == MODE_MEAN else self.controls.head.value()
+            self.overview.set_selected(self.controls.layer.value(), head)
         self._refresh_text_view(matrix)
 
     def _refresh_text_view(self, matrix: np.ndarray) -> None:
@@ -399,25 +358,10 @@ class AttentionTab(QWidget):
     @Slot(int, int)
     def open_cell(self, layer: int, head: int) -> None:
         """Open one overview cell in the big view (head MEAN: the layer's mean over heads)."""
-        for w in (self.mode, self.layer, self.head):
-            w.blockSignals(True)
-        self.layer.setValue(layer)
-        if head == MEAN:
-            self.mode.setCurrentIndex(self.mode.findData(MODE_MEAN))
-        else:
-            self.mode.setCurrentIndex(self.mode.findData(MODE_HEAD))
-            self.head.setValue(head)
-        for w in (self.mode, self.layer, self.head):
-            w.blockSignals(False)
-        self._refresh_views()
+        self.controls.open(layer, None if head == MEAN else head)
 
     def _update_controls(self) -> None:
-        has = self._shown is not None
-        mode = self.view_mode
-        self.layer.setEnabled(has and mode != MODE_ROLLOUT)
-        self.head.setEnabled(has and mode == MODE_HEAD)
-        for w in (self.mode, self.png_button, self.csv_button, self.reset_button, self.read_button):
-            w.setEnabled(has)
+        self.controls.set_enabled_for(self._shown is not None)
 
     # ------------------------------------------------------------ attention over training
 
