@@ -13,8 +13,8 @@ from PySide6.QtCore import Qt
 
 from app.state import AppState
 from app.tabs.tokenizer import jobs as tokenizer_jobs_module
-from app.tabs.tokenizer.spans import tokenize_for_display
 from app.tabs.tokenizer.tab import NAMED_SHOWN, TokenizerTab
+from app.tabs.tokenizer.tokenized import tokenize_for_display
 from app.worker import JobRunner
 from engine.data import Corpus
 from engine.tokenizers import BPETrainedEvent, CharTokenizer, merges_table, train_bpe
