@@ -39,6 +39,7 @@ from app.tabs.attention.probes import ProbeBar
 from app.tabs.attention.tokens import AttentionTextView
 from app.tabs.attention.view_controls import MODE_MEAN, MODE_ROLLOUT, ViewControls
 from app.widgets.text_run_bar import TextRunBar
+from app.widgets.token_text import text_of_rendered
 from app.worker import JobRunner, error_message
 from engine import atomic_write_text, unknown_characters
 
@@ -94,7 +95,7 @@ class AttentionTab(QWidget):
         self.overview = AttentionOverview()
         self.overview.cell_clicked.connect(self.open_cell)
         self.text_view = AttentionTextView()
-        self.text_view.query_picked.connect(self.set_query)
+        self.text_view.token_clicked.connect(self.set_query)
         self.query_label = QLabel(QUERY_HINT)
         self.query_label.setWordWrap(True)
         self.query_label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
@@ -380,7 +381,7 @@ class AttentionTab(QWidget):
     def _show_probe(self, probe: Any) -> None:
         maps = np.asarray(probe.maps, dtype=np.float32)
         labels = [str(t) for t in probe.tokens]  # render_token strings: "\n" arrives escaped
-        pieces = [t.replace("\\n", "\n").replace("\\t", "\t") for t in labels]
+        pieces = [text_of_rendered(t) for t in labels]
         self._show(Maps(maps, labels, pieces, thumbnails(maps), step=probe.step))
         self.status.setText(f"Probe text as the model saw it at training step {probe.step:,} "
                             f"({len(labels)} tokens). Untick \"Over training\" to go back to your text.")

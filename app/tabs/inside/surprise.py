@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from app.tabs.inside.tinted_text import TintedTokenText
 from app.widgets.probe_slider import ProbeSlider, step_text
+from app.widgets.token_text import text_of_rendered
 from engine import perplexity
 
 
@@ -87,7 +88,7 @@ class SurprisePanel(QWidget):
             index = min(self.over_training.index, len(self.probes) - 1)
             probe = self.probes[index]
             labels = [str(t) for t in probe.heldout_tokens]
-            pieces = [t.replace("\\n", "\n").replace("\\t", "\t") for t in labels]  # render_token escapes them
+            pieces = [text_of_rendered(t) for t in labels]
             losses = np.asarray(probe.heldout_loss, np.float32)
             self.over_training.label.setText(step_text(probe.step, index, len(self.probes)))
             self.summary.setText(f"Held-out text at training step {probe.step:,}. " + _summary(losses, self.vocab_size))
