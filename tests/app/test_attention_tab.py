@@ -12,6 +12,7 @@ import torch
 from PySide6.QtCore import QPointF, Qt
 
 from app.state import AppState
+from app.tabs.attention import tab as attention_module
 from app.tabs.attention.groups import kv_group, kv_group_label
 from app.tabs.attention.jobs import AttentionResult, RolloutResult
 from app.tabs.attention.overview import MEAN, thumbnails
@@ -21,7 +22,7 @@ from app.widgets.text_run_bar import default_text
 from app.worker import JobRunner
 from engine.config import ModelConfig
 from engine.data import Corpus
-from engine.events import AttentionProbeEvent
+from engine.events import AttentionProbeEvent, ProgressEvent
 from engine.generation.attention import attention_rollout
 from engine.model import GPT
 from engine.tokenizers import CharTokenizer
@@ -218,8 +219,6 @@ def test_default_text_is_a_pattern_for_synthetic_tasks():
 def test_run_button_stops_a_run_in_progress(qtbot, tab, monkeypatch):
     import time
 
-    from app.tabs.attention import tab as attention_module
-    from engine.events import ProgressEvent
 
     real_job = attention_module.attention_job
 

@@ -16,7 +16,9 @@ from app.tabs.tokenizer import jobs as tokenizer_jobs_module
 from app.tabs.tokenizer.tab import NAMED_SHOWN, TokenizerTab
 from app.tabs.tokenizer.tokenized import tokenize_for_display
 from app.worker import JobRunner
+from engine.config import ModelConfig
 from engine.data import Corpus
+from engine.model import GPT
 from engine.tokenizers import BPETrainedEvent, CharTokenizer, merges_table, train_bpe
 
 TEXTS = [
@@ -253,8 +255,6 @@ def test_bytes_per_token_chart_covers_every_available_encoding(qtbot, tab):
 
 def test_model_tokenizer_is_listed(qtbot, tab, small_bpe):
     tok = CharTokenizer.from_text("abc ")
-    from engine.config import ModelConfig
-    from engine.model import GPT
 
     tab.state.set_model(GPT(ModelConfig(vocab_size=tok.vocab_size, context_length=8, emb_dim=8, n_heads=1,
                                         n_layers=1)), tok)
