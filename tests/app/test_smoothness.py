@@ -149,7 +149,7 @@ def test_tab_switches_big_attention_and_pasting_keep_the_window_responsive(setup
 
 
 def test_merges_of_a_big_vocabulary_are_listed_off_the_gui_thread(setup):
-    """Listing 4,000 merges used to freeze the window for a second (50,000: several): now a job does it."""
+    """Listing 4,000 merges on the GUI thread would freeze the window for a second (50,000: several): a job does it."""
     window = setup
     panel = window.tokenizer_tab.merges_panel
     window.tabs.setCurrentIndex(2)
