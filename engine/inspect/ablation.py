@@ -20,8 +20,8 @@ import torch.nn as nn
 
 from engine.events import Event, ProgressEvent
 from engine.generation.capture import Ablation, ForwardOptions
-from engine.generation.forward import Decoder, decoder_for
-from engine.inspect.common import as_ids, losses_from_logits, progress, result_of
+from engine.generation.forward import Decoder, as_ids, decoder_for
+from engine.inspect.common import losses_from_logits, progress, result_of
 
 DEFAULT_TOP_K = 10
 

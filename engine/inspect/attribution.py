@@ -23,8 +23,8 @@ import torch.nn as nn
 
 from engine.events import Event, ProgressEvent
 from engine.generation.capture import Ablation, ForwardOptions
-from engine.generation.forward import Decoder, decoder_for
-from engine.inspect.common import as_ids, progress, result_of
+from engine.generation.forward import Decoder, as_ids, decoder_for
+from engine.inspect.common import progress, result_of
 
 GRADIENT_X_INPUT, INTEGRATED_GRADIENTS = "gradient_x_input", "integrated_gradients"
 DEFAULT_STEPS = 32

@@ -22,8 +22,7 @@ import torch.nn as nn
 
 from engine.events import Event
 from engine.generation.capture import ForwardOptions
-from engine.generation.forward import decoder_for
-from engine.inspect.common import as_ids
+from engine.generation.forward import as_ids, decoder_for
 
 
 @dataclass(frozen=True)

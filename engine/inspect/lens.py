@@ -18,8 +18,8 @@ import torch.nn as nn
 
 from engine.events import Event, ProgressEvent
 from engine.generation.capture import Ablation, ForwardOptions
-from engine.generation.forward import Decoder, decoder_for
-from engine.inspect.common import as_ids, losses_from_logits, perplexity, progress, result_of
+from engine.generation.forward import Decoder, as_ids, decoder_for
+from engine.inspect.common import losses_from_logits, perplexity, progress, result_of
 
 LENS_CHUNK = 256  # positions unembedded at once
 DEFAULT_TOP_K = 5
