@@ -30,7 +30,7 @@ chosen from `tokenizer.ggml.pre`), "llama" is SentencePiece BPE (tokens + scores
 from the scores, with byte fallback to the `<0xAB>` tokens and "▁" for spaces). An unknown
 `tokenizer.ggml.pre` is refused rather than guessed: a wrong split changes every encoding silently.
 
-One module of about 940 lines on purpose: it is the inverse of one program (llama.cpp's converter), and its
+One module of about 1,000 lines on purpose: it is the inverse of one program (llama.cpp's converter), and its
 parts (the bounded header walk, the metadata reader, the config, the expected tensor shapes, the tokenizer)
 share the metadata reader and the file's one-line errors; it is the only module that knows the GGUF format.
 """

@@ -1,7 +1,7 @@
 """Will a training run fit in memory? An estimate made before anything is allocated, and one line when not.
 
-A run that cannot fit used to end in a traceback from the allocator, after the model was built (or the
-machine swapped itself to a halt). `check_training_memory` compares an estimate with the memory the
+Without it, a run that cannot fit ends in a traceback from the allocator, after the model was built (or
+the machine swaps itself to a halt). `check_training_memory` compares an estimate with the memory the
 device has left and refuses with one line saying how to fit; `is_out_of_memory` recognises the
 allocator's own failures (PyTorch's "DefaultCPUAllocator: can't allocate memory", MemoryError, CUDA
 out of memory) so they are reported in one line too.

@@ -16,33 +16,16 @@ import torch
 import torch.nn as nn
 
 from engine.generation.capture import ForwardOptions
-from engine.generation.forward import decoder_for
+from engine.generation.forward import as_ids, decoder_for
 
 _MAPS = ForwardOptions(logits="none", capture_attention=True)
-
-
-def _as_ids(ids: Sequence[int] | torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
-    idx = torch.as_tensor(np.asarray(ids, dtype=np.int64) if not isinstance(ids, torch.Tensor) else ids)
-    if idx.dim() == 2 and idx.shape[0] == 1:
-        idx = idx[0]
-    if idx.dim() != 1:
-        raise ValueError(f"attention maps take one sequence of token ids, got shape {tuple(idx.shape)}")
-    return idx.to(device=device, dtype=torch.long).unsqueeze(0)
 
 
 def attention_maps(model: nn.Module, ids: Sequence[int] | torch.Tensor | np.ndarray) -> np.ndarray:
     """float32 [n_layers, n_heads, T, T] attention weights of one sequence (rows sum to 1; row i
     holds how much position i draws from each position j <= i), computed without dropout."""
-    config = model.config
     decoder = decoder_for(model)
-    idx = _as_ids(ids, decoder.device)
-    T = idx.shape[1]
-    if T == 0:
-        raise ValueError("attention maps need at least one token")
-    if T > config.context_length:
-        raise ValueError(f"{T} tokens are more than the model's context length ({config.context_length})")
-    if int(idx.min()) < 0 or int(idx.max()) >= config.vocab_size:
-        raise ValueError(f"token ids must be between 0 and {config.vocab_size - 1}")
+    idx = as_ids(ids, decoder.config, decoder.device)
     with torch.inference_mode():
         maps = torch.cat(decoder.forward(idx, None, _MAPS).attentions)  # (L, H, T, T)
     return maps.cpu().numpy()

@@ -20,7 +20,9 @@ weights are per query head, (B, n_heads, T, S), as transformers returns them.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -456,6 +458,25 @@ class _DecoderCache:
 
 
 _decoders = _DecoderCache()
+
+
+def as_ids(ids: Sequence[int] | torch.Tensor | np.ndarray, config: ModelConfig, device: torch.device) -> torch.Tensor:
+    """One sequence of token ids checked against the model (not empty, within its context and vocabulary) as a
+    (1, T) long tensor on `device`, or a ValueError in one line: the input of attention maps and the Inside
+    analyses."""
+    idx = torch.as_tensor(ids if isinstance(ids, torch.Tensor) else np.asarray(ids, dtype=np.int64))
+    if idx.dim() == 2 and idx.shape[0] == 1:
+        idx = idx[0]
+    if idx.dim() != 1:
+        raise ValueError(f"give one sequence of token ids, got shape {tuple(idx.shape)}")
+    T = idx.shape[0]
+    if T == 0:
+        raise ValueError("the text gave no tokens (at least one is needed)")
+    if T > config.context_length:
+        raise ValueError(f"{T} tokens do not fit the model's context length ({config.context_length})")
+    if int(idx.min()) < 0 or int(idx.max()) >= config.vocab_size:
+        raise ValueError(f"token ids must be between 0 and {config.vocab_size - 1}")
+    return idx.to(device=device, dtype=torch.long).unsqueeze(0)
 
 
 def decoder_for(model: GPT, precision: str = "fp32") -> Decoder:

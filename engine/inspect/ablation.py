@@ -20,8 +20,8 @@ import torch.nn as nn
 
 from engine.events import Event, ProgressEvent
 from engine.generation.capture import Ablation, ForwardOptions
-from engine.generation.forward import Decoder, decoder_for
-from engine.inspect.common import as_ids, losses_from_logits, progress, result_of
+from engine.generation.forward import Decoder, as_ids, decoder_for
+from engine.inspect.common import losses_from_logits, progress, result_of
 
 DEFAULT_TOP_K = 10
 
@@ -69,7 +69,6 @@ def describe(ablation: Ablation) -> str:
 class AblationEffect(Event):
     """The intact and the ablated model on one text. Arrays over positions t: the next token after ids[:t+1]."""
 
-    kind = "ablation_effect"
     ids: tuple[int, ...]
     what: str  # describe(ablation)
     intact_loss: np.ndarray  # float32 [T], NaN at 0
@@ -133,7 +132,6 @@ def ablation_effect(model: nn.Module, ids: IdsLike, ablation: Ablation, top_k: i
 class HeadSweep(Event):
     """Each head ablated alone: how much the text's mean token loss rises."""
 
-    kind = "head_sweep"
     ids: tuple[int, ...]
     mean: bool  # mean-ablation (else zero)
     intact_loss: float  # mean token loss of the intact model (positions 1..T-1)

@@ -23,8 +23,8 @@ import torch.nn as nn
 
 from engine.events import Event, ProgressEvent
 from engine.generation.capture import Ablation, ForwardOptions
-from engine.generation.forward import Decoder, decoder_for
-from engine.inspect.common import as_ids, progress, result_of
+from engine.generation.forward import Decoder, as_ids, decoder_for
+from engine.inspect.common import progress, result_of
 
 GRADIENT_X_INPUT, INTEGRATED_GRADIENTS = "gradient_x_input", "integrated_gradients"
 DEFAULT_STEPS = 32
@@ -39,7 +39,6 @@ IdsLike = Sequence[int] | torch.Tensor | np.ndarray
 class Attribution(Event):
     """One score per input token 0..position for the logit of `target` at `position`."""
 
-    kind = "attribution"
     ids: tuple[int, ...]  # the text's ids up to and including position
     position: int
     target: int  # the next token explained

@@ -1,30 +1,12 @@
-"""What every Inside analysis shares: checking a text's ids, running a job to its result, progress events."""
+"""What every Inside analysis shares: running a job to its result, progress events, losses and perplexity."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 
-from engine.config import ModelConfig
 from engine.events import Event, ProgressEvent
-
-
-def as_ids(ids: Sequence[int] | torch.Tensor | np.ndarray, config: ModelConfig, device: torch.device) -> torch.Tensor:
-    """One sequence of token ids as a (1, T) long tensor on `device`, or a ValueError in one line."""
-    idx = torch.as_tensor(ids if isinstance(ids, torch.Tensor) else np.asarray(ids, dtype=np.int64))
-    if idx.dim() == 2 and idx.shape[0] == 1:
-        idx = idx[0]
-    if idx.dim() != 1:
-        raise ValueError(f"give one sequence of token ids, got shape {tuple(idx.shape)}")
-    T = idx.shape[0]
-    if T == 0:
-        raise ValueError("the text gave no tokens")
-    if T > config.context_length:
-        raise ValueError(f"{T} tokens do not fit the model's context of {config.context_length}")
-    if int(idx.min()) < 0 or int(idx.max()) >= config.vocab_size:
-        raise ValueError(f"token ids must be between 0 and {config.vocab_size - 1}")
-    return idx.to(device=device, dtype=torch.long).unsqueeze(0)
 
 
 def progress(job: str, done: int, total: int, message: str) -> ProgressEvent:

@@ -22,13 +22,11 @@ import torch.nn as nn
 
 from engine.events import Event
 from engine.generation.capture import ForwardOptions
-from engine.generation.forward import decoder_for
-from engine.inspect.common import as_ids
+from engine.generation.forward import as_ids, decoder_for
 
 
 @dataclass(frozen=True)
 class EmbeddingMap(Event):
-    kind = "embedding_map"
     points: np.ndarray  # float32 [V, 2]: every token's embedding on the two axes
     explained: np.ndarray  # float32 [2]: fraction of the table's variance along each axis
     axes: np.ndarray  # float32 [2, C]: the principal directions

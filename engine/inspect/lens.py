@@ -18,8 +18,8 @@ import torch.nn as nn
 
 from engine.events import Event, ProgressEvent
 from engine.generation.capture import Ablation, ForwardOptions
-from engine.generation.forward import Decoder, decoder_for
-from engine.inspect.common import as_ids, losses_from_logits, perplexity, progress, result_of
+from engine.generation.forward import Decoder, as_ids, decoder_for
+from engine.inspect.common import losses_from_logits, perplexity, progress, result_of
 
 LENS_CHUNK = 256  # positions unembedded at once
 DEFAULT_TOP_K = 5
@@ -32,7 +32,6 @@ class LogitLens(Event):
     Arrays are indexed [layer, position]; layer n_layers - 1 is the model's own output.
     """
 
-    kind = "logit_lens"
     ids: tuple[int, ...]
     top_ids: np.ndarray  # int64 [L, T, K], most probable first
     top_probs: np.ndarray  # float32 [L, T, K]

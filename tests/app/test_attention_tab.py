@@ -12,14 +12,17 @@ import torch
 from PySide6.QtCore import QPointF, Qt
 
 from app.state import AppState
+from app.tabs.attention import tab as attention_module
 from app.tabs.attention.groups import kv_group, kv_group_label
-from app.tabs.attention.jobs import AttentionResult, RolloutResult, default_text
+from app.tabs.attention.jobs import AttentionResult, RolloutResult
 from app.tabs.attention.overview import MEAN, thumbnails
-from app.tabs.attention.tab import MODE_HEAD, MODE_MEAN, MODE_ROLLOUT, AttentionTab
+from app.tabs.attention.tab import AttentionTab
+from app.tabs.attention.view_controls import MODE_HEAD, MODE_MEAN, MODE_ROLLOUT
+from app.widgets.text_run_bar import default_text
 from app.worker import JobRunner
 from engine.config import ModelConfig
 from engine.data import Corpus
-from engine.events import AttentionProbeEvent
+from engine.events import AttentionProbeEvent, ProgressEvent
 from engine.generation.attention import attention_rollout
 from engine.model import GPT
 from engine.tokenizers import CharTokenizer
@@ -89,39 +92,39 @@ def test_clicking_an_overview_cell_opens_that_layer_and_head(qtbot, tab):
     for layer, head in ((2, 1), (0, 3)):
         point = tab.overview.mapFromScene(tab.overview.cell_rect(layer, head).center())
         qtbot.mouseClick(tab.overview.viewport(), Qt.MouseButton.LeftButton, pos=point)
-        assert (tab.view_mode, tab.layer.value(), tab.head.value()) == (MODE_HEAD, layer, head)
+        assert (tab.view_mode, tab.controls.layer.value(), tab.controls.head.value()) == (MODE_HEAD, layer, head)
         assert np.array_equal(tab.heatmap.matrix, maps[layer, head])
         assert tab.overview._selected == (layer, head)
     # the last column is the layer's mean over heads
     qtbot.mouseClick(tab.overview.viewport(), Qt.MouseButton.LeftButton,
                      pos=tab.overview.mapFromScene(tab.overview.cell_rect(1, MEAN).center()))
-    assert (tab.view_mode, tab.layer.value()) == (MODE_MEAN, 1)
+    assert (tab.view_mode, tab.controls.layer.value()) == (MODE_MEAN, 1)
     assert np.allclose(tab.heatmap.matrix, maps[1].mean(axis=0))
 
 
 def test_rollout_and_mean_rows_sum_to_one(qtbot, tab):
     run_on(qtbot, tab, TEXT)
     for mode in (MODE_MEAN, MODE_ROLLOUT):
-        tab.mode.setCurrentIndex(tab.mode.findData(mode))
+        tab.controls.mode.setCurrentIndex(tab.controls.mode.findData(mode))
         shown = tab.heatmap.matrix
         assert shown.shape == (len(TEXT), len(TEXT))
         assert np.allclose(shown.sum(axis=1), 1.0, atol=1e-4), mode
         assert np.allclose(np.triu(shown, k=1), 0.0, atol=1e-6), mode
     assert "rollout" in tab.current_title().lower()
     assert np.allclose(tab.heatmap.matrix, tab.shown.get_rollout())
-    assert not tab.layer.isEnabled() and not tab.head.isEnabled()
+    assert not tab.controls.layer.isEnabled() and not tab.controls.head.isEnabled()
 
 
 def test_maps_show_before_the_rollout_arrives(tab):
     rng = np.random.default_rng(1)
     maps = np.tril(rng.random((3, 4, 6, 6), dtype=np.float32))
     maps /= maps.sum(-1, keepdims=True)
-    tab.mode.setCurrentIndex(tab.mode.findData(MODE_ROLLOUT))
+    tab.controls.mode.setCurrentIndex(tab.controls.mode.findData(MODE_ROLLOUT))
     tab._on_job_events([AttentionResult(maps, thumbnails(maps), tuple("abcdef"), tuple("abcdef"), 0)])
     assert tab.heatmap.matrix is None and "rollout" in tab.heatmap.plot.titleLabel.text.lower()
-    tab.mode.setCurrentIndex(tab.mode.findData(MODE_HEAD))
+    tab.controls.mode.setCurrentIndex(tab.controls.mode.findData(MODE_HEAD))
     assert np.array_equal(tab.heatmap.matrix, maps[0, 0])  # the heads are there already
-    tab.mode.setCurrentIndex(tab.mode.findData(MODE_ROLLOUT))
+    tab.controls.mode.setCurrentIndex(tab.controls.mode.findData(MODE_ROLLOUT))
     tab._on_job_events([RolloutResult(attention_rollout(maps))])
     assert np.allclose(tab.heatmap.matrix, attention_rollout(maps))
 
@@ -216,8 +219,6 @@ def test_default_text_is_a_pattern_for_synthetic_tasks():
 def test_run_button_stops_a_run_in_progress(qtbot, tab, monkeypatch):
     import time
 
-    from app.tabs.attention import tab as attention_module
-    from engine.events import ProgressEvent
 
     real_job = attention_module.attention_job
 
@@ -249,7 +250,7 @@ def test_every_token_can_be_labelled_and_hovered(qtbot, tab):
     qtbot.wait(50)
     assert heatmap.labels_step() > 1 and "one token in" in heatmap.info.text()
     tab.set_query(40)
-    tab.read_button.click()
+    tab.controls.read_button.click()
     qtbot.wait(50)
     assert heatmap.labels_step() == 1
     (x0, x1), _ = heatmap.plot.getViewBox().viewRange()

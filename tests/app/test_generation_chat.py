@@ -15,6 +15,9 @@ from hf_fixtures import gpt2_folder
 from app.state import AppState
 from app.tabs.generation.tab import GenerationTab
 from app.worker import JobRunner
+from engine.config import ModelConfig
+from engine.generation import decoder_for
+from engine.model import GPT
 from engine.sources import open_model
 from engine.tokenizers import CharTokenizer, chat_prompt_ids
 
@@ -95,8 +98,6 @@ def test_models_without_a_template_have_no_chat_mode(qtbot, tab):
     chat = tab.chat
     chat.enabled_box.setChecked(True)
     tokenizer = CharTokenizer.from_text("abc ")
-    from engine.config import ModelConfig
-    from engine.model import GPT
 
     tab.state.set_model(GPT(ModelConfig(vocab_size=tokenizer.vocab_size, context_length=16, emb_dim=16, n_heads=2,
                                         n_layers=1)), tokenizer)
@@ -109,7 +110,6 @@ def test_models_without_a_template_have_no_chat_mode(qtbot, tab):
 def test_a_bf16_model_generates_in_bf16_without_a_copy(qtbot, tab, tmp_path):
     import torch
 
-    from engine.generation import decoder_for
 
     opened = open_model(gpt2_folder(tmp_path / "bf16", dtype=torch.bfloat16))
     tab.state.set_model(opened.model, opened.tokenizer)

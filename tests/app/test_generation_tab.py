@@ -16,11 +16,14 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from app.state import AppState
+from app.tabs.generation import jobs, step_view
 from app.tabs.generation.presets import SamplingSettings
-from app.tabs.generation.tab import GenerationTab, window_length
+from app.tabs.generation.tab import TEMPLATES, GenerationTab, window_length
 from app.worker import JobRunner
-from engine import precision_options
+from engine import ProgressEvent, precision_options, stream_generate
+from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import ModelConfig
+from engine.data import Corpus
 from engine.model import GPT
 from engine.tokenizers import CharTokenizer
 
@@ -75,7 +78,6 @@ def test_two_columns_both_receive_text(qtbot, tab):
 
 
 def test_greedy_column_equals_the_cli(qtbot, tab, tmp_path):
-    from engine.checkpoint import save_checkpoint
 
     path = tmp_path / "tiny.safetensors"
     save_checkpoint(path, tab.state.model, tab.state.tokenizer)
@@ -159,10 +161,9 @@ def test_distribution_matches_what_the_engine_saw(qtbot, tab, prompt_chars):
 
 
 def test_big_model_steps_are_computed_off_the_gui_thread(qtbot, tab, monkeypatch):
-    import app.tabs.generation.step_view as generation
 
     generate(qtbot, tab, max_tokens=6)
-    monkeypatch.setattr(generation, "INLINE_FLOPS", 0)  # every forward counts as big
+    monkeypatch.setattr(step_view, "INLINE_FLOPS", 0)  # every forward counts as big
     tab.select_step(1, 4)
     tab.select_step(1, 5)  # the latest request wins
     assert tab.distribution.data is None or "step 6" not in tab.distribution.data.title
@@ -221,7 +222,6 @@ def test_no_model_and_bad_precision_give_a_message_not_a_job(qtbot):
 
 
 def test_switching_the_model_while_idle_updates_the_tab(qtbot, tab, tmp_path):
-    from engine.checkpoint import load_checkpoint, save_checkpoint
 
     generate(qtbot, tab, max_tokens=4)
     tab.select_step(0, 1)
@@ -293,7 +293,6 @@ def test_every_control_explains_itself(tab):
 def test_prompt_templates_copy_and_dice(qtbot, tab):
     from PySide6.QtGui import QGuiApplication
 
-    from app.tabs.generation.tab import TEMPLATES
 
     tab.prompt.setPlainText("")
     actions = {a.text(): a for a in tab.templates_button.menu().actions()}
@@ -350,7 +349,6 @@ def test_other_precisions_generate_and_explain(qtbot, tab, precision):
 
 
 def test_starter_prompt_comes_from_the_corpus_once(qtbot):
-    from engine.data import Corpus
 
     widget, runner = new_tab(qtbot)
     state = widget.state
@@ -431,8 +429,6 @@ def test_characters_outside_the_vocabulary_are_noted(qtbot, tab):
 def test_the_engine_compiling_its_decode_step_is_shown(qtbot, tab, monkeypatch):
     """On CUDA the engine compiles its decode step before the first token and says so with ProgressEvents
     (engine/generation/stream.py); the tab shows them while they last. Faked here around the real stream."""
-    from app.tabs.generation import jobs
-    from engine import ProgressEvent, stream_generate
 
     def compiling_first(*args, **kwargs):
         yield ProgressEvent(job="compile", done=0, total=1, message="Compiling the decode step for 2 rows…")

@@ -102,22 +102,22 @@ def test_surprise_tints_each_token_by_its_loss_and_shows_the_perplexity(qtbot, t
 
 def test_surprise_over_training_follows_the_probes(qtbot, tab):
     panel = tab.surprise_panel
-    assert not panel.over_training.isEnabled()
+    assert not panel.over_training.check.isEnabled()
     tokens = tuple("abc|abc")
     probes = [AttentionProbeEvent(step=s, tokens=tokens, maps=np.zeros((3, 4, 7, 7), np.float32),
                                   heldout_tokens=tokens, heldout_loss=np.array([np.nan] + [3.0 - s / 100] * 6, np.float32))
               for s in (0, 100)]
     tab.state.set_attention_probes(probes)
-    assert panel.over_training.isEnabled() and panel.slider.maximum() == 1
-    panel.over_training.setChecked(True)
+    assert panel.over_training.check.isEnabled() and panel.over_training.slider.maximum() == 1
+    panel.over_training.check.setChecked(True)
     assert panel.view.pieces == list(tokens) and panel.view.values[1] == pytest.approx(2.0)
-    assert "step 100" in panel.step_label.text()
-    panel.slider.setValue(0)
+    assert "step 100" in panel.over_training.label.text()
+    panel.over_training.slider.setValue(0)
     assert panel.view.values[1] == pytest.approx(3.0) and "training step 0" in panel.summary.text()
     tab.state.add_attention_probe(AttentionProbeEvent(step=200, tokens=tokens, maps=probes[0].maps))
-    assert panel.slider.maximum() == 1  # a probe without held-out losses is not a surprise probe
+    assert panel.over_training.slider.maximum() == 1  # a probe without held-out losses is not a surprise probe
     tab.state.set_attention_probes([])
-    assert not panel.over_training.isChecked() and not panel.over_training.isEnabled()
+    assert not panel.over_training.check.isChecked() and not panel.over_training.check.isEnabled()
 
 
 def test_attribution_runs_both_methods(qtbot, tab):
@@ -189,8 +189,8 @@ def test_embedding_map_with_the_residual_stream(qtbot, tab):
     probe = AttentionProbeEvent(step=50, tokens=("a",), maps=np.zeros((3, 4, 1, 1), np.float32),
                                 embedding_points=np.ones((V, 2), np.float32))
     tab.state.set_attention_probes([probe])
-    panel.over_training.setChecked(True)
-    assert np.array_equal(panel.points, probe.embedding_points) and "step 50" in panel.probe_label.text()
+    panel.over_training.check.setChecked(True)
+    assert np.array_equal(panel.points, probe.embedding_points) and "step 50" in panel.over_training.label.text()
 
 
 def test_stop_ends_a_running_analysis(qtbot, tab, monkeypatch):

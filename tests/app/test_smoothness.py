@@ -149,21 +149,21 @@ def test_tab_switches_big_attention_and_pasting_keep_the_window_responsive(setup
 
 
 def test_merges_of_a_big_vocabulary_are_listed_off_the_gui_thread(setup):
-    """Listing 4,000 merges used to freeze the window for a second (50,000: several): now a job does it."""
+    """Listing 4,000 merges on the GUI thread would freeze the window for a second (50,000: several): a job does it."""
     window = setup
-    tab = window.tokenizer_tab
+    panel = window.tokenizer_tab.merges_panel
     window.tabs.setCurrentIndex(2)
     spin_until(lambda: idle(window))
-    tab._merge_rows.clear()
-    index = next(i for i, (_, tok) in enumerate(tab._merge_items) if tok is window.state.tokenizer)
+    panel._merge_rows.clear()
+    index = next(i for i, (_, tok) in enumerate(panel._merge_items) if tok is window.state.tokenizer)
     probe = GapProbe().start()
-    tab.merges_of.setCurrentIndex(index)
-    tab._show_merges()
-    assert tab.merges.model.total() == 0 and "Listing" in tab.merges.count.text()  # not listed inline
-    spin_until(lambda: tab.merges.model.total() > 0)
+    panel.merges_of.setCurrentIndex(index)
+    panel._show_merges()
+    assert panel.merges.model.total() == 0 and "Listing" in panel.merges.count.text()  # not listed inline
+    spin_until(lambda: panel.merges.model.total() > 0)
     probe.stop()
-    assert tab.merges.model.total() > 3000
+    assert panel.merges.model.total() > 3000
     assert probe.max_ms < MAX_GAP_MS
-    tab.merges.filter.setText("the")
-    tab.merges.apply_filter()
-    assert 0 < tab.merges.shown_count() < tab.merges.model.total()
+    panel.merges.filter.setText("the")
+    panel.merges.apply_filter()
+    assert 0 < panel.merges.shown_count() < panel.merges.model.total()

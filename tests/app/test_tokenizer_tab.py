@@ -13,10 +13,12 @@ from PySide6.QtCore import Qt
 
 from app.state import AppState
 from app.tabs.tokenizer import jobs as tokenizer_jobs_module
-from app.tabs.tokenizer.spans import tokenize_for_display
 from app.tabs.tokenizer.tab import NAMED_SHOWN, TokenizerTab
+from app.tabs.tokenizer.tokenized import tokenize_for_display
 from app.worker import JobRunner
+from engine.config import ModelConfig
 from engine.data import Corpus
+from engine.model import GPT
 from engine.tokenizers import BPETrainedEvent, CharTokenizer, merges_table, train_bpe
 
 TEXTS = [
@@ -161,8 +163,8 @@ def test_unavailable_encodings_show_their_reason(tab, named):
             assert panel.data is not None and panel.reason_text == ""
     assert [r.name for r in tab.encodings() if r.key.startswith("named:")] == list(NAMED_SHOWN)
     # where merges are offered, the unavailable encodings are listed disabled, with the reason
-    items = tab.merges_of.model()
-    offered = {tab.merges_of.itemText(i): items.item(i) for i in range(tab.merges_of.count())}
+    items = tab.merges_panel.merges_of.model()
+    offered = {tab.merges_panel.merges_of.itemText(i): items.item(i) for i in range(tab.merges_panel.merges_of.count())}
     for name, tok, reason in named:
         if tok is None:
             item = offered[f"{name} (unavailable)"]
@@ -228,15 +230,15 @@ def test_bpe_trained_here_is_usable_listed_and_handed_over(qtbot, tab):
     assert panel is not None and panel.data.ids == tok.encode(text)
     assert "".join(panel.data.span_text(s) for s in panel.data.spans) == text
     # its merges, searchable
-    assert tab.merges_tokenizer() is tok
-    qtbot.waitUntil(lambda: tab.merges.model.total() > 0, timeout=10_000)  # listed in a job
-    assert tab.merges.model.rowCount() == len(merges_table(tok)) > 0
-    tab.merges.filter.setText("the")
-    tab.merges.apply_filter()
-    assert 0 < tab.merges.shown_count() < tab.merges.model.total()
+    assert tab.merges_panel.merges_tokenizer() is tok
+    qtbot.waitUntil(lambda: tab.merges_panel.merges.model.total() > 0, timeout=10_000)  # listed in a job
+    assert tab.merges_panel.merges.model.rowCount() == len(merges_table(tok)) > 0
+    tab.merges_panel.merges.filter.setText("the")
+    tab.merges_panel.merges.apply_filter()
+    assert 0 < tab.merges_panel.merges.shown_count() < tab.merges_panel.merges.model.total()
     # handed to the Training tab
-    assert tab.use_button.isEnabled()
-    tab.use_button.click()
+    assert tab.merges_panel.use_button.isEnabled()
+    tab.merges_panel.use_button.click()
     assert tab.state.pending_tokenizer is tok
 
 
@@ -253,8 +255,6 @@ def test_bytes_per_token_chart_covers_every_available_encoding(qtbot, tab):
 
 def test_model_tokenizer_is_listed(qtbot, tab, small_bpe):
     tok = CharTokenizer.from_text("abc ")
-    from engine.config import ModelConfig
-    from engine.model import GPT
 
     tab.state.set_model(GPT(ModelConfig(vocab_size=tok.vocab_size, context_length=8, emb_dim=8, n_heads=1,
                                         n_layers=1)), tok)

@@ -15,13 +15,16 @@ transformers = pytest.importorskip("transformers")
 from hf_fixtures import gpt2_folder  # noqa: E402
 from hub_server import FakeHub, hub_environment, hub_online  # noqa: E402
 
+from engine.checkpoint import save_checkpoint  # noqa: E402
 from engine.cli import main  # noqa: E402
 from engine.cli import models as models_cli  # noqa: E402
+from engine.config import ModelConfig  # noqa: E402
 from engine.generation import generate  # noqa: E402
 from engine.hub import list_cached_models  # noqa: E402
+from engine.model import GPT  # noqa: E402
 from engine.sampling import SamplingConfig  # noqa: E402
 from engine.sources import open_model, open_tokenizer  # noqa: E402
-from engine.tokenizers import chat_prompt_ids  # noqa: E402
+from engine.tokenizers import CharTokenizer, chat_prompt_ids  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +80,6 @@ def test_generate_chat_renders_the_template_and_stops_at_end_of_turn(folder, cap
 
 
 def test_chat_needs_a_template_and_system_needs_chat(folder, tmp_path, capsys):
-    from engine.checkpoint import save_checkpoint
-    from engine.config import ModelConfig
-    from engine.model import GPT
-    from engine.tokenizers import CharTokenizer
 
     tokenizer = CharTokenizer.from_text("abc ")
     path = tmp_path / "char.safetensors"

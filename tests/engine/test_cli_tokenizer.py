@@ -10,7 +10,10 @@ import urllib.request
 import pytest
 
 from engine import tokenizers as T
+from engine.checkpoint import save_checkpoint
 from engine.cli import main
+from engine.config import ModelConfig
+from engine.model import GPT
 from engine.tokenizers import load_tokenizer_file, named
 
 CORPUS = ("To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer "
@@ -96,9 +99,6 @@ def test_tokenize_human_output_and_stdin(tokenizer_file, capsys, monkeypatch):
 
 
 def test_tokenize_from_a_checkpoint(tmp_path, tokenizer_file, capsys):
-    from engine.checkpoint import save_checkpoint
-    from engine.config import ModelConfig
-    from engine.model import GPT
 
     tok = load_tokenizer_file(tokenizer_file)
     ckpt = tmp_path / "m.safetensors"

@@ -222,7 +222,7 @@ def test_gradients_through_token_embeddings_equal_autograd_on_the_training_forwa
     torch.testing.assert_close(embeds.grad, reference, atol=1e-5, rtol=1e-4)
     assert embeds.grad[0, position + 1:].abs().max() == 0  # causal: later tokens do not matter
     assert embeds.grad[0, :position + 1].abs().sum(-1).gt(0).all()  # every earlier token matters
-    # gradient x input, the attribution of issue 16: one L2 norm per input position
+    # gradient x input, the attribution the Inside tab shows: one L2 norm per input position
     attribution = (embeds.grad * embeds).norm(dim=-1)[0, :position + 1]
     assert attribution.shape == (position + 1,) and attribution.sum() > 0
 

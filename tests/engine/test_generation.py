@@ -21,6 +21,7 @@ from engine.sampling import SamplingConfig, next_token_probs
 from engine.tokenizers import CharTokenizer, Tokenizer
 
 transformers = pytest.importorskip("transformers")
+from engine.generation.stream import _TextStream  # noqa: E402
 from engine.hf_import import gpt_from_hf  # noqa: E402
 
 VOCAB = 101
@@ -171,7 +172,6 @@ def test_streaming_text_equals_the_final_decode_and_never_splits_a_character(byt
 
 
 def test_text_stream_waits_for_the_rest_of_a_character(byte_model):
-    from engine.generation.stream import _TextStream
 
     text = "héllo ✓ 😀!"
     stream = _TextStream(ByteTokenizer())

@@ -13,6 +13,7 @@ from engine.generation import Ablation
 from engine.inspect import (
     GRADIENT_X_INPUT,
     INTEGRATED_GRADIENTS,
+    LogitLens,
     ablation_effect,
     attribution,
     describe,
@@ -132,7 +133,7 @@ def test_logit_lens_is_a_job_with_progress_per_block(pair):
     events = list(run_logit_lens(ours, IDS[:4], top_k=3))
     progress = [e for e in events if isinstance(e, ProgressEvent)]
     assert [e.done for e in progress] == [0, 1, 2, 3] and progress[0].total == 4
-    assert events[-1].kind == "logit_lens" and events[-1].top_ids.shape == (3, 4, 3)
+    assert isinstance(events[-1], LogitLens) and events[-1].top_ids.shape == (3, 4, 3)
     one = logit_lens(ours, IDS[:1])  # one token: no loss, no next token
     assert np.isnan(one.token_loss).all() and np.isnan(one.perplexity) and one.next_rank.tolist() == [[-1]] * 3
 

@@ -13,9 +13,7 @@ from typing import Any
 import numpy as np
 
 from app.tabs.attention.overview import mosaic, thumbnails
-from engine import Corpus, Event, attention_maps, attention_rollout, is_synthetic
-
-FALLBACK_TEXT = "The cat sat on the mat. The cat sat on the mat again, because the mat was warm."
+from engine import Event, attention_maps, attention_rollout
 
 
 @dataclass(frozen=True)
@@ -68,18 +66,3 @@ class Maps:
         if self.rollout is None and not self.rollout_pending:
             self.rollout = np.asarray(attention_rollout(self.maps), dtype=np.float32)
         return self.rollout
-
-
-def default_text(corpus: Corpus | None, max_chars: int = 400) -> str:
-    """A passage of the current corpus; for a synthetic task, a few whole lines (patterns show best)."""
-    if corpus is None:
-        return FALLBACK_TEXT[:max_chars]
-    if is_synthetic(corpus.source) or is_synthetic(corpus.name):
-        limit = min(120, max_chars)
-        text = ""
-        for line in corpus.text().splitlines()[:12]:
-            if len(text) + len(line) + 1 > limit:
-                break
-            text += line + "\n"
-        return text or corpus.sample_passage(limit)
-    return corpus.sample_passage(max_chars)

@@ -7,7 +7,8 @@ training", the maps come from the probe text recorded at each evaluation of the 
 run, and a slider walks through the steps: heads can be watched forming.
 
 The model runs in a job (jobs.py), never on the GUI thread; "over training" is the probe bar
-(probes.py).
+(probes.py); the row that picks the mode, layer and head is view_controls.py; the text box with Run is
+app/widgets/text_run_bar.py, shared with the Inside tab.
 """
 from __future__ import annotations
 
@@ -18,15 +19,10 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Slot
-from PySide6.QtGui import QKeySequence, QPalette, QShortcut
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
-    QComboBox,
     QFileDialog,
-    QHBoxLayout,
     QLabel,
-    QPlainTextEdit,
-    QPushButton,
-    QSpinBox,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -37,16 +33,18 @@ from app.formatting import unknown_chars_note
 from app.state import AppState
 from app.tabs.attention.groups import kv_group_label, kv_heads
 from app.tabs.attention.heatmap import AttentionHeatmap
-from app.tabs.attention.jobs import AttentionResult, Maps, RolloutResult, attention_job, default_text
+from app.tabs.attention.jobs import AttentionResult, Maps, RolloutResult, attention_job
 from app.tabs.attention.overview import MEAN, AttentionOverview, thumbnails
 from app.tabs.attention.probes import ProbeBar
 from app.tabs.attention.tokens import AttentionTextView
+from app.tabs.attention.view_controls import MODE_MEAN, MODE_ROLLOUT, ViewControls
+from app.widgets.text_run_bar import TextRunBar
+from app.widgets.token_text import text_of_rendered
 from app.worker import JobRunner, error_message
 from engine import atomic_write_text, unknown_characters
 
 JOB_NAME = "attention"
 RUN_TOOLTIP = "Run the current model on the text and capture the attention of every head"
-MODE_HEAD, MODE_MEAN, MODE_ROLLOUT = "head", "mean", "rollout"
 QUERY_HINT = "Click a token (here or a row of the heatmap) to see what it attends to."
 
 class AttentionTab(QWidget):
@@ -58,7 +56,6 @@ class AttentionTab(QWidget):
         self._text_maps: Maps | None = None
         self._shown: Maps | None = None
         self._query = -1
-        self._default_text = self._make_default_text()
         self._rerun_when_shown = False
         self._rerun_after_job = False
         self._stopping = False
@@ -66,79 +63,28 @@ class AttentionTab(QWidget):
         self._unknown_note = ""
 
         self._build_ui()
-        self.text.setPlainText(self._default_text)
         self._update_controls()
         self._on_probes_changed()
 
         state.model_changed.connect(self._on_model_changed)
-        state.corpus_changed.connect(self._update_default_text)
         state.attention_probes_changed.connect(self._on_probes_changed)
 
     # ------------------------------------------------------------ layout
 
     def _build_ui(self) -> None:
-        self.text = QPlainTextEdit()
-        self.text.setPlaceholderText("Text to run the model on…")
-        self.text.setToolTip("The model reads this text once; every head's attention is shown below. "
-                             "Ctrl+Enter runs.")
-        self.text.setMaximumHeight(80)
-        self.run_button = QPushButton("Run")
-        self.run_button.setDefault(True)
-        self.run_button.setToolTip(RUN_TOOLTIP)
+        self.bar = TextRunBar(self.state, "Text to run the model on…",
+                              "The model reads this text once; every head's attention is shown below. Ctrl+Enter runs.",
+                              RUN_TOOLTIP, height=80)
+        self.text, self.run_button = self.bar.text, self.bar.run_button
         self.run_button.clicked.connect(self.on_run_clicked)
-        self.sample_button = QPushButton("Sample text")
-        self.sample_button.setToolTip("Put a passage of the current corpus back in the box")
-        self.sample_button.clicked.connect(lambda: self.text.setPlainText(self._make_default_text()))
-        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.run)
-        buttons = QVBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.sample_button)
-        buttons.addStretch(1)
-        top = QHBoxLayout()
-        top.addWidget(self.text, 1)
-        top.addLayout(buttons)
+        self.bar.shortcut.activated.connect(self.run)
 
-        self.mode = QComboBox()
-        self.mode.addItem("One head", MODE_HEAD)
-        self.mode.addItem("Mean over heads", MODE_MEAN)
-        self.mode.addItem("Rollout (all layers)", MODE_ROLLOUT)
-        self.mode.setToolTip("One head's weights; the mean of a layer's heads; or attention rollout: "
-                             "the layers' mean maps (plus the residual path) multiplied through the model, "
-                             "an estimate of how much each input token flows into each position")
-        self.layer = QSpinBox()
-        self.layer.setPrefix("layer ")
-        self.layer.setToolTip("Which transformer block (0 is the first, nearest the input)")
-        self.head = QSpinBox()
-        self.head.setPrefix("head ")
-        self.head.setToolTip("Which attention head of that block: each head learns its own pattern")
-        self.reset_button = QPushButton("Fit")
-        self.reset_button.setToolTip("Zoom out to the whole map (scroll to zoom, drag to pan)")
-        self.read_button = QPushButton("Read tokens")
-        self.read_button.setToolTip("Zoom in until every token on both axes has its label, around the chosen "
-                                    "query; drag to move along the text")
-        self.png_button = QPushButton("Export PNG…")
-        self.csv_button = QPushButton("Export CSV…")
-        self.png_button.setToolTip("Save the heatmap with its token labels as an image")
-        self.csv_button.setToolTip("Save the matrix shown, with token labels, as CSV (rows: queries, columns: keys)")
-        for w in (self.mode, self.layer, self.head):
-            w.setMinimumWidth(90)
-        self.mode.currentIndexChanged.connect(self._refresh_views)
-        self.layer.valueChanged.connect(self._refresh_views)
-        self.head.valueChanged.connect(self._refresh_views)
-        self.reset_button.clicked.connect(self._fit_map)
-        self.read_button.clicked.connect(self._read_tokens)
-        self.png_button.clicked.connect(self._ask_export_png)
-        self.csv_button.clicked.connect(self._ask_export_csv)
-        controls = QHBoxLayout()
-        controls.addWidget(QLabel("Show:"))
-        controls.addWidget(self.mode)
-        controls.addWidget(self.layer)
-        controls.addWidget(self.head)
-        controls.addWidget(self.reset_button)
-        controls.addWidget(self.read_button)
-        controls.addStretch(1)
-        controls.addWidget(self.png_button)
-        controls.addWidget(self.csv_button)
+        self.controls = ViewControls()
+        self.controls.changed.connect(self._refresh_views)
+        self.controls.reset_button.clicked.connect(self._fit_map)
+        self.controls.read_button.clicked.connect(self._read_tokens)
+        self.controls.png_button.clicked.connect(self._ask_export_png)
+        self.controls.csv_button.clicked.connect(self._ask_export_csv)
 
         self.probes = ProbeBar(self.state)
         self.probes.showing_changed.connect(self._on_source_changed)
@@ -149,7 +95,7 @@ class AttentionTab(QWidget):
         self.overview = AttentionOverview()
         self.overview.cell_clicked.connect(self.open_cell)
         self.text_view = AttentionTextView()
-        self.text_view.query_picked.connect(self.set_query)
+        self.text_view.token_clicked.connect(self.set_query)
         self.query_label = QLabel(QUERY_HINT)
         self.query_label.setWordWrap(True)
         self.query_label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
@@ -181,8 +127,8 @@ class AttentionTab(QWidget):
         self.status.setWordWrap(True)
         self.status.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addLayout(controls)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.controls)
         layout.addWidget(self.probes)
         layout.addWidget(self.splitter, 1)
         layout.addWidget(self.status)
@@ -315,10 +261,7 @@ class AttentionTab(QWidget):
             self._update_controls()
             return
         L, H, T = maps.maps.shape[0], maps.maps.shape[1], maps.maps.shape[-1]
-        for spin, n in ((self.layer, L), (self.head, H)):
-            spin.blockSignals(True)
-            spin.setRange(0, n - 1)
-            spin.blockSignals(False)
+        self.controls.set_shape(L, H)
         shape = self.overview._shape
         self.overview.set_groups(*kv_heads(self.state.config))
         self.overview.set_thumbnails(maps.thumbs, maps.mosaic)
@@ -344,7 +287,7 @@ class AttentionTab(QWidget):
 
     @property
     def view_mode(self) -> str:
-        return self.mode.currentData()
+        return self.controls.view_mode
 
     def current_matrix(self) -> np.ndarray | None:
         """The [T, T] matrix on the big heatmap."""
@@ -353,10 +296,10 @@ class AttentionTab(QWidget):
         maps = self._shown.maps
         if self.view_mode == MODE_ROLLOUT:
             return self._shown.get_rollout()
-        layer = min(self.layer.value(), maps.shape[0] - 1)
+        layer = min(self.controls.layer.value(), maps.shape[0] - 1)
         if self.view_mode == MODE_MEAN:
             return maps[layer].mean(axis=0)
-        return maps[layer, min(self.head.value(), maps.shape[1] - 1)]
+        return maps[layer, min(self.controls.head.value(), maps.shape[1] - 1)]
 
     def current_title(self) -> str:
         if self._shown is None:
@@ -365,10 +308,10 @@ class AttentionTab(QWidget):
         if self.view_mode == MODE_ROLLOUT:
             title = f"Attention rollout through all {L} layers"
         elif self.view_mode == MODE_MEAN:
-            title = f"Layer {self.layer.value()} · mean over {H} heads"
+            title = f"Layer {self.controls.layer.value()} · mean over {H} heads"
         else:
-            title = f"Layer {self.layer.value()} · head {self.head.value()}"
-            group = kv_group_label(self.state.config, self.head.value())
+            title = f"Layer {self.controls.layer.value()} · head {self.controls.head.value()}"
+            group = kv_group_label(self.state.config, self.controls.head.value())
             if group:
                 title += f" · {group}"
         if self._shown.step is not None:
@@ -387,8 +330,8 @@ class AttentionTab(QWidget):
         if self.view_mode == MODE_ROLLOUT:
             self.overview.set_selected(None, None)
         else:
-            head = MEAN if self.view_mode == MODE_MEAN else self.head.value()
-            self.overview.set_selected(self.layer.value(), head)
+            head = MEAN if self.view_mode == MODE_MEAN else self.controls.head.value()
+            self.overview.set_selected(self.controls.layer.value(), head)
         self._refresh_text_view(matrix)
 
     def _refresh_text_view(self, matrix: np.ndarray) -> None:
@@ -416,25 +359,10 @@ class AttentionTab(QWidget):
     @Slot(int, int)
     def open_cell(self, layer: int, head: int) -> None:
         """Open one overview cell in the big view (head MEAN: the layer's mean over heads)."""
-        for w in (self.mode, self.layer, self.head):
-            w.blockSignals(True)
-        self.layer.setValue(layer)
-        if head == MEAN:
-            self.mode.setCurrentIndex(self.mode.findData(MODE_MEAN))
-        else:
-            self.mode.setCurrentIndex(self.mode.findData(MODE_HEAD))
-            self.head.setValue(head)
-        for w in (self.mode, self.layer, self.head):
-            w.blockSignals(False)
-        self._refresh_views()
+        self.controls.open(layer, None if head == MEAN else head)
 
     def _update_controls(self) -> None:
-        has = self._shown is not None
-        mode = self.view_mode
-        self.layer.setEnabled(has and mode != MODE_ROLLOUT)
-        self.head.setEnabled(has and mode == MODE_HEAD)
-        for w in (self.mode, self.png_button, self.csv_button, self.reset_button, self.read_button):
-            w.setEnabled(has)
+        self.controls.set_enabled_for(self._shown is not None)
 
     # ------------------------------------------------------------ attention over training
 
@@ -453,7 +381,7 @@ class AttentionTab(QWidget):
     def _show_probe(self, probe: Any) -> None:
         maps = np.asarray(probe.maps, dtype=np.float32)
         labels = [str(t) for t in probe.tokens]  # render_token strings: "\n" arrives escaped
-        pieces = [t.replace("\\n", "\n").replace("\\t", "\t") for t in labels]
+        pieces = [text_of_rendered(t) for t in labels]
         self._show(Maps(maps, labels, pieces, thumbnails(maps), step=probe.step))
         self.status.setText(f"Probe text as the model saw it at training step {probe.step:,} "
                             f"({len(labels)} tokens). Untick \"Over training\" to go back to your text.")
@@ -470,7 +398,7 @@ class AttentionTab(QWidget):
 
     @Slot()
     def _on_model_changed(self) -> None:
-        self._update_default_text()
+        self.bar.update_default_text()
         self._text_maps = None
         self._text_status = ""
         self._unknown_note = ""
@@ -488,19 +416,6 @@ class AttentionTab(QWidget):
     def _other_jobs_running(self) -> bool:
         # Training runs the same model in another thread: leave it alone rather than compete for it.
         return any(job.name != JOB_NAME for job in self.runner.running())
-
-    def _make_default_text(self) -> str:
-        # A char model reads one token per character: keep the sample within its context.
-        context = self.state.config.context_length if self.state.config is not None else 400
-        return default_text(self.state.corpus, max_chars=min(400, context))
-
-    @Slot()
-    def _update_default_text(self) -> None:
-        """A new corpus or model: replace the sample text unless the user typed their own."""
-        new_default = self._make_default_text()
-        if self.text.toPlainText() in (self._default_text, ""):
-            self.text.setPlainText(new_default)
-        self._default_text = new_default
 
     def showEvent(self, event) -> None:
         super().showEvent(event)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -146,3 +146,34 @@ class ColumnTiming:
         if self.tokens_per_s is not None:
             parts.append(f"{self.tokens_per_s:,.1f} tokens/s")
         return " · ".join(parts)
+
+
+@dataclass
+class GenerationRun:
+    """What one Generate produced, kept for the distribution view."""
+
+    prompt: str
+    prompt_ids: list[int]  # what the model was fed (after the engine's empty / too-long prompt rules)
+    precision: str
+    ids: list[list[int]] = field(default_factory=list)  # per column: generated ids
+    records: list[list[Any]] = field(default_factory=list)  # per column: the engine's per-step row records
+    timings: list[ColumnTiming] = field(default_factory=list)  # per column, on the worker's clock
+    started: float = field(default_factory=time.monotonic)
+    tokens: int = 0
+    done: Any = None  # the engine's GenerationDoneEvent, once it came
+    chat: bool = False  # a chat turn: `prompt` is the user's message (see chat.py)
+
+    def take_step(self, event: GenerationStepEvent, at: float) -> list[tuple[int, tuple[int, str, float]]]:
+        """Record one engine step (`at`: the worker's clock); returns (column, (step, piece, probability)) for
+        each column that got a token."""
+        tokens = []
+        for row, record in enumerate(event.rows):
+            if row >= len(self.ids) or record is None:  # None: this row finished earlier
+                continue
+            self.ids[row].append(int(record.token_id))
+            self.records[row].append(record)
+            self.tokens += 1
+            if row < len(self.timings):
+                self.timings[row].add(at)
+            tokens.append((row, (len(self.ids[row]) - 1, record.piece, float(record.prob))))
+        return tokens

@@ -11,51 +11,47 @@ The tab says what changed without being asked: output made with other settings i
 top-k lowered to fit a small vocabulary and prompt characters the tokenizer cannot represent are
 noted, and the selected step stays put across a live regenerate.
 
-Its parts live beside it (the shared settings row in run_settings.py, a column in column.py, the
-selected step's distribution in step_view.py, the jobs in jobs.py); what stays here is the run itself
-and what ties the parts together (stale marks, notes, selection), which is why it is still ~640 lines.
+Its parts live beside it (the prompt in prompt_panel.py, the shared settings row in run_settings.py,
+the toolbar over the columns in decoders_bar.py, a column in column.py, the selected step's distribution
+in step_view.py, the jobs and the record of a run in jobs.py). What stays here is the run itself and what
+ties the parts together (stale marks, notes, selection across a live regenerate); they share the run and
+the selection, so they are kept in one class of about 540 lines rather than split apart.
 """
 from __future__ import annotations
 
 import html
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QCheckBox,
     QHBoxLayout,
     QLabel,
-    QMenu,
-    QPlainTextEdit,
-    QPushButton,
     QSizePolicy,
     QSplitter,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from app import dialogs, theme
-from app.formatting import unknown_chars_note
 from app.state import AppState
-from app.tabs.generation.chat import ChatPanel
 from app.tabs.generation.column import DecoderColumn
+from app.tabs.generation.decoders_bar import MAX_COLUMNS, DecodersBar
 from app.tabs.generation.distribution import DistributionView
 from app.tabs.generation.jobs import (
     ColumnTiming,
+    GenerationRun,
     JobStarted,
     LogitsReady,
     generation_job,
     sampling_config,
 )
+from app.tabs.generation.prompt_panel import TEMPLATES, PromptPanel
 from app.tabs.generation.run_settings import RunSettings
 from app.tabs.generation.step_view import StepDistribution
-from app.tabs.generation.token_view import ProbabilityLegend
 from app.worker import Job, JobRunner
 from engine import (
     GenerationDoneEvent,
@@ -63,44 +59,14 @@ from engine import (
     ProgressEvent,
     check_precision,
     prompt_token_ids,
-    unknown_characters,
     window_length,
 )
 
 __all__ = ["GenerationTab", "TEMPLATES", "window_length", "LogitsReady"]
 
 JOB_NAME = "generate"
-MAX_COLUMNS = 4
 STOP_REASONS = {"max_new_tokens": "reached max new tokens", "eot": "stopped at end of text",
                 "stop_string": "stopped at a stop string"}
-
-TEMPLATES = {
-    "Zero-shot": ("Instruction only, no example: the model must infer the task from the words alone.",
-                  "Translate English to French:\ncheese =>"),
-    "One-shot": ("One worked example before the query shows the format of the answer.",
-                 "Translate English to French:\nsea otter => loutre de mer\ncheese =>"),
-    "Few-shot": ("Several worked examples before the query: small models follow a pattern far better "
-                 "than an instruction.",
-                 "Translate English to French:\nsea otter => loutre de mer\npeppermint => menthe poivrée\n"
-                 "plush giraffe => girafe peluche\ncheese =>"),
-}
-
-
-@dataclass
-class _Run:
-    """What one Generate produced, kept for the distribution view."""
-
-    prompt: str
-    prompt_ids: list[int]  # what the model was fed (after the engine's empty / too-long prompt rules)
-    precision: str
-    ids: list[list[int]] = field(default_factory=list)  # per column: generated ids
-    records: list[list[Any]] = field(default_factory=list)  # per column: the engine's per-step row records
-    timings: list[ColumnTiming] = field(default_factory=list)  # per column, on the worker's clock
-    started: float = field(default_factory=time.monotonic)
-    tokens: int = 0
-    done: Any = None  # the engine's GenerationDoneEvent, once it came
-    chat: bool = False  # a chat turn: `prompt` is the user's message (see chat.py)
-
 
 class GenerationTab(QWidget):
     generation_started = Signal()
@@ -111,18 +77,16 @@ class GenerationTab(QWidget):
         self.state = state
         self.runner = runner
         self.job: Job | None = None
-        self.run: _Run | None = None
+        self.run: GenerationRun | None = None
         self._restart_after_stop = False
         self._training_note = False
         self._selection: tuple[int, int] | None = None  # (column, step)
         self._wanted_selection: tuple[int, int] | None = None  # to restore once a regenerate reaches it
         self._changed_while_running = False
-        self._unknown: list[str] = []
         self.columns: list[DecoderColumn] = []
         self._build()
         state.model_changed.connect(self._on_model_changed)
-        state.corpus_changed.connect(self._offer_starter_prompt)
-        self._starter_offered = False
+        state.corpus_changed.connect(self.prompt_panel.offer_starter)
         runner.job_started.connect(self._on_other_jobs)
         runner.job_finished.connect(self._on_other_jobs)
         for preset in ("Greedy", "Balanced"):
@@ -133,32 +97,10 @@ class GenerationTab(QWidget):
     # ---------------------------------------------------------------------------------- layout
 
     def _build(self) -> None:
-        self.prompt = QPlainTextEdit()
-        self.prompt.setPlaceholderText("Write a prompt… (Ctrl+Enter generates)")
-        self.prompt.setToolTip("The prompt: the text the model continues. Every column continues the same prompt.")
-        self.prompt.setMinimumHeight(self.prompt.fontMetrics().lineSpacing() * 2 + 12)
-        self.prompt.textChanged.connect(self._update_prompt_info)
+        self.prompt_panel = PromptPanel(self.state)
+        self.prompt, self.prompt_info = self.prompt_panel.prompt, self.prompt_panel.prompt_info
+        self.templates_button, self.chat = self.prompt_panel.templates_button, self.prompt_panel.chat
         self.prompt.textChanged.connect(self._on_output_settings_changed)
-        self.prompt_info = QLabel()
-        self.prompt_info.setTextFormat(Qt.TextFormat.RichText)
-        self.prompt_info.setWordWrap(True)
-        self.templates_button = QToolButton()
-        self.templates_button.setText("Insert template")
-        self.templates_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-        self.templates_button.setToolTip("Prompt-engineering templates: zero-shot (instruction only), one-shot "
-                                         "(one example) and few-shot (several examples)")
-        menu = QMenu(self.templates_button)
-        for name, (tip, text) in TEMPLATES.items():
-            action = menu.addAction(name, lambda t=text: self.insert_template(t))
-            action.setToolTip(tip)
-        menu.setToolTipsVisible(True)
-        self.templates_button.setMenu(menu)
-        prompt_head = QHBoxLayout()
-        prompt_head.addWidget(QLabel("<b>Prompt</b>"))
-        prompt_head.addWidget(self.prompt_info, 1)
-        prompt_head.addWidget(self.templates_button)
-        self.chat = ChatPanel()
-        self.chat.mode_changed.connect(self._on_chat_mode)
 
         # Shared settings in one row: max new tokens, seed, precision, stop strings, Generate / Stop, speed.
         self.settings_row = settings = RunSettings()
@@ -177,42 +119,25 @@ class GenerationTab(QWidget):
         top = QVBoxLayout()
         top.setContentsMargins(0, 0, 0, 0)
         top.setSpacing(4)
-        top.addLayout(prompt_head)
-        top.addWidget(self.chat)
-        top.addWidget(self.prompt, 1)
+        top.addWidget(self.prompt_panel, 1)
         top.addWidget(settings)
         top.addWidget(self.status)
         top_widget = QWidget()
         top_widget.setLayout(top)
 
         # Toolbar over the columns: colour toggle + legend, live regenerate, add column.
-        self.colour_toggle = QCheckBox("Colour by probability")
-        self.colour_toggle.setChecked(True)
-        self.colour_toggle.setToolTip("Shade each generated token by the probability its decoder gave it")
+        self.decoders_bar = DecodersBar()
+        self.colour_toggle, self.legend = self.decoders_bar.colour_toggle, self.decoders_bar.legend
+        self.live_toggle, self.add_button = self.decoders_bar.live_toggle, self.decoders_bar.add_button
         self.colour_toggle.toggled.connect(self._on_colour_toggled)
-        self.legend = ProbabilityLegend()
-        self.live_toggle = QCheckBox("Live regenerate")
-        self.live_toggle.setToolTip("Regenerate whenever a slider is released or a preset picked")
-        self.add_button = QPushButton("+ Add decoder")
-        self.add_button.setToolTip(f"Add a decoder column (up to {MAX_COLUMNS}) to compare settings side by side")
         self.add_button.clicked.connect(self._on_add_clicked)
-        bar = QHBoxLayout()
-        bar.setContentsMargins(0, 0, 0, 0)
-        bar.addWidget(QLabel("<b>Decoders</b>"))
-        bar.addSpacing(12)
-        bar.addWidget(self.colour_toggle)
-        bar.addWidget(self.legend)
-        bar.addSpacing(12)
-        bar.addWidget(self.live_toggle)
-        bar.addStretch(1)
-        bar.addWidget(self.add_button)
         self.columns_layout = QHBoxLayout()
         self.columns_layout.setContentsMargins(0, 0, 0, 0)
         self.columns_layout.setSpacing(8)
         middle = QVBoxLayout()
         middle.setContentsMargins(0, 0, 0, 0)
         middle.setSpacing(4)
-        middle.addLayout(bar)
+        middle.addWidget(self.decoders_bar)
         middle.addLayout(self.columns_layout, 1)
         middle_widget = QWidget()
         middle_widget.setLayout(middle)
@@ -242,7 +167,7 @@ class GenerationTab(QWidget):
     def changeEvent(self, event: QEvent) -> None:
         super().changeEvent(event)
         if event.type() == QEvent.Type.PaletteChange and hasattr(self, "status"):
-            self._update_prompt_info()  # their coloured notes take the new theme's readable colours
+            self.prompt_panel.update_info()  # their coloured notes take the new theme's readable colours
             self._refresh_status()
 
     # ---------------------------------------------------------------------------------- columns
@@ -306,23 +231,8 @@ class GenerationTab(QWidget):
     def is_generating(self) -> bool:
         return self.job is not None
 
-    @Slot()
-    def _offer_starter_prompt(self) -> None:
-        """Once per session, an empty prompt gets the start of a line from the corpus, so a first
-        Generate shows the model continuing text it knows (a person may clear it for an empty prompt)."""
-        corpus = self.state.corpus
-        if self._starter_offered or corpus is None or self.prompt.toPlainText():
-            return
-        for document in corpus.documents[:50]:
-            for line in document.splitlines():
-                words = line.split()
-                if len(words) >= 3 and sum(c.isalpha() for c in line) > len(line) / 2:
-                    self._starter_offered = True
-                    self.prompt.setPlainText(" ".join(words[:4]) + " ")
-                    return
-
     def _on_model_changed(self) -> None:
-        self._offer_starter_prompt()
+        self.prompt_panel.offer_starter()
         if self.is_generating():
             self._restart_after_stop = False
             self.stop()
@@ -339,7 +249,7 @@ class GenerationTab(QWidget):
         self.settings_row.update_precisions(model, self._model_device())
         if model is not None and next(model.parameters()).dtype == torch.bfloat16:
             self.precision.setCurrentIndex(self.precision.findData("bf16"))  # a bf16 model: no fp32 copy
-        self._update_prompt_info()
+        self.prompt_panel.update_info()
         has_eot = self.state.tokenizer is not None and self.state.tokenizer.eot_id is not None
         self.stop_at_eot.setEnabled(has_eot)
         self.stop_at_eot.setToolTip("End a column when it produces the tokenizer's end-of-text token" if has_eot
@@ -404,40 +314,6 @@ class GenerationTab(QWidget):
 
     # ---------------------------------------------------------------------------------- prompt
 
-    @Slot(bool)
-    def _on_chat_mode(self, on: bool) -> None:
-        self.prompt.setPlaceholderText("Your message… (Ctrl+Enter sends it; empty: the last one answered again)" if on
-                                       else "Write a prompt… (Ctrl+Enter generates)")
-
-    def insert_template(self, text: str) -> None:
-        cursor = self.prompt.textCursor()
-        if self.prompt.toPlainText().strip():
-            cursor.insertText(("\n" if not cursor.atBlockStart() else "") + text)
-        else:
-            self.prompt.setPlainText(text)
-            cursor = self.prompt.textCursor()
-            cursor.movePosition(cursor.MoveOperation.End)
-            self.prompt.setTextCursor(cursor)
-        self.prompt.setFocus()
-
-    @Slot()
-    def _update_prompt_info(self) -> None:
-        tokenizer, config = self.state.tokenizer, self.state.config
-        if tokenizer is None or config is None:
-            self.prompt_info.setText("")
-            self._unknown = []
-            return
-        prompt = self.prompt.toPlainText()
-        n = len(tokenizer.encode(prompt))
-        parts = [f"{n:,} token{'s' if n != 1 else ''} · context {config.context_length:,}"]
-        if n >= config.context_length:
-            parts.append(theme.colored(f"longer than the context: the model sees only the last "
-                                       f"{config.context_length - 1:,} tokens", "warning"))
-        self._unknown = unknown_characters(tokenizer, prompt)
-        if self._unknown:
-            parts.append(theme.colored(unknown_chars_note(self._unknown), "warning"))
-        self.prompt_info.setText(" · ".join(parts))
-
     @Slot()
     def roll_seed(self) -> None:
         self.settings_row.roll_seed()
@@ -470,7 +346,7 @@ class GenerationTab(QWidget):
         except ValueError as e:
             self.show_message(f"Cannot generate: {e}")
             return
-        self.run = _Run(prompt=prompt, prompt_ids=prompt_ids, precision=precision,
+        self.run = GenerationRun(prompt=prompt, prompt_ids=prompt_ids, precision=precision,
                         ids=[[] for _ in self.columns], records=[[] for _ in self.columns], chat=chat)
         self.steps.cache.clear()
         # The step being looked at stays selected once the new run reaches it (live regenerate).
@@ -509,7 +385,8 @@ class GenerationTab(QWidget):
             times = chunk.times or (time.perf_counter(),) * len(chunk.events)
             for event, at in zip(chunk.events, times):
                 if isinstance(event, GenerationStepEvent):
-                    self._take_step(event, per_column, at)
+                    for row, token in run.take_step(event, at):
+                        per_column[row].append(token)
                 elif isinstance(event, GenerationDoneEvent):
                     run.done = event
                 elif isinstance(event, ProgressEvent):  # the engine compiling its decode step first (CUDA)
@@ -522,18 +399,6 @@ class GenerationTab(QWidget):
         for i, column in enumerate(self.columns):
             column.set_info(f"{len(run.ids[i]):,} tokens")
         self._restore_selection()
-
-    def _take_step(self, event: Any, per_column: list[list[tuple[int, str, float]]], at: float) -> None:
-        run = self.run
-        for row, record in enumerate(event.rows):
-            if row >= len(run.ids) or record is None:  # None: this row finished earlier
-                continue
-            run.ids[row].append(int(record.token_id))
-            run.records[row].append(record)
-            run.tokens += 1
-            if row < len(run.timings):
-                run.timings[row].add(at)
-            per_column[row].append((len(run.ids[row]) - 1, record.piece, float(record.prob)))
 
     def _restore_selection(self, final: bool = False) -> None:
         """Select the step that was selected before this run once it exists (at the end: the nearest one)."""
@@ -591,7 +456,6 @@ class GenerationTab(QWidget):
     def _on_colour_toggled(self, on: bool) -> None:
         for column in self.columns:
             column.output.set_colour_by_probability(on)
-        self.legend.setVisible(on)
 
     @Slot()
     def _on_column_settings(self) -> None:

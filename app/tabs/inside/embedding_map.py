@@ -14,10 +14,11 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QVBoxLayout, QWidget
 
 from app.tabs.inside.session import InsideSession, TextTokens
 from app.theme import RUN_COLORS, plot_foreground, style_plot_widget
+from app.widgets.probe_slider import ProbeSlider, step_text
 from engine import EmbeddingMap, ProgressEvent, embedding_map
 
 ALL_LABELS_UP_TO = 300  # label every point of vocabularies this small (characters, tiny BPEs)
@@ -61,25 +62,16 @@ class EmbeddingMapPanel(QWidget):
         self.layer.valueChanged.connect(self._redraw_overlays)
         self.layer_label = QLabel("")
         self.layer_label.setMinimumWidth(150)
-        self.over_training = QCheckBox("Over training")
-        self.over_training.setToolTip("The table's map at each evaluation of the last run (recorded for "
-                                      "vocabularies up to 8,192 tokens)")
-        self.probe_slider = QSlider(Qt.Orientation.Horizontal)
-        self.probe_slider.setPageStep(1)
-        self.probe_slider.setToolTip("Training step of the map shown")
-        self.probe_label = QLabel("")
-        self.over_training.toggled.connect(self._refresh_points)
-        self.probe_slider.valueChanged.connect(self._refresh_points)
+        self.over_training = ProbeSlider("The table's map at each evaluation of the last run (recorded for "
+                                         "vocabularies up to 8,192 tokens)", "Training step of the map shown")
+        self.over_training.check.toggled.connect(self._refresh_points)
+        self.over_training.slider.valueChanged.connect(self._refresh_points)
         top = QHBoxLayout()
         top.addWidget(self.compute_button)
         top.addWidget(self.search, 1)
         top.addWidget(QLabel("Layer:"))
         top.addWidget(self.layer, 1)
         top.addWidget(self.layer_label)
-        probes = QHBoxLayout()
-        probes.addWidget(self.over_training)
-        probes.addWidget(self.probe_slider, 1)
-        probes.addWidget(self.probe_label)
 
         self.plot = pg.PlotWidget()
         self.plot.setMenuEnabled(False)
@@ -101,7 +93,7 @@ class EmbeddingMapPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
-        layout.addLayout(probes)
+        layout.addWidget(self.over_training)
         layout.addWidget(self.info)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.hover_label)
@@ -136,8 +128,8 @@ class EmbeddingMapPanel(QWidget):
         self.info.setText(f"{len(result.points):,} tokens on the embedding table's first two principal axes "
                           f"({ex[0]:.1f}% and {ex[1]:.1f}% of its variance). Hover a point; search to find tokens."
                           + (" The path is the text's residual stream at the chosen layer." if n else ""))
-        if self.over_training.isChecked():
-            self.over_training.setChecked(False)
+        if self.over_training.showing:
+            self.over_training.check.setChecked(False)
         self._refresh_points()
 
     def clear(self) -> None:
@@ -151,29 +143,20 @@ class EmbeddingMapPanel(QWidget):
 
     def set_probes(self, probes: list[Any]) -> None:
         self.probes = [p for p in probes if getattr(p, "embedding_points", None) is not None]
-        at_end = self.probe_slider.value() >= self.probe_slider.maximum()
-        self.probe_slider.blockSignals(True)
-        self.probe_slider.setRange(0, max(0, len(self.probes) - 1))
-        if at_end:
-            self.probe_slider.setValue(self.probe_slider.maximum())
-        self.probe_slider.blockSignals(False)
-        for w in (self.over_training, self.probe_slider):
-            w.setEnabled(bool(self.probes))
-        self.probe_label.setText(f"{len(self.probes)} maps recorded" if self.probes else "no maps recorded")
-        if not self.probes and self.over_training.isChecked():
-            self.over_training.setChecked(False)
-        elif self.over_training.isChecked():
+        self.over_training.set_count(len(self.probes))  # none: unticks, which redraws
+        self.over_training.label.setText(f"{len(self.probes)} maps recorded" if self.probes else "no maps recorded")
+        if self.over_training.showing:
             self._refresh_points()
 
     # ------------------------------------------------------------ drawing
 
     @Slot()
     def _refresh_points(self) -> None:
-        if self.over_training.isChecked() and self.probes:
-            index = min(self.probe_slider.value(), len(self.probes) - 1)
+        if self.over_training.showing and self.probes:
+            index = min(self.over_training.index, len(self.probes) - 1)
             probe = self.probes[index]
             self.points = np.asarray(probe.embedding_points, np.float32)
-            self.probe_label.setText(f"step {probe.step:,}  ({index + 1} of {len(self.probes)})")
+            self.over_training.label.setText(step_text(probe.step, index, len(self.probes)))
         else:
             self.points = None if self.result is None else self.result.points
         if self.points is None:
@@ -202,7 +185,7 @@ class EmbeddingMapPanel(QWidget):
                 self._label(self.render(i), *points[i], QColor(MATCH_COLOR))
         if query:
             self.hover_label.setText(f"{len(found):,} tokens contain {query!r}")
-        showing_probe = self.over_training.isChecked()
+        showing_probe = self.over_training.showing
         result = self.result
         if result is None or result.stream is None or showing_probe:
             self.stream_path.setData([], [])

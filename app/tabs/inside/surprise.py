@@ -11,14 +11,14 @@ import math
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtCore import Signal, Slot
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from app.tabs.inside.tinted_text import TintedTokenText
+from app.widgets.probe_slider import ProbeSlider, step_text
+from app.widgets.token_text import text_of_rendered
 from engine import perplexity
-
-PLAY_MS = 400
 
 
 def loss_tooltips(labels: list[str], losses: np.ndarray) -> list[str]:
@@ -52,30 +52,16 @@ class SurprisePanel(QWidget):
         self.summary = QLabel("Press Run to tint the text by each token's loss.")
         self.summary.setWordWrap(True)
         self.view = TintedTokenText()
-        self.over_training = QCheckBox("Over training")
-        self.over_training.setToolTip("Show a held-out slice of the corpus (never trained on) as the model saw it "
-                                      "at each evaluation of the last run, instead of your text")
-        self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.setPageStep(1)
-        self.slider.setToolTip("Training step of the evaluation shown")
-        self.step_label = QLabel("no probes recorded yet")
-        self.step_label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
-        self.play = QPushButton("▶ Play")
-        self.play.setCheckable(True)
-        self.play.setToolTip("Step through the recorded evaluations")
-        self._timer = QTimer(self, interval=PLAY_MS)
-        self._timer.timeout.connect(self._play_step)
-        self.over_training.toggled.connect(self._refresh)
-        self.slider.valueChanged.connect(self._refresh)
-        self.play.toggled.connect(self._on_play)
-        probes = QHBoxLayout()
-        probes.addWidget(self.over_training)
-        probes.addWidget(self.slider, 1)
-        probes.addWidget(self.step_label)
-        probes.addWidget(self.play)
+        self.over_training = ProbeSlider(
+            "Show a held-out slice of the corpus (never trained on) as the model saw it at each evaluation of the "
+            "last run, instead of your text", "Training step of the evaluation shown",
+            "Step through the recorded evaluations")
+        self.over_training.label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.over_training.check.toggled.connect(self._refresh)
+        self.over_training.slider.valueChanged.connect(self._refresh)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(probes)
+        layout.addWidget(self.over_training)
         layout.addWidget(self.summary)
         layout.addWidget(self.view, 1)
         self.set_probes([])
@@ -84,41 +70,33 @@ class SurprisePanel(QWidget):
         """The losses of the text box (None: cleared)."""
         self.vocab_size = vocab_size
         self._text = None if losses is None else (list(pieces), list(labels), np.asarray(losses, np.float32))
-        if self.over_training.isChecked() and losses is not None:
-            self.over_training.setChecked(False)  # a new run on the text: show it
+        if self.over_training.showing and losses is not None:
+            self.over_training.check.setChecked(False)  # a new run on the text: show it
         self._refresh()
 
     def set_probes(self, probes: list[Any]) -> None:
         """The last run's probes that carry held-out losses (engine AttentionProbeEvent)."""
         self.probes = [p for p in probes if getattr(p, "heldout_loss", None) is not None]
-        at_end = self.slider.value() >= self.slider.maximum()
-        self.slider.blockSignals(True)
-        self.slider.setRange(0, max(0, len(self.probes) - 1))
-        if at_end:
-            self.slider.setValue(self.slider.maximum())  # follow new probes as they arrive
-        self.slider.blockSignals(False)
-        for w in (self.over_training, self.slider, self.play):
-            w.setEnabled(bool(self.probes))
+        self.over_training.set_count(len(self.probes))
         if not self.probes:
-            self.over_training.setChecked(False)
-            self.step_label.setText("no probes recorded yet")
+            self.over_training.label.setText("no probes recorded yet")
         self._refresh()
 
     @Slot()
     def _refresh(self) -> None:
-        if self.over_training.isChecked() and self.probes:
-            index = min(self.slider.value(), len(self.probes) - 1)
+        if self.over_training.showing and self.probes:
+            index = min(self.over_training.index, len(self.probes) - 1)
             probe = self.probes[index]
             labels = [str(t) for t in probe.heldout_tokens]
-            pieces = [t.replace("\\n", "\n").replace("\\t", "\t") for t in labels]  # render_token escapes them
+            pieces = [text_of_rendered(t) for t in labels]
             losses = np.asarray(probe.heldout_loss, np.float32)
-            self.step_label.setText(f"step {probe.step:,}  ({index + 1} of {len(self.probes)})")
+            self.over_training.label.setText(step_text(probe.step, index, len(self.probes)))
             self.summary.setText(f"Held-out text at training step {probe.step:,}. " + _summary(losses, self.vocab_size))
             self.view.set_tokens(pieces, losses, loss_tooltips(labels, losses), scale=math.log(max(2, self.vocab_size)))
             self.probe_shown.emit(index)
             return
         if self.probes:
-            self.step_label.setText(f"{len(self.probes)} evaluations recorded")
+            self.over_training.label.setText(f"{len(self.probes)} evaluations recorded")
         if self._text is None:
             self.summary.setText("Press Run to tint the text by each token's loss.")
             self.view.clear_tokens()
@@ -126,21 +104,3 @@ class SurprisePanel(QWidget):
         pieces, labels, losses = self._text
         self.summary.setText(_summary(losses, self.vocab_size))
         self.view.set_tokens(pieces, losses, loss_tooltips(labels, losses), scale=math.log(max(2, self.vocab_size)))
-
-    @Slot(bool)
-    def _on_play(self, playing: bool) -> None:
-        self.play.setText("❚❚ Pause" if playing else "▶ Play")
-        if playing:
-            self.over_training.setChecked(True)
-            if self.slider.value() >= self.slider.maximum():
-                self.slider.setValue(0)
-            self._timer.start()
-        else:
-            self._timer.stop()
-
-    @Slot()
-    def _play_step(self) -> None:
-        if self.slider.value() >= self.slider.maximum():
-            self.play.setChecked(False)
-        else:
-            self.slider.setValue(self.slider.value() + 1)

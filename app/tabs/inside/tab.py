@@ -11,12 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QTimer, Slot
-from PySide6.QtGui import QKeySequence, QPalette, QShortcut
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
-    QMainWindow,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QTabWidget,
@@ -24,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import dialogs
 from app.state import AppState
 from app.tabs.inside.ablation import AblationPanel
 from app.tabs.inside.attribution import AttributionPanel
@@ -31,26 +30,12 @@ from app.tabs.inside.embedding_map import EmbeddingMapPanel
 from app.tabs.inside.logit_lens import LensPanel
 from app.tabs.inside.session import JOB_NAME, InsideSession, TextTokens
 from app.tabs.inside.surprise import SurprisePanel
+from app.widgets.text_run_bar import TextRunBar
 from app.worker import JobRunner
-from engine import Corpus, LogitLens, is_synthetic, run_logit_lens
+from engine import LogitLens, run_logit_lens
 
-FALLBACK_TEXT = "The cat sat on the mat. The cat sat on the mat again, because the mat was warm."
 LENS_TOP_K = 5
 RUN_TOOLTIP = "Run the model on the text: the logit lens of every block and each token's loss (Ctrl+Enter)"
-
-
-def default_text(corpus: Corpus | None, max_chars: int) -> str:
-    """A passage of the current corpus; for a synthetic task (copy, sort...) a few whole lines."""
-    if corpus is None:
-        return FALLBACK_TEXT[:max_chars]
-    if is_synthetic(corpus.source or corpus.name):
-        text = ""
-        for line in corpus.text().splitlines()[:12]:
-            if len(text) + len(line) + 1 > min(120, max_chars):
-                break
-            text += line + "\n"
-        return text or corpus.sample_passage(max_chars)
-    return corpus.sample_passage(max_chars)
 
 
 class InsideTab(QWidget):
@@ -60,15 +45,12 @@ class InsideTab(QWidget):
         self.runner = runner
         self.lens: LogitLens | None = None
         self._rerun_when_shown = False
-        self._default_text = self._make_default_text()
         self.session = InsideSession(state, runner, lambda: self.text.toPlainText(), self)
         self._build_ui()
-        self.text.setPlainText(self._default_text)
         self.session.busy_changed.connect(self._on_busy)
         self.session.progress.connect(self._on_progress)
         self.session.message.connect(self._notify)
         state.model_changed.connect(self._on_model_changed)
-        state.corpus_changed.connect(self._update_default_text)
         state.attention_probes_changed.connect(self._on_probes_changed)
         self._on_model_changed()
         self._on_probes_changed()
@@ -76,25 +58,12 @@ class InsideTab(QWidget):
     # ------------------------------------------------------------ layout
 
     def _build_ui(self) -> None:
-        self.text = QPlainTextEdit()
-        self.text.setPlaceholderText("Text to look inside the model with…")
-        self.text.setToolTip("Every panel works on this text (cut to the model's context). Ctrl+Enter runs.")
-        self.text.setMaximumHeight(70)
-        self.run_button = QPushButton("Run")
-        self.run_button.setDefault(True)
-        self.run_button.setToolTip(RUN_TOOLTIP)
+        self.bar = TextRunBar(self.state, "Text to look inside the model with…",
+                              "Every panel works on this text (cut to the model's context). Ctrl+Enter runs.",
+                              RUN_TOOLTIP, height=70)
+        self.text, self.run_button = self.bar.text, self.bar.run_button
         self.run_button.clicked.connect(self.run)
-        self.sample_button = QPushButton("Sample text")
-        self.sample_button.setToolTip("Put a passage of the current corpus back in the box")
-        self.sample_button.clicked.connect(lambda: self.text.setPlainText(self._make_default_text()))
-        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.run)
-        buttons = QVBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.sample_button)
-        buttons.addStretch(1)
-        top = QHBoxLayout()
-        top.addWidget(self.text, 1)
-        top.addLayout(buttons)
+        self.bar.shortcut.activated.connect(self.run)
 
         render = self._render
         self.lens_panel = LensPanel()
@@ -130,7 +99,7 @@ class InsideTab(QWidget):
         bottom.addWidget(self.stop_button)
 
         layout = QVBoxLayout(self)
-        layout.addLayout(top)
+        layout.addWidget(self.bar)
         layout.addWidget(self.panels, 1)
         layout.addLayout(bottom)
 
@@ -197,7 +166,7 @@ class InsideTab(QWidget):
 
     @Slot()
     def _on_model_changed(self) -> None:
-        self._update_default_text()
+        self.bar.update_default_text()
         self.lens = None
         config = self.state.config
         self.lens_panel.set_lens(None, [], self._render, 2)
@@ -223,17 +192,6 @@ class InsideTab(QWidget):
         self.surprise_panel.set_probes(self.state.attention_probes)
         self.map_panel.set_probes(self.state.attention_probes)
 
-    def _make_default_text(self) -> str:
-        context = self.state.config.context_length if self.state.config is not None else 400
-        return default_text(self.state.corpus, max_chars=min(400, context))
-
-    @Slot()
-    def _update_default_text(self) -> None:
-        new_default = self._make_default_text()
-        if self.text.toPlainText() in (self._default_text, ""):
-            self.text.setPlainText(new_default)
-        self._default_text = new_default
-
     def showEvent(self, event: Any) -> None:
         super().showEvent(event)
         if self._rerun_when_shown and not self.session.busy and not self._other_jobs_running():
@@ -242,6 +200,4 @@ class InsideTab(QWidget):
 
     def _notify(self, message: str) -> None:
         self.status.setText(message)
-        window = self.window()
-        if isinstance(window, QMainWindow):
-            window.statusBar().showMessage(message, 8000)
+        dialogs.notify(self, message, 8000)

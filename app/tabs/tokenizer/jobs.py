@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from app.tabs.tokenizer.spans import TokenizedText, tokenize_for_display
+from app.tabs.tokenizer.tokenized import TokenizedText, tokenize_for_display
 from engine import (
     CharTokenizer,
     Corpus,

@@ -7,18 +7,17 @@ progress and Cancel), browse its merges, hand it to the Training tab for the nex
 chart of bytes per token of every encoding on the current corpus.
 
 Named encodings are loaded in a job (jobs.py), so a slow or missing network never blocks the window;
-an encoding that cannot load is listed with the reason. Training a BPE is its own panel (bpe_panel.py).
+an encoding that cannot load is listed with the reason. Training a BPE is its own panel (bpe_panel.py),
+and so is the merges page with the hand-over to the Training tab (merges_panel.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Slot
-from PySide6.QtGui import QPalette, QStandardItemModel
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
@@ -45,7 +44,7 @@ from app.tabs.tokenizer.jobs import (
     sample_text,
     tokenize_job,
 )
-from app.tabs.tokenizer.merges import MergesListed, MergesView, merges_job
+from app.tabs.tokenizer.merges_panel import MergesPanel
 from app.tabs.tokenizer.spans import EncodingPanel
 from app.worker import Job, JobRunner
 from engine import CharTokenizer, Corpus, Tokenizer
@@ -94,9 +93,6 @@ class TokenizerTab(QWidget):
         self._tokenize_job: Job | None = None
         self._encoding_with: dict[str, Tokenizer] = {}
         self._text_cut = (0, 0)
-        self._merge_items: list[tuple[str, Tokenizer]] = []
-        self._merge_rows: dict[int, tuple] = {}  # id(tokenizer) -> (tokenizer, its merges as rows), listed once
-        self._merges_job: Job | None = None
 
         self._build_ui()
         self._refresh_timer = QTimer(self, singleShot=True, interval=REFRESH_MS)
@@ -109,7 +105,6 @@ class TokenizerTab(QWidget):
         state.model_changed.connect(self._on_model_changed)
         state.tokenizer_changed.connect(self._on_model_changed)
         state.corpus_changed.connect(self._on_corpus_changed)
-        state.pending_tokenizer_changed.connect(self._update_use_button)
         self.refresh()
 
     # ------------------------------------------------------------ layout
@@ -151,24 +146,8 @@ class TokenizerTab(QWidget):
         self.bpe.trained.connect(self._on_bpe_trained)
         self.bpe.message.connect(self._notify)
 
-        # Merges
-        self.merges_of = QComboBox()
-        self.merges_of.setToolTip("Whose merges to list")
-        self.merges_of.currentIndexChanged.connect(self._show_merges)
-        self.merges = MergesView()
-        self.use_button = QPushButton("Use for the next model")
-        self.use_button.setToolTip("The Training tab will build its next model from scratch with this tokenizer")
-        self.use_button.clicked.connect(self.use_for_next_model)
-        self.use_status = QLabel()
-        self.use_status.setTextFormat(Qt.TextFormat.PlainText)
-        self.use_status.setWordWrap(True)
-        self.use_status.setForegroundRole(QPalette.ColorRole.PlaceholderText)
-        merges_box = QWidget()
-        mv = QVBoxLayout(merges_box)
-        mv.addWidget(self.merges_of)
-        mv.addWidget(self.merges, 1)
-        mv.addWidget(self.use_button)
-        mv.addWidget(self.use_status)
+        self.merges_panel = MergesPanel(self.state, self.runner)
+        self.merges_panel.message.connect(self._notify)
 
         # Chart
         self.chart = BytesPerTokenChart()
@@ -182,7 +161,7 @@ class TokenizerTab(QWidget):
         # which at 1280x720 three stacked boxes could not have.
         self.right_pages = QTabWidget()
         self.right_pages.setDocumentMode(True)
-        self.right_pages.addTab(merges_box, "Merges")
+        self.right_pages.addTab(self.merges_panel, "Merges")
         self.right_pages.addTab(chart_box, "Bytes per token")
         self.right_pages.setTabToolTip(1, "Average bytes per token of every encoding on the current corpus")
         right = QWidget()
@@ -197,7 +176,6 @@ class TokenizerTab(QWidget):
         splitter.setSizes([900, 400])
         layout = QVBoxLayout(self)
         layout.addWidget(splitter)
-        self._update_use_button()
 
     # ------------------------------------------------------------ encodings
 
@@ -407,93 +385,8 @@ class TokenizerTab(QWidget):
         return out
 
     def _fill_merges_combo(self, select: Tokenizer | None = None) -> None:
-        previous = self.merges_tokenizer() if select is None else select
-        self._merge_items = self._merge_candidates()
-        self.merges_of.blockSignals(True)
-        self.merges_of.clear()
-        for label, _ in self._merge_items:
-            self.merges_of.addItem(label)
-        if not self._merge_items:
-            self.merges_of.addItem("No BPE to list yet")  # a plain entry: never a disabled one as the choice
-        # The encodings that could not load are offered too, disabled, with the reason.
-        items: QStandardItemModel = self.merges_of.model()
-        for enc in self._named:
-            if enc.tokenizer is None:
-                self.merges_of.addItem(f"{enc.name} (unavailable)")
-                item = items.item(self.merges_of.count() - 1)
-                item.setEnabled(False)
-                item.setToolTip(f"{enc.name} is unavailable: {enc.reason or 'it could not be loaded'}")
-        index = next((i for i, (_, tok) in enumerate(self._merge_items) if tok is previous), 0)
-        self.merges_of.setCurrentIndex(index)
-        self.merges_of.blockSignals(False)
-        self._show_merges()
-
-    def merges_tokenizer(self) -> Tokenizer | None:
-        """The tokenizer whose merges are listed."""
-        i = self.merges_of.currentIndex()
-        return self._merge_items[i][1] if 0 <= i < len(self._merge_items) else None
-
-    @Slot()
-    def _show_merges(self, *args: Any) -> None:
-        """List the chosen tokenizer's merges; recovering them for a big vocabulary runs in a job."""
-        tok = self.merges_tokenizer()
-        self._update_use_button()
-        if tok is None:
-            self.merges.set_rows(None, "No BPE yet: train one above.")
-            return
-        rows = self._merge_rows.get(id(tok))
-        if rows is not None:
-            self.merges.set_rows(rows[1])
-            return
-        self.merges.set_rows(None, f"Listing the merges of {tok.name}…")
-        if self._merges_job is not None:
-            self._merges_job.stop()  # listing another tokenizer's: no longer wanted
-        self._merges_job = job = self.runner.start("tokenizer-merges", merges_job(tok))
-        job.events.connect(self._on_merges_events)
-        job.failed.connect(self._on_merges_failed)
-        job.finished.connect(self._on_merges_finished)
-
-    @Slot(list)
-    def _on_merges_events(self, events: list) -> None:
-        for event in events:
-            if isinstance(event, MergesListed):
-                # keyed by id, holding the tokenizer so the id stays its own
-                self._merge_rows[id(event.tokenizer)] = (event.tokenizer, event.rows)
-                if event.tokenizer is self.merges_tokenizer():
-                    self.merges.set_rows(event.rows)
-
-    @Slot(str)
-    def _on_merges_failed(self, message: str) -> None:
-        if self.sender() is self._merges_job:
-            tok = self.merges_tokenizer()
-            self.merges.set_rows(None, f"No merges to list for {tok.name if tok else 'this tokenizer'}: {message}")
-
-    @Slot()
-    def _on_merges_finished(self) -> None:
-        if self.sender() is self._merges_job:
-            self._merges_job = None
-
-    def selected_trained(self) -> Tokenizer | None:
-        tok = self.merges_tokenizer()
-        return tok if tok is not None and any(tok is t for t in self.trained) else None
-
-    @Slot()
-    def use_for_next_model(self) -> None:
-        tok = self.selected_trained()
-        if tok is None:
-            return
-        self.state.set_pending_tokenizer(tok)
-        self._notify(f"The next model trained from scratch will use {tok.name}.")
-
-    @Slot()
-    def _update_use_button(self) -> None:
-        tok = self.selected_trained()
-        self.use_button.setEnabled(tok is not None)
-        pending = self.state.pending_tokenizer
-        if pending is not None:
-            self.use_status.setText(f"Next model's tokenizer: {pending.name} (set in the Training tab)")
-        else:
-            self.use_status.setText("Select a BPE trained here to use it for the next model.")
+        unavailable = [(enc.name, enc.reason) for enc in self._named if enc.tokenizer is None]
+        self.merges_panel.set_choices(self._merge_candidates(), unavailable, self.trained, select)
 
     # ------------------------------------------------------------ bytes per token chart
 
