@@ -29,6 +29,7 @@ from app.tabs.training.model_panel import ModelPanel
 from app.tabs.training.plots_panel import PlotsPanel
 from app.tabs.training.run_data import RunData
 from app.tabs.training.run_panel import RunPanel
+from app.tabs.training.saved_runs import SavedRunsPanel
 from app.tabs.training.train_form import TrainSettingsForm
 from app.worker import Job, JobRunner
 from engine import (
@@ -69,6 +70,7 @@ class TrainingTab(QWidget):
         self.train_form = TrainSettingsForm()
         self.controls = RunPanel()
         self.plots_panel = PlotsPanel()
+        self.saved_runs = SavedRunsPanel(runner, self.plots_panel.plots)
         self._lay_out()
         self._connect()
         self._restore_settings()
@@ -96,7 +98,14 @@ class TrainingTab(QWidget):
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(6, 6, 6, 6)
         right_layout.addWidget(self.controls)
-        right_layout.addWidget(self.plots_panel, 1)
+        # The saved runs under the plots, in a splitter: as tall as the person wants.
+        self.runs_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.runs_splitter.addWidget(self.plots_panel)
+        self.runs_splitter.addWidget(self.saved_runs)
+        self.runs_splitter.setStretchFactor(0, 5)
+        self.runs_splitter.setStretchFactor(1, 1)
+        self.runs_splitter.setChildrenCollapsible(False)
+        right_layout.addWidget(self.runs_splitter, 1)
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(scroll)
@@ -217,9 +226,10 @@ class TrainingTab(QWidget):
         self._run_count += 1
         start = "fine-tune" if spec.init is not None else self.model_panel.form.preset_combo.currentText()
         corpus_name = self.data_panel.corpus_combo.currentText()
-        self._run = self.plots_panel.plots.start_run(f"run {self._run_count} · {start} · {corpus_name}")
+        name = f"run {self._run_count} · {start} · {corpus_name}"
+        self._run = self.plots_panel.plots.start_run(name)
         self.state.set_attention_probes([])
-        training = TrainingJob(spec)
+        training = TrainingJob(spec, name)
         self._adopted = False
         self._stopping = False
         self._error_shown = False
@@ -364,6 +374,9 @@ class TrainingTab(QWidget):
         plots.redraw()  # the last points, whatever the paint budget skipped
         trainer = training.trainer if training is not None else None
         self.controls.show_ended(trainer.step if trainer is not None else None)
+        if training is not None and training.log_problem:
+            dialogs.notify(self, f"This run is not kept in the saved runs: {training.log_problem}", 15000)
+        self.saved_runs.refresh()  # the run just ended is listed
         self._update_controls()
         self.model_panel.refresh()
         self.running_changed.emit(False)
