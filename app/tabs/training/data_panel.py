@@ -153,11 +153,11 @@ class DataPanel(QWidget):
             return self.state.pending_tokenizer
         return choice
 
-    def command_data(self) -> tuple[str, str]:
-        """(corpus, tokenizer spec) for the exported command line (a ready tokenizer: a file to save it to)."""
-        choice = self.tokenizer_choice()
-        return (self.corpus_combo.currentData() or "python-docs",
-                choice if not choice.startswith("\x00") else "tokenizer.json")
+    def command_data(self) -> tuple[str, Tokenizer | str | None]:
+        """(corpus, tokenizer) for the exported command line: a spec, or the app's own tokenizer (the Export
+        command writes it to a file)."""
+        corpus = self.corpus_combo.currentData()
+        return (corpus if corpus and corpus != OPEN_FILE else "python-docs", self.run_tokenizer())
 
     def set_fine_tune(self, fine_tune: bool) -> None:
         """Fine-tuning keeps the current model's tokenizer."""

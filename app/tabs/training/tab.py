@@ -443,8 +443,9 @@ class TrainingTab(QWidget):
 
     # ================================================================== export command
 
-    def command_settings(self) -> tuple[ModelConfig | None, TrainConfig | None, str, str, str | None]:
-        """(model config, train config, corpus, tokenizer spec, init checkpoint) for torchrun_command."""
+    def command_settings(self) -> tuple[ModelConfig | None, TrainConfig | None, str, Any, str | None]:
+        """(model config, train config, corpus, tokenizer spec or the app's Tokenizer, init checkpoint) for the
+        Export command."""
         try:
             train = self.train_form.train_config()
         except ValueError:
@@ -453,7 +454,7 @@ class TrainingTab(QWidget):
         init = None
         if self.model_panel.fine_tune:
             path = self.state.checkpoint_path
-            init = str(path) if path is not None else "MODEL.safetensors"
+            init = str(path.resolve()) if path is not None else None
         return self.model_panel.config(), train, corpus, tokenizer, init
 
     @Slot()
@@ -463,5 +464,11 @@ class TrainingTab(QWidget):
             dialogs.show_error(self, "Export command", "Fix the settings first: "
                                + (self.start_problem() or "some values are out of range"))
             return
-        TorchrunDialog(config, train, corpus, tokenizer, init, self).exec()
+        problem = None
+        if self.model_panel.fine_tune:
+            tokenizer = None  # the checkpoint brings its own
+            if init is None:
+                problem = "save the model first (Ctrl+S): the command fine-tunes from its checkpoint file"
+                init = "MODEL.safetensors"
+        TorchrunDialog(config, train, corpus, tokenizer, init, self, problem=problem).exec()
 
