@@ -43,7 +43,8 @@ from engine import (
     tensorboard_problem,
 )
 
-COLUMNS = ("Plot", "Run", "Date", "Steps", "Model", "Tokenizer", "Corpus", "lr", "Batch", "Loss", "Val loss", "Ended")
+# The final losses first after the name: they are what runs are compared by, and stay in view in a narrow window.
+COLUMNS = ("Plot", "Run", "Steps", "Loss", "Val loss", "Date", "Model", "Tokenizer", "Corpus", "lr", "Batch", "Ended")
 PLOT, NAME = 0, 1
 
 
@@ -85,9 +86,9 @@ def _model(run: SavedRun) -> str:
 def _cells(run: SavedRun) -> list[str]:
     h = hyperparameters(run)
     batch = f"{h['batch_size']} × {h.get('grad_accum', 1)}" if "batch_size" in h else "?"
-    return ["", run.name, time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created)), f"{run.last_step:,}",
-            _model(run), run.tokenizer, run.corpus, f"{h['lr']:g}" if "lr" in h else "?", batch,
-            _loss(run.final_loss), _loss(run.final_val_loss), run.ended or "interrupted"]
+    return ["", run.name, f"{run.last_step:,}", _loss(run.final_loss), _loss(run.final_val_loss),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created)), _model(run), run.tokenizer, run.corpus,
+            f"{h['lr']:g}" if "lr" in h else "?", batch, run.ended or "interrupted"]
 
 
 class SavedRunsPanel(QWidget):
