@@ -27,10 +27,9 @@ class PreparedEvent(Event):
 class TrainingJob:
     """The generator the JobRunner runs, plus handles on what it builds."""
 
-    def __init__(self, spec: RunSpec, name: str = "run", keep_log: bool = True):
+    def __init__(self, spec: RunSpec, name: str = "run"):
         self.spec = spec
         self.name = name  # in the saved runs
-        self.keep_log = keep_log
         self.log: RunLogWriter | None = None
         self._log_problem: str | None = None
         self.trainer: Trainer | None = None  # once built
@@ -62,10 +61,9 @@ class TrainingJob:
         self.start_step = self.trainer.step
         yield PreparedEvent(self.corpus.name, self.tokenizer.describe(), len(self.trainer.dataset.ids),
                             self.tokenizer.vocab_size, self.trainer.model.num_params())
-        if self.keep_log:
-            try:
-                self.log = RunLogWriter.create(self.name, corpus=self.corpus.source or self.corpus.name,
-                                               tokenizer=self.trainer.tokenizer_spec)
-            except OSError as e:  # the run goes on; the tab says it is not kept
-                self._log_problem = str(e)
+        try:
+            self.log = RunLogWriter.create(self.name, corpus=self.corpus.source or self.corpus.name,
+                                           tokenizer=self.trainer.tokenizer_spec)
+        except OSError as e:  # the run goes on; the tab says it is not kept
+            self._log_problem = str(e)
         yield from logged(self.trainer.run(), self.log)

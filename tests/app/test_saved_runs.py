@@ -13,12 +13,23 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
+from app.jobs.training import TrainingJob  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from app.tabs.training import saved_runs as saved_runs_module  # noqa: E402
 from app.tabs.training.loss_plot import TrainingPlots  # noqa: E402
 from app.tabs.training.saved_runs import COLUMNS, SavedRunsPanel  # noqa: E402
 from app.worker import JobRunner  # noqa: E402
-from engine import EvalEvent, FinishedEvent, RunLogWriter, SampleEvent, StepEvent, runs_dir  # noqa: E402
+from engine import (  # noqa: E402
+    EvalEvent,
+    FinishedEvent,
+    ModelConfig,
+    RunLogWriter,
+    RunSpec,
+    SampleEvent,
+    StepEvent,
+    TrainConfig,
+    runs_dir,
+)
 
 
 @pytest.fixture
@@ -190,3 +201,16 @@ def test_without_tensorboard_the_export_is_disabled_with_the_reason(qtbot, data,
     monkeypatch.setattr(saved_runs_module.dialogs, "open_folder", lambda *a: pytest.fail("asked for a folder"))
     panel.export_selected()  # even if called, nothing happens
     assert runner.running() == []
+
+
+def test_a_run_whose_log_cannot_be_written_still_trains_and_says_so(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should be")
+    monkeypatch.setenv("LLM_PLAYGROUND_DATA", str(blocker))
+    shape = ModelConfig(vocab_size=256, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
+    job = TrainingJob(RunSpec(TrainConfig(steps=2, batch_size=2, eval_interval=2, eval_batches=1, sample_interval=0),
+                              corpus="copy", model_config=shape), "no log")
+    events = list(job.events())
+    assert [e.step for e in events if isinstance(e, StepEvent)] == [1, 2]
+    assert job.log is None and job.log_problem.startswith("cannot keep a log of this run in ")
+    assert "\n" not in job.log_problem

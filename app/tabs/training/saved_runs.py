@@ -72,6 +72,11 @@ def export_runs_job(runs: list[SavedRun], folder: str) -> Iterator[Event]:
     yield RunsExported(folder, len(folders))
 
 
+def _short(text: str, limit: int = 80) -> str:
+    """A cell's text: a log may hold a very long path or name (the full one is in the Run tooltip)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _loss(value: float | None) -> str:
     return f"{value:.4f}" if value is not None and math.isfinite(value) else "–"
 
@@ -86,8 +91,8 @@ def _model(run: SavedRun) -> str:
 def _cells(run: SavedRun) -> list[str]:
     h = hyperparameters(run)
     batch = f"{h['batch_size']} × {h.get('grad_accum', 1)}" if "batch_size" in h else "?"
-    return ["", run.name, f"{run.last_step:,}", _loss(run.final_loss), _loss(run.final_val_loss),
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created)), _model(run), run.tokenizer, run.corpus,
+    return ["", _short(run.name), f"{run.last_step:,}", _loss(run.final_loss), _loss(run.final_val_loss),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created)), _model(run), _short(run.tokenizer), _short(run.corpus),
             f"{h['lr']:g}" if "lr" in h else "?", batch, run.ended or "interrupted"]
 
 
@@ -205,8 +210,8 @@ class SavedRunsPanel(QWidget):
                                        else Qt.CheckState.Unchecked)
                     item.setToolTip("Overlay this run's curves on the plots")
                 elif col == NAME:
-                    item.setToolTip(f"{run.path}" + (f"\n{run.skipped} unreadable line(s) skipped" if run.skipped
-                                                    else ""))
+                    item.setToolTip(f"{run.name}\n{run.corpus}\n{run.path}"
+                                    + (f"\n{run.skipped} unreadable line(s) skipped" if run.skipped else ""))
                 item.setData(Qt.ItemDataRole.UserRole, row)
                 self.table.setItem(row, col, item)
         self.table.blockSignals(False)

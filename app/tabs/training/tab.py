@@ -65,6 +65,7 @@ class TrainingTab(QWidget):
         self._adopted = False
         self._stopping = False
         self._error_shown = False
+        self._closing = False
         self.model_panel = ModelPanel(state)
         self.data_panel = DataPanel(state, runner)
         self.train_form = TrainSettingsForm()
@@ -232,6 +233,7 @@ class TrainingTab(QWidget):
         training = TrainingJob(spec, name)
         self._adopted = False
         self._stopping = False
+        self._closing = False
         self._error_shown = False
         self.plots_panel.clear_sample()
         self.controls.begin()
@@ -292,6 +294,7 @@ class TrainingTab(QWidget):
         if self.session.job is None:
             return True
         self._stopping = True
+        self._closing = True  # no new jobs (the saved runs' refresh) while the window goes
         self.session.job.stop()
         ended = self.runner.stop_all(wait_ms)
         if ended and adopt:
@@ -376,7 +379,8 @@ class TrainingTab(QWidget):
         self.controls.show_ended(trainer.step if trainer is not None else None)
         if training is not None and training.log_problem:
             dialogs.notify(self, f"This run is not kept in the saved runs: {training.log_problem}", 15000)
-        self.saved_runs.refresh()  # the run just ended is listed
+        if not self._closing:
+            self.saved_runs.refresh()  # the run just ended is listed
         self._update_controls()
         self.model_panel.refresh()
         self.running_changed.emit(False)
