@@ -284,7 +284,8 @@ def read_run(path: str | os.PathLike) -> tuple[SavedRun | None, str | None]:
             try:
                 data = _parse(line)
                 if run is None:
-                    if data.get("event") != "run" or data.get("version") != LOG_VERSION:
+                    version = data.get("version")
+                    if data.get("event") != "run" or type(version) is not int or version != LOG_VERSION:
                         return None, f"{path.name} is not a run log of this version; left out"
                     run = SavedRun(path, _text(data, "name")[:200] or path.stem, _number(data, "t"),
                                    _text(data, "corpus"), _text(data, "tokenizer"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -141,13 +142,15 @@ def test_files_that_are_not_run_logs_are_left_out_with_a_reason(logged_run, tmp_
     (folder / "d-other.jsonl").write_text(json.dumps({"event": "step", "step": 1}) + "\n")
     (folder / "e-future.jsonl").write_text(json.dumps({"event": "run", "version": 99}) + "\n")
     (folder / "f-header-bad.jsonl").write_text(json.dumps({"event": "run", "version": 1, "name": 5}) + "\n")
+    (folder / "f2-version-true.jsonl").write_text(json.dumps({"event": "run", "version": True, "name": "x",
+                                                              "corpus": "c", "tokenizer": "t", "t": 1}) + "\n")
     (folder / "g-folder.jsonl").mkdir()
     (folder / "notes.txt").write_text("not a log, not looked at")
     if hasattr(os, "mkfifo"):
         os.mkfifo(folder / "h-fifo.jsonl")  # opening it for reading would block forever
     runs, warnings = run_job(read_runs_job(folder))
     assert [r.path.name for r in runs] == ["a-good.jsonl"]
-    names = ["b-empty", "c-garbage", "d-other", "e-future", "f-header-bad", "g-folder"] + \
+    names = ["b-empty", "c-garbage", "d-other", "e-future", "f-header-bad", "f2-version-true", "g-folder"] + \
         (["h-fifo"] if hasattr(os, "mkfifo") else [])
     assert len(warnings) == len(names)
     for name, warning in zip(names, warnings):
@@ -240,3 +243,27 @@ def test_tensorboard_export_says_why_it_cannot_run(monkeypatch, logged_run, tmp_
     with pytest.raises(RuntimeError, match="optional package tensorboard"):
         run_job(export_tensorboard_job([run], tmp_path))
     assert not any(tmp_path.iterdir())
+
+
+def test_any_mangling_of_a_log_reads_without_raising(logged_run, tmp_path):
+    """Bytes flipped, cut or spliced anywhere: the reader gives a run or a reason, never an exception."""
+    good = logged_run[0].read_bytes()
+    rng = random.Random(0)
+    target = tmp_path / "mangled.jsonl"
+    for _ in range(300):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 8)):
+            at = rng.randrange(len(data))
+            match rng.randrange(3):
+                case 0:
+                    data[at] = rng.randrange(256)
+                case 1:
+                    del data[at:at + rng.randint(1, 40)]
+                case _:
+                    data[at:at] = rng.choice([b"\n", b"{", b"]", b'"', b"null", b"1e999", b"-5", b"\xff"])
+        target.write_bytes(bytes(data))
+        run, warning = read_run(target)
+        assert run is not None or warning
+        if run is not None:
+            assert all(isinstance(v, float) for v in run.steps["loss"])
+            assert all(s >= 0 for s in run.steps["step"]) and isinstance(run.history(), dict)
