@@ -112,13 +112,28 @@ from engine.tokenizers import (
                            chat_prompt_ids,
                            get_tokenizer,
                            merges_table,
+                           named_encoding_problem,
                            named_encoding_status,
                            named_vocab_size,
                            render_bytes,
+                           save_tokenizer,
+                           tokenizer_problem,
                            train_bpe_job,
                            unknown_characters,
 )
 from engine.training.run import PreparedRun, RunSpec, prepare_run
+from engine.training.runlog import (
+                           RunLogWriter,
+                           SavedRun,
+                           delete_run,
+                           export_tensorboard_job,
+                           hyperparameters,
+                           logged,
+                           read_run,
+                           read_runs_job,
+                           runs_dir,
+                           tensorboard_problem,
+)
 from engine.training.trainer import PROBE_TOKENS, Trainer, corpus_probe_ids, lr_at, text_probe_ids
 from engine.validate import parse_json
 
@@ -153,10 +168,14 @@ __all__ = [
     "EmbeddingMap", "embedding_map",
     # tokenizers
     "NAMED_ENCODINGS", "CharTokenizer", "ChatTemplateError", "Tokenizer", "chat_prompt_ids", "get_tokenizer",
-    "merges_table", "named_encoding_status", "named_vocab_size", "render_bytes", "train_bpe_job", "unknown_characters",
+    "merges_table", "named_encoding_problem", "named_encoding_status", "named_vocab_size", "render_bytes",
+    "save_tokenizer", "tokenizer_problem", "train_bpe_job", "unknown_characters",
     # training
     "Trainer", "lr_at", "PROBE_TOKENS", "corpus_probe_ids", "text_probe_ids", "RunSpec", "PreparedRun",
     "prepare_run",
+    # run logs: runs kept in the user's data folder, read back, deleted, exported to TensorBoard
+    "RunLogWriter", "SavedRun", "logged", "read_run", "read_runs_job", "delete_run", "runs_dir", "hyperparameters",
+    "tensorboard_problem", "export_tensorboard_job",
     # the command line, for the app's Export command
     "train_command", "closest_preset",
 ]

@@ -1,4 +1,4 @@
-"""The app's cache folder and the one way the engine writes a file: atomically.
+"""The app's cache and data folders, and the one way the engine writes a file: atomically.
 
 `atomic_write(path, write)` has `write` fill a temporary file in the target's own folder, fsyncs it, gives
 it the usual permissions and renames it over `path`. A failure of any kind (a full disk, safetensors' own
@@ -31,10 +31,19 @@ def cache_dir() -> Path:
     return Path(user_cache_dir("llm-playground"))
 
 
+def data_dir() -> Path:
+    """The app's own data folder (what the user keeps: run logs, rescued models): $LLM_PLAYGROUND_DATA, else the
+    platform's user data folder."""
+    override = os.environ.get("LLM_PLAYGROUND_DATA")
+    if override:
+        return Path(override).expanduser()
+    return Path(user_data_dir("llm-playground"))
+
+
 def rescue_folders() -> list[Path]:
     """Where a finished run goes when its own output cannot be written (a full disk): the user's data folder
     (`<user data>/llm-playground/rescued`), else the current folder, else the temporary folder."""
-    return [Path(user_data_dir("llm-playground")) / "rescued", Path.cwd(), Path(tempfile.gettempdir())]
+    return [data_dir() / "rescued", Path.cwd(), Path(tempfile.gettempdir())]
 
 
 def _read_umask() -> int:

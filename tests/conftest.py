@@ -1,5 +1,5 @@
-"""Shared test set-up: keep every cache (token arrays, the measured peak FLOP/s) out of $HOME, and skip the
-tests marked `cuda` where there is no CUDA GPU (scripts/gpu-check runs them on one).
+"""Shared test set-up: keep every cache (token arrays, the measured peak FLOP/s) and the data folder (run logs)
+out of $HOME, and skip the tests marked `cuda` where there is no CUDA GPU (scripts/gpu-check runs them on one).
 
 Tests that need their own cache folder still set LLM_PLAYGROUND_CACHE with monkeypatch.
 The helper modules of tests/engine (hf_fixtures: small Hugging Face folders; hub_server: a local hub) are
@@ -21,6 +21,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "eng
 _CACHE = tempfile.mkdtemp(prefix="llm-playground-test-cache-")
 os.environ["LLM_PLAYGROUND_CACHE"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+# The data folder too: training runs log themselves there (engine/training/runlog.py), never into the user's own.
+_DATA = tempfile.mkdtemp(prefix="llm-playground-test-data-")
+os.environ["LLM_PLAYGROUND_DATA"] = _DATA
+atexit.register(shutil.rmtree, _DATA, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

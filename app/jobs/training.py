@@ -2,14 +2,15 @@
 optimizer: engine.prepare_run), then its Trainer runs. Everything slow happens here, in the worker thread.
 
 `TrainingJob` keeps the trainer so the GUI can ask it to stop gracefully (with a last evaluation)
-and take its model and state when the run ends.
+and take its model and state when the run ends. The run's events are also written to its run log (the saved
+runs, engine.RunLogWriter); a log that cannot be written leaves the reason in `log_problem`.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from engine import Corpus, Event, RunSpec, Tokenizer, Trainer, prepare_run
+from engine import Corpus, Event, RunLogWriter, RunSpec, Tokenizer, Trainer, logged, prepare_run
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,11 @@ class PreparedEvent(Event):
 class TrainingJob:
     """The generator the JobRunner runs, plus handles on what it builds."""
 
-    def __init__(self, spec: RunSpec):
+    def __init__(self, spec: RunSpec, name: str = "run"):
         self.spec = spec
+        self.name = name  # in the saved runs
+        self.log: RunLogWriter | None = None
+        self._log_problem: str | None = None
         self.trainer: Trainer | None = None  # once built
         self.tokenizer: Tokenizer | None = None
         self.corpus: Corpus | None = None
@@ -43,6 +47,11 @@ class TrainingJob:
             self.trainer.request_stop()
 
     @property
+    def log_problem(self) -> str | None:
+        """Why this run is not (fully) kept in the saved runs, if it is not."""
+        return self._log_problem or (self.log.problem if self.log is not None else None)
+
+    @property
     def trained_steps(self) -> int:
         return 0 if self.trainer is None else self.trainer.step - self.start_step
 
@@ -52,4 +61,9 @@ class TrainingJob:
         self.start_step = self.trainer.step
         yield PreparedEvent(self.corpus.name, self.tokenizer.describe(), len(self.trainer.dataset.ids),
                             self.tokenizer.vocab_size, self.trainer.model.num_params())
-        yield from self.trainer.run()
+        try:
+            self.log = RunLogWriter.create(self.name, corpus=self.corpus.source or self.corpus.name,
+                                           tokenizer=self.trainer.tokenizer_spec)
+        except OSError as e:  # the run goes on; the tab says it is not kept
+            self._log_problem = str(e)
+        yield from logged(self.trainer.run(), self.log)

@@ -40,6 +40,7 @@ from engine.tokenizers import TOKENIZER_SPECS_HELP
 from engine.training import distributed
 from engine.training.distributed import DEFAULT_TIMEOUT_S
 from engine.training.run import RunSpec, prepare_run
+from engine.training.runlog import RunLogWriter, logged, runs_dir
 
 # ModelConfig field -> the flag that sets it (new models only); the app's Export command writes them too.
 SHAPE_FLAGS = {"n_layers": "--n-layers", "n_heads": "--n-heads", "emb_dim": "--emb-dim",
@@ -99,6 +100,9 @@ def register(subparsers: Any) -> None:
     out.add_argument("--no-optimizer-state", action="store_true",
                      help="leave the optimizer state out (a ~3x smaller file that cannot be resumed exactly)")
     out.add_argument("--json", action="store_true", help="print one JSON object per event instead of a progress bar")
+    out.add_argument("--no-run-log", action="store_true",
+                     help="do not keep this run's settings, losses and samples in the saved runs "
+                          f"({runs_dir()}, listed by the app)")
     p.set_defaults(func=run_train)
 
     i = one_line_errors(subparsers.add_parser(
@@ -305,8 +309,9 @@ def _run_train(args: argparse.Namespace, dist: distributed.DistContext | None = 
     except ValueError:  # not the main thread: no handler, Ctrl-C aborts
         previous = None
     finished = None
+    log = _run_log(args, out, trainer)
     try:
-        for event in trainer.run():
+        for event in logged(trainer.run(), log):
             if isinstance(event, ProgressEvent):
                 continue  # evaluation progress: only useful to pause a GUI mid-evaluation
             if args.json:
@@ -322,6 +327,8 @@ def _run_train(args: argparse.Namespace, dist: distributed.DistContext | None = 
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+        if log is not None and log.problem:
+            print(f"warning: {log.problem}", file=sys.stderr)
 
     try:
         saved = trainer.save(out, include_optimizer=not args.no_optimizer_state)
@@ -340,6 +347,20 @@ def _run_train(args: argparse.Namespace, dist: distributed.DistContext | None = 
                   file=sys.stderr)
         return 130
     return 0
+
+
+def _run_log(args: argparse.Namespace, out: Path, trainer) -> RunLogWriter | None:
+    """The run's log in the saved runs (engine/training/runlog.py), written by one process only; None if it is
+    not wanted or cannot be written (said on standard error: the training goes on)."""
+    if args.no_run_log or not distributed.is_main_process():
+        return None
+    corpus = trainer.dataset.corpus
+    try:
+        return RunLogWriter.create(f"{out.name} (command line)", corpus=corpus.source or corpus.name,
+                                   tokenizer=trainer.tokenizer_spec)
+    except OSError as e:
+        print(f"warning: {e}; training without it", file=sys.stderr)
+        return None
 
 
 def _save_elsewhere(trainer, args: argparse.Namespace, error: CheckpointError) -> int:

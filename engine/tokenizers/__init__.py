@@ -57,11 +57,12 @@ from engine.tokenizers.named import (
                   NAMED_ENCODINGS,
                   NamedEncoding,
                   load_named_encoding,
+                  named_encoding_problem,
                   named_encoding_status,
                   named_vocab_size,
                   tiktoken_cache_dir,
 )
-from engine.tokenizers.spec import TOKENIZER_SPECS_HELP, get_tokenizer, parse_bpe_spec
+from engine.tokenizers.spec import TOKENIZER_SPECS_HELP, get_tokenizer, parse_bpe_spec, tokenizer_problem
 from engine.tokenizers.training import (
                   MAX_VOCAB_SIZE,
                   MIN_VOCAB_SIZE,
@@ -77,7 +78,8 @@ __all__ = [
     "TokenizerUnavailable", "gpt2_byte_decoder", "ranks_from_text", "ranks_to_text", "tokenizer_from_hf_files",
     "TOKENIZER_FILE_FORMAT", "load_tiktoken_file", "load_tokenizer_file", "save_tokenizer",
     "NAMED_CONNECT_TIMEOUT_S", "NAMED_ENCODINGS", "NamedEncoding", "load_named_encoding", "named_encoding_status",
-    "named_vocab_size", "tiktoken_cache_dir", "TOKENIZER_SPECS_HELP", "get_tokenizer", "parse_bpe_spec",
+    "named_encoding_problem", "named_vocab_size", "tiktoken_cache_dir", "TOKENIZER_SPECS_HELP", "get_tokenizer",
+    "parse_bpe_spec", "tokenizer_problem",
     "ChatTemplateError", "chat_prompt_ids", "chat_prompt_text", "render_chat", "HFTokenizer", "HFTokenizerConfig",
     "load_hf_tokenizer", "MAX_VOCAB_SIZE", "MIN_VOCAB_SIZE", "BPETrainedEvent", "merges_table", "train_bpe", "train_bpe_job",
 ]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.files import cache_dir
-from engine.http import DownloadError, download, file_sha256
+from engine.http import DownloadError, download, file_sha256, open_url
 from engine.tokenizers.base import register
 from engine.tokenizers.bpe import (
     CL100K_PATTERN,
@@ -158,6 +159,37 @@ def _load_named(spec: NamedEncoding) -> TiktokenTokenizer:
         return TiktokenTokenizer(tok.encoding, ranks=ranks, named=True, name=spec.name)
     except (OSError, ValueError) as e:
         raise TokenizerUnavailable(f"{spec.name}: its cached files could not be read ({e})") from None
+
+
+def named_encoding_problem(name: str, *, connect: bool = True) -> str | None:
+    """Why a named encoding cannot be used now (None when it can), without downloading it.
+
+    Usable: loaded in this process, or its files are in the cache. Otherwise it needs the network: a failure
+    remembered in this process is the reason; with `connect` its download host is asked once (a HEAD
+    request, within NAMED_CONNECT_TIMEOUT_S) and an unreachable host is the reason (and remembered, as a
+    failed download would be). With connect=False an encoding whose fate is unknown counts as usable.
+    """
+    global _network_down
+    spec = NAMED_ENCODINGS.get(name)
+    if spec is None:
+        return f"unknown tiktoken encoding {name[:60]!r}"
+    result = _named_results.get(name)
+    if isinstance(result, TokenizerUnavailable):
+        return str(result)
+    if result is not None or all(_cached_ok(u, h) for u, h in spec.files):
+        return None
+    if _network_down is not None:
+        return f"{name}: not in the cache and the network is unreachable ({_network_down})"
+    if not connect:
+        return None
+    try:
+        response = open_url(urllib.request.Request(spec.files[0][0], method="HEAD"),
+                            connect_timeout=NAMED_CONNECT_TIMEOUT_S)
+        response.close()
+    except DownloadError as e:
+        _network_down = str(e)
+        return f"{name}: not in the cache and the network is unreachable ({e})"
+    return None
 
 
 def named_encoding_status(*, download: bool = True) -> list[tuple[str, TiktokenTokenizer | None, str | None]]:

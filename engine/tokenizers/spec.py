@@ -6,7 +6,7 @@ from pathlib import Path
 from engine.tokenizers.base import CharTokenizer, Tokenizer
 from engine.tokenizers.bpe import PATTERNS
 from engine.tokenizers.files import load_tokenizer_file
-from engine.tokenizers.named import NAMED_ENCODINGS, load_named_encoding
+from engine.tokenizers.named import NAMED_ENCODINGS, load_named_encoding, named_encoding_problem
 from engine.tokenizers.training import train_bpe
 
 TOKENIZER_SPECS_HELP = ("char, bpe:N or bpe:N:cl100k (trained on the corpus), a tokenizer file, or "
@@ -54,3 +54,25 @@ def get_tokenizer(spec: str, corpus_text: str | list[str] | None = None) -> Toke
     if path.is_file():
         return load_tokenizer_file(path)
     raise ValueError(f"unknown tokenizer {spec!r}: choose {TOKENIZER_SPECS_HELP}")
+
+
+def tokenizer_problem(spec: str, *, connect: bool = True) -> str | None:
+    """Why `get_tokenizer(spec)` would fail for want of something (a download, a file), or None when it can
+    be built, checked without building it: a named encoding that is not cached needs the network
+    (`named_encoding_problem`; `connect=False` never goes to the network), a file must exist, a bpe spec must
+    parse. (char and bpe still need a corpus, which the run brings.)"""
+    if not isinstance(spec, str) or not spec.strip():
+        return f"a tokenizer is needed: {TOKENIZER_SPECS_HELP}"
+    spec = spec.strip()
+    if spec == "char":
+        return None
+    try:
+        if parse_bpe_spec(spec) is not None:
+            return None
+    except ValueError as e:
+        return str(e)
+    if spec in NAMED_ENCODINGS:
+        return named_encoding_problem(spec, connect=connect)
+    if Path(spec).expanduser().is_file():
+        return None
+    return f"unknown tokenizer {spec[:200]!r}: choose {TOKENIZER_SPECS_HELP}"

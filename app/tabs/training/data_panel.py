@@ -4,12 +4,19 @@ Choosing a corpus loads it in a job and makes it the app's corpus (every tab use
 choice decides the model's vocab_size before a run: `vocab_size_known` says it as soon as it is known
 (a char vocabulary from the corpus's distinct characters, a BPE's size, a named encoding's size from
 the engine).
+
+A named encoding needs its files from the network unless they are cached. When one is chosen the engine is
+asked, in a job, whether it can be had (engine.tokenizer_problem: cached, or the download host answers);
+those that cannot are shown disabled with the engine's reason, and Start says why before it is pressed.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QVBoxLayout, QWidget
 
 from app import dialogs
@@ -22,23 +29,41 @@ from engine import (
     BUILTIN_CORPORA,
     NAMED_ENCODINGS,
     Corpus,
+    Event,
     ProgressEvent,
     Tokenizer,
     corpus_names,
     named_vocab_size,
+    tokenizer_problem,
 )
 
 OPEN_FILE = "\x00open-file"  # corpus combo item that opens a file dialog
 CURRENT = "\x00current"  # tokenizer combo item: the current model's tokenizer
 PENDING = "\x00pending"  # tokenizer combo item: the one the Tokenizer tab handed over
 BPE_SIZES = (256 + 256, 1024, 2048, 4096, 8192)
+UNAVAILABLE = " — unavailable"
+
+
+@dataclass(frozen=True)
+class TokenizersChecked(Event):
+    """Each named encoding's problem (None: usable), as the engine sees it now."""
+
+    problems: dict[str, str | None]
+
+
+def check_named_job(chosen: str) -> Iterator[Event]:
+    """Ask the network about the chosen encoding only (one HEAD request at most); the others are judged from
+    the cache and from what that answer taught the engine."""
+    problems = {chosen: tokenizer_problem(chosen)}
+    problems.update({name: tokenizer_problem(name, connect=False) for name in NAMED_ENCODINGS if name != chosen})
+    yield TokenizersChecked(problems)
 
 
 class DataPanel(QWidget):
     """Corpus and tokenizer. Public: corpus_combo, tokenizer_combo, select_corpus(), add_corpus_file(),
     corpus_ready, run_corpus(), run_tokenizer()."""
 
-    changed = Signal()  # the corpus became ready or failed: Start may have become possible or not
+    changed = Signal()  # the corpus became ready or failed, or the tokenizer choice (or its availability) changed
     vocab_size_known = Signal(int)  # the vocabulary the chosen tokenizer gives
 
     def __init__(self, state: AppState, runner: JobRunner, parent: QWidget | None = None):
@@ -49,6 +74,7 @@ class DataPanel(QWidget):
         self._corpus_job: Job | None = None
         self._corpus_wanted: str | None = None
         self._corpus_chars: dict[str, int] = {}  # source -> distinct characters (char vocab estimate)
+        self._unavailable: dict[str, str] = {}  # named encoding -> why it cannot be used (the engine's words)
 
         self.corpus_combo = QComboBox()
         self.corpus_combo.setToolTip("The text to learn from: a built-in corpus (works offline), or your own "
@@ -96,7 +122,14 @@ class DataPanel(QWidget):
     def problem(self) -> str | None:
         if not self.corpus_combo.currentData() or self.corpus_combo.currentData() == OPEN_FILE:
             return "choose a corpus"
+        reason = self._unavailable.get(self.tokenizer_choice())
+        if reason and not self._fine_tune:
+            return f"the tokenizer {reason}"
         return None
+
+    def tokenizer_unavailable(self, spec: str) -> str | None:
+        """Why a choice of the tokenizer list cannot be used, as far as is known now (None: it can)."""
+        return self._unavailable.get(spec)
 
     @property
     def corpus_ready(self) -> bool:
@@ -120,11 +153,11 @@ class DataPanel(QWidget):
             return self.state.pending_tokenizer
         return choice
 
-    def command_data(self) -> tuple[str, str]:
-        """(corpus, tokenizer spec) for the exported command line (a ready tokenizer: a file to save it to)."""
-        choice = self.tokenizer_choice()
-        return (self.corpus_combo.currentData() or "python-docs",
-                choice if not choice.startswith("\x00") else "tokenizer.json")
+    def command_data(self) -> tuple[str, Tokenizer | str | None]:
+        """(corpus, tokenizer) for the exported command line: a spec, or the app's own tokenizer (the Export
+        command writes it to a file)."""
+        corpus = self.corpus_combo.currentData()
+        return (corpus if corpus and corpus != OPEN_FILE else "python-docs", self.run_tokenizer())
 
     def set_fine_tune(self, fine_tune: bool) -> None:
         """Fine-tuning keeps the current model's tokenizer."""
@@ -324,6 +357,36 @@ class DataPanel(QWidget):
         index = combo.findData(previous) if previous is not None else 0
         combo.setCurrentIndex(max(0, index))
         combo.blockSignals(False)
+        self._show_availability()
+
+    def _show_availability(self) -> None:
+        """Disable the named encodings the engine says cannot be had, with its reason as their tooltip."""
+        combo = self.tokenizer_combo
+        model = combo.model()
+        for name, spec in NAMED_ENCODINGS.items():
+            index = combo.findData(name)
+            if index < 0 or not isinstance(model, QStandardItemModel):
+                continue
+            reason = self._unavailable.get(name)
+            item = model.item(index)
+            item.setEnabled(reason is None)
+            item.setText(f"{name} — {spec.description}" + (UNAVAILABLE if reason else ""))
+            item.setToolTip(reason or "downloaded once (needs the network the first time), then offline")
+
+    def _check_named(self, name: str) -> None:
+        if self.runner.running("tokenizer-check"):
+            return
+        job = self.runner.start("tokenizer-check", check_named_job(name))
+        job.events.connect(self._on_check_events)
+
+    @Slot(list)
+    def _on_check_events(self, events: list) -> None:
+        for event in events:
+            if isinstance(event, TokenizersChecked):
+                self._unavailable = {name: reason for name, reason in event.problems.items() if reason}
+                self._show_availability()
+                self._update_vocab_estimate()
+                self.changed.emit()
 
     @Slot()
     def _on_tokenizers_changed(self) -> None:
@@ -339,7 +402,11 @@ class DataPanel(QWidget):
 
     @Slot(int)
     def _on_tokenizer_choice(self, _index: int) -> None:
+        choice = self.tokenizer_choice()
+        if choice in NAMED_ENCODINGS and choice not in self._unavailable:
+            self._check_named(choice)
         self._update_vocab_estimate()
+        self.changed.emit()
 
     def _update_vocab_estimate(self) -> None:
         """vocab_size follows the tokenizer; for a char tokenizer, the corpus's distinct characters + 1."""
@@ -364,7 +431,9 @@ class DataPanel(QWidget):
             info = "trained on the corpus when you press Start (a few seconds)"
         elif choice in NAMED_ENCODINGS:
             vocab = named_vocab_size(choice)
-            info = "downloaded once (needs the network the first time), then offline"
+            reason = self._unavailable.get(choice)
+            info = (f"unavailable: {reason}" if reason
+                    else "downloaded once (needs the network the first time), then offline")
         self.tokenizer_info.setText(info)
         if vocab is not None:
             self.vocab_size_known.emit(vocab)

@@ -29,6 +29,7 @@ from app.tabs.training.model_panel import ModelPanel
 from app.tabs.training.plots_panel import PlotsPanel
 from app.tabs.training.run_data import RunData
 from app.tabs.training.run_panel import RunPanel
+from app.tabs.training.saved_runs import SavedRunsPanel
 from app.tabs.training.train_form import TrainSettingsForm
 from app.worker import Job, JobRunner
 from engine import (
@@ -64,11 +65,13 @@ class TrainingTab(QWidget):
         self._adopted = False
         self._stopping = False
         self._error_shown = False
+        self._closing = False
         self.model_panel = ModelPanel(state)
         self.data_panel = DataPanel(state, runner)
         self.train_form = TrainSettingsForm()
         self.controls = RunPanel()
         self.plots_panel = PlotsPanel()
+        self.saved_runs = SavedRunsPanel(runner, self.plots_panel.plots)
         self._lay_out()
         self._connect()
         self._restore_settings()
@@ -96,7 +99,14 @@ class TrainingTab(QWidget):
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(6, 6, 6, 6)
         right_layout.addWidget(self.controls)
-        right_layout.addWidget(self.plots_panel, 1)
+        # The saved runs under the plots, in a splitter: as tall as the person wants.
+        self.runs_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.runs_splitter.addWidget(self.plots_panel)
+        self.runs_splitter.addWidget(self.saved_runs)
+        self.runs_splitter.setStretchFactor(0, 5)
+        self.runs_splitter.setStretchFactor(1, 1)
+        self.runs_splitter.setChildrenCollapsible(False)
+        right_layout.addWidget(self.runs_splitter, 1)
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(scroll)
@@ -217,11 +227,13 @@ class TrainingTab(QWidget):
         self._run_count += 1
         start = "fine-tune" if spec.init is not None else self.model_panel.form.preset_combo.currentText()
         corpus_name = self.data_panel.corpus_combo.currentText()
-        self._run = self.plots_panel.plots.start_run(f"run {self._run_count} · {start} · {corpus_name}")
+        name = f"run {self._run_count} · {start} · {corpus_name}"
+        self._run = self.plots_panel.plots.start_run(name)
         self.state.set_attention_probes([])
-        training = TrainingJob(spec)
+        training = TrainingJob(spec, name)
         self._adopted = False
         self._stopping = False
+        self._closing = False
         self._error_shown = False
         self.plots_panel.clear_sample()
         self.controls.begin()
@@ -282,6 +294,7 @@ class TrainingTab(QWidget):
         if self.session.job is None:
             return True
         self._stopping = True
+        self._closing = True  # no new jobs (the saved runs' refresh) while the window goes
         self.session.job.stop()
         ended = self.runner.stop_all(wait_ms)
         if ended and adopt:
@@ -364,6 +377,10 @@ class TrainingTab(QWidget):
         plots.redraw()  # the last points, whatever the paint budget skipped
         trainer = training.trainer if training is not None else None
         self.controls.show_ended(trainer.step if trainer is not None else None)
+        if training is not None and training.log_problem:
+            dialogs.notify(self, f"This run is not kept in the saved runs: {training.log_problem}", 15000)
+        if not self._closing:
+            self.saved_runs.refresh()  # the run just ended is listed
         self._update_controls()
         self.model_panel.refresh()
         self.running_changed.emit(False)
@@ -430,8 +447,9 @@ class TrainingTab(QWidget):
 
     # ================================================================== export command
 
-    def command_settings(self) -> tuple[ModelConfig | None, TrainConfig | None, str, str, str | None]:
-        """(model config, train config, corpus, tokenizer spec, init checkpoint) for torchrun_command."""
+    def command_settings(self) -> tuple[ModelConfig | None, TrainConfig | None, str, Any, str | None]:
+        """(model config, train config, corpus, tokenizer spec or the app's Tokenizer, init checkpoint) for the
+        Export command."""
         try:
             train = self.train_form.train_config()
         except ValueError:
@@ -440,7 +458,7 @@ class TrainingTab(QWidget):
         init = None
         if self.model_panel.fine_tune:
             path = self.state.checkpoint_path
-            init = str(path) if path is not None else "MODEL.safetensors"
+            init = str(path.resolve()) if path is not None else None
         return self.model_panel.config(), train, corpus, tokenizer, init
 
     @Slot()
@@ -450,5 +468,11 @@ class TrainingTab(QWidget):
             dialogs.show_error(self, "Export command", "Fix the settings first: "
                                + (self.start_problem() or "some values are out of range"))
             return
-        TorchrunDialog(config, train, corpus, tokenizer, init, self).exec()
+        problem = None
+        if self.model_panel.fine_tune:
+            tokenizer = None  # the checkpoint brings its own
+            if init is None:
+                problem = "save the model first (Ctrl+S): the command fine-tunes from its checkpoint file"
+                init = "MODEL.safetensors"
+        TorchrunDialog(config, train, corpus, tokenizer, init, self, problem=problem).exec()
 
