@@ -115,8 +115,15 @@ from engine.tokenizers import (
                            named_encoding_status,
                            named_vocab_size,
                            render_bytes,
+                           train_bpe,
                            train_bpe_job,
                            unknown_characters,
+)
+from engine.memory import (
+                           available_memory_bytes,
+                           training_memory_bytes,
+                           training_memory_parts,
+                           training_memory_problem,
 )
 from engine.training.run import PreparedRun, RunSpec, prepare_run
 from engine.training.trainer import PROBE_TOKENS, Trainer, corpus_probe_ids, lr_at, text_probe_ids
@@ -153,10 +160,12 @@ __all__ = [
     "EmbeddingMap", "embedding_map",
     # tokenizers
     "NAMED_ENCODINGS", "CharTokenizer", "ChatTemplateError", "Tokenizer", "chat_prompt_ids", "get_tokenizer",
-    "merges_table", "named_encoding_status", "named_vocab_size", "render_bytes", "train_bpe_job", "unknown_characters",
+    "merges_table", "named_encoding_status", "named_vocab_size", "render_bytes", "train_bpe", "train_bpe_job",
+    "unknown_characters",
     # training
     "Trainer", "lr_at", "PROBE_TOKENS", "corpus_probe_ids", "text_probe_ids", "RunSpec", "PreparedRun",
-    "prepare_run",
+    "prepare_run", "available_memory_bytes", "training_memory_bytes", "training_memory_parts",
+    "training_memory_problem",
     # the command line, for the app's Export command
     "train_command", "closest_preset",
 ]
