@@ -91,6 +91,12 @@ from engine.inspect import (
                            run_logit_lens,
                            token_losses,
 )
+from engine.memory import (
+                           available_memory_bytes,
+                           training_memory_bytes,
+                           training_memory_parts,
+                           training_memory_problem,
+)
 from engine.model import GPT
 from engine.sources import (
                            ModelEntry,
@@ -118,12 +124,6 @@ from engine.tokenizers import (
                            train_bpe,
                            train_bpe_job,
                            unknown_characters,
-)
-from engine.memory import (
-                           available_memory_bytes,
-                           training_memory_bytes,
-                           training_memory_parts,
-                           training_memory_problem,
 )
 from engine.training.run import PreparedRun, RunSpec, prepare_run
 from engine.training.trainer import PROBE_TOKENS, Trainer, corpus_probe_ids, lr_at, text_probe_ids
