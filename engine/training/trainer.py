@@ -13,9 +13,11 @@ Evaluation is sized by cost, not by a fixed count of batches: by default each ev
 ceil(0.15 x eval_interval x grad_accum) batches per split (at most eval_batches), so its forward passes
 (a third of a training step's work per token, over two splits) cost about 10% of the training between two
 evaluations; `eval_tokens` sets the tokens per split instead. The evaluation before the first step is
-made only when it is cheap (FIRST_EVAL_FLOPS). Stop (`request_stop`) is honoured between micro-batches,
-between evaluation batches and between sampled tokens: the run ends at once, with no last evaluation or
-sample, keeping the weights of its last complete step.
+made only when it is cheap (FIRST_EVAL_FLOPS). Stop (`request_stop`) is honoured inside a micro-batch:
+hooks on the transformer blocks check it in the forward and backward pass of every block (and evaluations
+and samples check it between batches and tokens), so a 124M model on a laptop CPU stops within a block's
+work, not a 10-second step. The run ends at once, with no last evaluation or sample, and keeps the
+weights of its last complete step (the dropped step's random draws are rewound).
 
 Reproducibility: batches come from a torch.Generator seeded from `seed`; dropout uses torch's global
 RNG; evaluation and samples use generators of their own so they never shift the training stream. All
@@ -23,6 +25,7 @@ these states go into `state()`, so N steps + save + resume N steps equals 2N ste
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -68,6 +71,10 @@ FIRST_EVAL_FLOPS = 1e11
 SAMPLE_TEMPERATURE = 0.8
 SAMPLE_TOP_K = 40
 NOT_FINITE_SAMPLE = "[no sample: the model's outputs are not finite numbers]"
+
+
+class _StopRequested(Exception):
+    """Raised by the stop hooks inside a forward or backward pass, caught by the trainer itself."""
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -254,6 +261,31 @@ class Trainer:
         last evaluation or sample, and yield FinishedEvent('stopped'). Safe to call from another thread."""
         self._stop = True
 
+    @contextlib.contextmanager
+    def _stop_hooks(self) -> Iterator[None]:
+        """While a run or evaluation goes on: every block checks for a stop after its forward pass and
+        before its backward pass (one process, eager; under torchrun the ranks stop at step boundaries
+        together, and a compiled graph would break on the hook). Removed afterwards: the model outlives
+        the trainer (it becomes the app's current model)."""
+        handles = []
+        if self.dist is None and not self.train_config.compile:
+            handles = [block.register_forward_hook(self._stop_hook) for block in self.model.blocks]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _stop_hook(self, _module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+        if self._stop:
+            raise _StopRequested
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(self._stop_grad_hook)
+
+    def _stop_grad_hook(self, _grad: torch.Tensor) -> None:
+        if self._stop:
+            raise _StopRequested
+
     def _stopping(self) -> bool:
         """A stop to honour inside an evaluation or sample. Under torchrun the ranks agree on stopping at
         step boundaries only (every rank must join the same collectives), so there it waits for the step."""
@@ -286,6 +318,8 @@ class Trainer:
         t_start = time.perf_counter()
         step_times: list[float] = []
         self._elapsed = 0.0
+        hooks = self._stop_hooks()  # entered here, left in the finally below (a with block would nest it all)
+        hooks.__enter__()
         try:
             if (not self.history["val_step"] or self.history["val_step"][-1] != self.step) \
                     and self.first_eval_is_cheap() and not self._stopping():
@@ -342,12 +376,13 @@ class Trainer:
             self.elapsed_before += self._elapsed
             self._elapsed = 0.0
             self._stop = False  # a stop asked before the run began still counts; after it, a new run goes on
+            hooks.__exit__(None, None, None)
             self.model.eval()
 
     def _train_step(self, lr: float) -> tuple[float, float] | None:
         """One optimizer step over grad_accum micro-batches; returns (mean loss, grad norm) floats, or None
-        when a stop came between two micro-batches (the step is dropped: no update, and the random states
-        go back to where the step began, so a resumed run draws what this step would have drawn).
+        when a stop came during the step (it is dropped: no update, and the random states go back to where
+        the step began, so a resumed run draws what this step would have drawn).
 
         The update is skipped when either is non-finite (the caller reports it)."""
         cfg = self.train_config
@@ -357,28 +392,15 @@ class Trainer:
         if self.dist is not None:
             self.dist.seed_dropout(cfg.seed, self.step)
         # Under torchrun the ranks must run the same micro-batches (DDP's all-reduce): stops wait for the step.
-        can_drop = cfg.grad_accum > 1 and self.dist is None
-        if can_drop:
-            rng = torch.get_rng_state(), self.batch_generator.get_state()
-        total = None
-        for micro in range(cfg.grad_accum):
-            if can_drop and micro and self._stop:
-                self.optimizer.zero_grad(set_to_none=True)
-                torch.set_rng_state(rng[0])
-                self.batch_generator.set_state(rng[1])
-                return None
-            if self.dist is not None:  # DDP: all-reduce gradients once, in the last micro-batch's backward
-                self.dist.set_grad_sync(self._forward, micro == cfg.grad_accum - 1)
-            x, y = self.dataset.get_batch("train", cfg.batch_size, self.config.context_length,
-                                          self.batch_generator, self.device)
-            with autocast_context(self.device, cfg.precision):
-                _, loss = self._forward(x, y)
-            loss = loss / cfg.grad_accum
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-            else:
-                loss.backward()
-            total = loss.detach() if total is None else total + loss.detach()
+        rewind = self._random_states() if self.dist is None else None
+        try:
+            total = self._accumulate()
+        except _StopRequested:
+            total = None
+        if total is None:  # stopped inside the step: drop it
+            self.optimizer.zero_grad(set_to_none=True)
+            self._set_random_states(rewind)
+            return None
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
@@ -396,6 +418,43 @@ class Trainer:
                 self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_value, norm_value
+
+    def _accumulate(self) -> torch.Tensor | None:
+        """Forward and backward over grad_accum micro-batches; the summed (scaled) loss, or None when a stop
+        came between two micro-batches."""
+        cfg = self.train_config
+        total = None
+        for micro in range(cfg.grad_accum):
+            if micro and self._stopping():
+                return None
+            if self.dist is not None:  # DDP: all-reduce gradients once, in the last micro-batch's backward
+                self.dist.set_grad_sync(self._forward, micro == cfg.grad_accum - 1)
+            x, y = self.dataset.get_batch("train", cfg.batch_size, self.config.context_length,
+                                          self.batch_generator, self.device)
+            with autocast_context(self.device, cfg.precision):
+                _, loss = self._forward(x, y)
+            loss = loss / cfg.grad_accum
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        return total
+
+    def _random_states(self) -> tuple[torch.Tensor, ...]:
+        states = (torch.get_rng_state(), self.batch_generator.get_state())
+        if self.device.type == "cuda":
+            states += (torch.cuda.get_rng_state(self.device),)
+        return states
+
+    def _set_random_states(self, states: tuple[torch.Tensor, ...] | None) -> None:
+        """Rewind to `_random_states()`: a dropped step leaves the random streams where the step began."""
+        if states is None:
+            return
+        torch.set_rng_state(states[0])
+        self.batch_generator.set_state(states[1])
+        if len(states) > 2:
+            torch.cuda.set_rng_state(states[2], self.device)
 
     def _record(self, **values: float) -> None:
         for key, value in values.items():
@@ -422,14 +481,21 @@ class Trainer:
     def evaluate(self) -> Iterator[Event]:
         """Evaluate (and sample, and probe) now, e.g. after a stopped run; stoppable like the run."""
         try:
-            yield from self._evaluate_and_sample(force_sample=True)
+            with self._stop_hooks():
+                yield from self._evaluate_and_sample(force_sample=True)
         finally:
             self._stop = False
             self.model.eval()
 
     def _evaluate_and_sample(self, force_sample: bool = False) -> Iterator[Event]:
         """Validation and training loss (then the probe and a sample); a stop ends it at once, recording
-        nothing."""
+        nothing more."""
+        try:
+            yield from self._evaluate_and_sample_unguarded(force_sample)
+        except _StopRequested:  # from a block's hook, inside an evaluation batch, the probe or the sample
+            pass
+
+    def _evaluate_and_sample_unguarded(self, force_sample: bool) -> Iterator[Event]:
         cfg = self.train_config
         means = {}
         done, total = 0, 2 * self.eval_batches

@@ -138,3 +138,32 @@ def test_a_stop_asked_before_the_run_begins_counts(dataset):
     assert [type(e).__name__ for e in events if not isinstance(e, ProgressEvent)] == \
         ["StartedEvent", "FinishedEvent"]
     assert events[-1].reason == "stopped" and trainer.step == 0
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_stop_inside_a_micro_batch_drops_the_step_at_the_next_block(dataset, where):
+    """batch x context of a 124M model takes seconds per pass on a laptop CPU: a stop is honoured by the
+    next block, forward or backward, not at the end of the micro-batch."""
+    straight = Trainer(CONFIG, tc(eval_interval=100), dataset)
+    list(straight.run())
+    stopped = Trainer(CONFIG, tc(eval_interval=100), dataset)
+    reached = []
+
+    def ask_stop(*_args):
+        if stopped.step == 2 and stopped.model.training and not reached:
+            reached.append(where)
+            stopped.request_stop()
+
+    if where == "forward":
+        handle = stopped.model.blocks[0].register_forward_hook(ask_stop)
+    else:
+        handle = stopped.model.blocks[-1].register_full_backward_pre_hook(ask_stop)
+    events = list(stopped.run())
+    handle.remove()
+    assert reached == [where]
+    assert events[-1].reason == "stopped" and events[-1].step == 2 and stopped.step == 2
+    assert all(p.grad is None for p in stopped.model.parameters())
+    assert not stopped.model.blocks[0]._forward_hooks  # the stop hooks are gone with the run
+    list(stopped.run())
+    for a, b in zip(straight.model.parameters(), stopped.model.parameters()):
+        assert torch.equal(a, b)
