@@ -11,7 +11,22 @@ import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+import torch
+
 from engine import GPT, Corpus, Event, ProgressEvent, RunSpec, Tokenizer, Trainer, prepare_run
+
+
+def copy_model(model: GPT) -> GPT:
+    """A deep copy whose tensors are copied by torch's clone, which lets go of the GIL while it copies (a
+    plain deepcopy copies buffers through their storages, holding it), so the window stays responsive.
+    Shared tensors (a tied head) stay shared: the memo maps each one to one clone."""
+    memo: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for p in model.parameters():
+            memo[id(p)] = torch.nn.Parameter(p.clone(), requires_grad=p.requires_grad)
+        for b in model.buffers():
+            memo[id(b)] = b.clone()
+    return copy.deepcopy(model, memo)
 
 
 @dataclass(frozen=True)
@@ -54,7 +69,7 @@ class TrainingJob:
         spec = self.spec
         if self.copy_init and isinstance(spec.init, GPT):
             yield ProgressEvent(job="prepare", done=0, total=0, message="Copying the model…")
-            spec = replace(spec, init=copy.deepcopy(spec.init))
+            spec = replace(spec, init=copy_model(spec.init))
         prepared = yield from prepare_run(spec)
         self.trainer, self.tokenizer, self.corpus = prepared.trainer, prepared.tokenizer, prepared.corpus
         self.start_step = self.trainer.step

@@ -28,7 +28,7 @@ import torch
 from PySide6.QtCore import QEventLoop, QTimer
 from PySide6.QtTest import QTest
 
-from app.launcher import make_app
+from app.launcher import freeze_startup_objects, make_app
 from app.main_window import MainWindow
 from app.tools.event_gaps import GapProbe
 from engine import (
@@ -195,6 +195,7 @@ def main(names: list[str]) -> int:
     paste = (corpus.text() * 2)[:PASTE_CHARS]
     app = make_app([sys.argv[0]])  # noqa: F841 - the QApplication must stay alive while the window runs
     window = MainWindow(load_default=False)
+    freeze_startup_objects()  # as the launcher does
     window.resize(1400, 900)
     window.show()
     bench = Bench(window)

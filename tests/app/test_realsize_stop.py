@@ -19,6 +19,7 @@ import pytest
 import torch
 from PySide6.QtCore import QEventLoop, QTimer
 
+from app.launcher import freeze_startup_objects
 from app.main_window import MainWindow
 from app.tools.event_gaps import GapProbe
 from engine import EvalEvent, SampleEvent, StepEvent
@@ -50,6 +51,7 @@ def spin_until(condition, timeout: float = 120.0) -> None:
 def window(qapp):
     os.environ["LLM_PLAYGROUND_SETTINGS"] = str(Path(tempfile.mkdtemp()) / "settings.ini")
     window = MainWindow(load_default=False)
+    freeze_startup_objects()  # as the launcher does
     window.resize(1280, 720)
     window.show()
     spin(0.3)
