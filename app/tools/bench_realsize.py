@@ -45,8 +45,9 @@ from engine import (
 VOCAB = 49_152  # SmolLM2's; GPT-2's 50,257-row table keeps its size (the BPE fills the first 49,152 rows)
 MODELS = {
     "gpt2-124m": PRESETS["gpt2-124m"],
-    # SmolLM2-135M's shape (engine/bench/llama.py), its 8,192 context cut to 2,048 to keep fine-tuning in memory
-    "smollm2-135m": ModelConfig(arch="llama", vocab_size=VOCAB, context_length=2048, emb_dim=576, n_heads=9,
+    # SmolLM2-135M's shape (engine/bench/llama.py), its 8,192 context cut to GPT-2's 1,024: fine-tuning at
+    # batch 1 then needs ~5 GB, not ~25 GB
+    "smollm2-135m": ModelConfig(arch="llama", vocab_size=VOCAB, context_length=1024, emb_dim=576, n_heads=9,
                                 n_kv_heads=3, n_layers=30, hidden_dim=1536, rope_theta=100000.0, drop_rate=0.0),
 }
 PASTE_CHARS = 50_000
