@@ -126,6 +126,7 @@ def drive(bench: Bench, name: str, path: Path, paste: str) -> dict[str, float]:
     w = bench.window
     w.tabs.setCurrentIndex(0)
     spin_until(bench.settled, 600)
+    w.state.dirty = False  # the last model's fine-tune: no "discard changes?" question before the next open
     bench.measure(name, "File > Open", lambda: w.open_checkpoint(path),
                   lambda: w.state.checkpoint_path == path and bench.settled())
     for index in range(1, w.tabs.count()):
