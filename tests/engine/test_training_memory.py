@@ -20,6 +20,7 @@ from engine.memory import training_memory_bytes, training_memory_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPE = dict(vocab_size=8192, context_length=256, emb_dim=384, n_heads=6, n_layers=6, drop_rate=0.0)
+LLAMA = dict(SHAPE, arch="llama", n_kv_heads=2, hidden_dim=1024)  # grouped-query attention, SwiGLU
 TRAIN = dict(steps=2, batch_size=4, eval_interval=1000, sample_interval=0, device="cpu", seed=1)
 
 _PROBE = """
@@ -44,16 +45,16 @@ print(json.dumps({"before": before, "peak": resource.getrusage(resource.RUSAGE_S
 """
 
 
-@pytest.mark.parametrize("precision", ["fp32"])
-def test_the_estimate_is_within_30_percent_of_the_measured_peak(precision):
-    train = dict(TRAIN, precision=precision)
-    proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(SHAPE), json.dumps(train)], cwd=ROOT,
+@pytest.mark.parametrize("shape", [SHAPE, LLAMA], ids=["gpt2", "llama"])
+def test_the_estimate_is_within_30_percent_of_the_measured_peak(shape):
+    train = TRAIN
+    proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(shape), json.dumps(train)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     measured = result["peak"] - result["before"]
-    estimate = training_memory_bytes(ModelConfig(**SHAPE), TrainConfig(**train))
+    estimate = training_memory_bytes(ModelConfig(**shape), TrainConfig(**train))
     print(f"peak gained {measured / 1e6:.0f} MB, estimate {estimate / 1e6:.0f} MB ({measured / estimate:.2f}x)")
     assert 0.7 * estimate <= measured <= 1.3 * estimate
 
