@@ -2,7 +2,7 @@
 
 train: a new model from a preset, fine-tuning from a checkpoint (--init), or continuing a run exactly
 (--resume). The output file is written once, atomically, when training ends (completed, or stopped with
-Ctrl-C: the first Ctrl-C ends the run once the current micro-batch is done, with no last evaluation or
+Ctrl-C: the first Ctrl-C ends the run at once, dropping the step in progress, with no last evaluation or
 sample, and saves so the run can be resumed; a second one aborts without saving). A failure never touches
 an existing file at --out.
 """
@@ -56,9 +56,9 @@ class UsageError(ValueError):
 def register(subparsers: Any) -> None:
     p = one_line_errors(subparsers.add_parser(
         "train", help="train a GPT (new, fine-tuned with --init, or continued with --resume)",
-        description="Train a GPT and save it as one .safetensors checkpoint. The first Ctrl-C stops once the "
-                    "current micro-batch is done and saves (resumable with --resume); a second Ctrl-C aborts "
-                    "without saving."))
+        description="Train a GPT and save it as one .safetensors checkpoint. The first Ctrl-C stops at once "
+                    "(the step in progress is dropped) and saves (resumable with --resume); a second Ctrl-C "
+                    "aborts without saving."))
     model = p.add_argument_group("model (new models only)")
     model.add_argument("--preset", choices=list(PRESETS), help="model shape to start from")
     model.add_argument("--n-layers", type=int, help="transformer blocks")
@@ -299,13 +299,13 @@ def _run_train(args: argparse.Namespace, dist: distributed.DistContext | None = 
             progress.preparing.close()
     interrupted = {"count": 0}
 
-    def on_sigint(signum, frame):  # first Ctrl-C: stop after this micro-batch and save; second: abort
+    def on_sigint(signum, frame):  # first Ctrl-C: stop now and save; second: abort
         interrupted["count"] += 1
         if interrupted["count"] > 1:
             raise KeyboardInterrupt
         trainer.request_stop()
         if distributed.is_main_process():  # under torchrun every process gets the signal: say it once
-            print("\nstopping after this micro-batch and saving (Ctrl-C again to abort without saving)",
+            print("\nstopping (the step in progress is dropped) and saving (Ctrl-C again to abort without saving)",
                   file=sys.stderr)
 
     try:
