@@ -305,8 +305,8 @@ def _run_train(args: argparse.Namespace, dist: distributed.DistContext | None = 
             raise KeyboardInterrupt
         trainer.request_stop()
         if distributed.is_main_process():  # under torchrun every process gets the signal: say it once
-            print("\nstopping (the step in progress is dropped) and saving (Ctrl-C again to abort without saving)",
-                  file=sys.stderr)
+            when = "after this step" if dist is not None else "now (the step in progress is dropped)"
+            print(f"\nstopping {when} and saving (Ctrl-C again to abort without saving)", file=sys.stderr)
 
     try:
         previous = signal.signal(signal.SIGINT, on_sigint)
