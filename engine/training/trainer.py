@@ -13,11 +13,15 @@ Evaluation is sized by cost, not by a fixed count of batches: by default each ev
 ceil(0.15 x eval_interval x grad_accum) batches per split (at most eval_batches), so its forward passes
 (a third of a training step's work per token, over two splits) cost about 10% of the training between two
 evaluations; `eval_tokens` sets the tokens per split instead. The evaluation before the first step is
-made only when it is cheap (FIRST_EVAL_FLOPS). Stop (`request_stop`) is honoured inside a micro-batch:
+made only when it is cheap (engine/training/budget.py). Stop (`request_stop`) is honoured inside a micro-batch:
 hooks on the transformer blocks check it in the forward and backward pass of every block (and evaluations
 and samples check it between batches and tokens), so a 124M model on a laptop CPU stops within a block's
 work, not a 10-second step. The run ends at once, with no last evaluation or sample, and keeps the
 weights of its last complete step (the dropped step's random draws are rewound).
+
+One file (a little over 500 lines) for the loop and what it yields between steps (evaluations, samples,
+probes): they share the trainer's model, state and random streams. The evaluation budget and the stop hooks
+live in budget.py and stopping.py.
 
 Reproducibility: batches come from a torch.Generator seeded from `seed`; dropout uses torch's global
 RNG; evaluation and samples use generators of their own so they never shift the training stream. All
@@ -59,22 +63,16 @@ from engine.memory import OOM_HINT, OutOfMemory, check_training_memory, is_out_o
 from engine.model import GPT
 from engine.tokenizers import Tokenizer
 from engine.train_state import HISTORY_KEYS, empty_history, rng_from_str, rng_to_str
+from engine.training.budget import eval_batches_per_split, first_eval_is_cheap
 from engine.training.distributed import DistContext
+from engine.training.stopping import StopRequested, stop_hooks
 
 PROBE_TOKENS = 48  # attention over training: maps of at most this many tokens (48 x 48 per head stays readable)
 HELDOUT_PROBE_TOKENS = 128  # token losses over training: this many tokens from the start of the validation split
 EMBEDDING_MAP_MAX_VOCAB = 8192  # embedding maps over training only up to this vocabulary (V x 2 floats per probe)
-EVAL_SHARE = 0.1  # an automatic evaluation costs about this share of the training time between two
-# The evaluation before the first step is made only below this many forward FLOPs (a second or two on a
-# laptop CPU): a 124M model's would take a minute there, before anything has been trained.
-FIRST_EVAL_FLOPS = 1e11
 SAMPLE_TEMPERATURE = 0.8
 SAMPLE_TOP_K = 40
 NOT_FINITE_SAMPLE = "[no sample: the model's outputs are not finite numbers]"
-
-
-class _StopRequested(Exception):
-    """Raised by the stop hooks inside a forward or backward pass, caught by the trainer itself."""
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -85,19 +83,6 @@ def lr_at(step: int, config: TrainConfig) -> float:
     span = max(1, config.steps - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / span)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - min_lr)
-
-
-def eval_batches_per_split(config: TrainConfig, context_length: int) -> int:
-    """Batches (of batch_size sequences) read from each split at every evaluation.
-
-    Automatic (eval_tokens 0): a forward pass costs a third of a training step's work per token and an
-    evaluation reads two splits, so 1.5 * EVAL_SHARE * eval_interval * grad_accum batches cost EVAL_SHARE of
-    the training between two evaluations; at least one, at most eval_batches. Counted in whole batches, the
-    same on every rank of a torchrun job as in one process with the global batch."""
-    if config.eval_tokens:
-        return max(1, math.ceil(config.eval_tokens / (config.batch_size * context_length)))
-    wanted = math.ceil(1.5 * EVAL_SHARE * config.eval_interval * config.grad_accum)
-    return max(1, min(config.eval_batches, wanted))
 
 
 def _finite_or_none(values: list) -> list:
@@ -261,30 +246,13 @@ class Trainer:
         last evaluation or sample, and yield FinishedEvent('stopped'). Safe to call from another thread."""
         self._stop = True
 
-    @contextlib.contextmanager
-    def _stop_hooks(self) -> Iterator[None]:
-        """While a run or evaluation goes on: every block checks for a stop after its forward pass and
-        before its backward pass (one process, eager; under torchrun the ranks stop at step boundaries
-        together, and a compiled graph would break on the hook). Removed afterwards: the model outlives
-        the trainer (it becomes the app's current model)."""
-        handles = []
-        if self.dist is None and not self.train_config.compile:
-            handles = [block.register_forward_hook(self._stop_hook) for block in self.model.blocks]
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def _stop_hook(self, _module: torch.nn.Module, _inputs: Any, output: Any) -> None:
-        if self._stop:
-            raise _StopRequested
-        if isinstance(output, torch.Tensor) and output.requires_grad:
-            output.register_hook(self._stop_grad_hook)
-
-    def _stop_grad_hook(self, _grad: torch.Tensor) -> None:
-        if self._stop:
-            raise _StopRequested
+    def _stop_hooks(self) -> contextlib.AbstractContextManager:
+        """While a run or evaluation goes on, every block checks for a stop in its forward and backward pass
+        (see engine/training/stopping.py). Not under torchrun, where the ranks stop at step boundaries
+        together, nor compiled, where the hook would break the graph."""
+        if self.dist is not None or self.train_config.compile:
+            return contextlib.nullcontext()
+        return stop_hooks(self.model.blocks, lambda: self._stop)
 
     def _stopping(self) -> bool:
         """A stop to honour inside an evaluation or sample. Under torchrun the ranks agree on stopping at
@@ -297,9 +265,9 @@ class Trainer:
         return eval_batches_per_split(self.train_config, self.config.context_length)
 
     def first_eval_is_cheap(self) -> bool:
-        """Whether the evaluation before any step stays under FIRST_EVAL_FLOPS (forward = a third of training)."""
-        tokens = 2 * self.eval_batches * self.train_config.batch_size * self.config.context_length
-        return tokens * self.model.flops_per_token() / 3 <= FIRST_EVAL_FLOPS
+        """Whether the evaluation before any step is cheap enough to make (see first_eval_is_cheap)."""
+        return first_eval_is_cheap(self.model.flops_per_token(), self.eval_batches, self.train_config.batch_size,
+                                   self.config.context_length)
 
     # ------------------------------------------------------------ the loop
 
@@ -395,7 +363,7 @@ class Trainer:
         rewind = self._random_states() if self.dist is None else None
         try:
             total = self._accumulate()
-        except _StopRequested:
+        except StopRequested:
             total = None
         if total is None:  # stopped inside the step: drop it
             self.optimizer.zero_grad(set_to_none=True)
@@ -492,7 +460,7 @@ class Trainer:
         nothing more."""
         try:
             yield from self._evaluate_and_sample_unguarded(force_sample)
-        except _StopRequested:  # from a block's hook, inside an evaluation batch, the probe or the sample
+        except StopRequested:  # from a block's hook, inside an evaluation batch, the probe or the sample
             pass
 
     def _evaluate_and_sample_unguarded(self, force_sample: bool) -> Iterator[Event]:

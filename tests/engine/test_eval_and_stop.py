@@ -12,8 +12,10 @@ from engine.data import Dataset, load_corpus
 from engine.events import EvalEvent, FinishedEvent, ProgressEvent, SampleEvent, StepEvent
 from engine.model import GPT
 from engine.tokenizers import CharTokenizer
+from engine.training import budget
 from engine.training import trainer as trainer_module
-from engine.training.trainer import EVAL_SHARE, FIRST_EVAL_FLOPS, Trainer, eval_batches_per_split
+from engine.training.budget import EVAL_SHARE, FIRST_EVAL_FLOPS, eval_batches_per_split
+from engine.training.trainer import Trainer
 
 CONFIG = ModelConfig(vocab_size=32, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
 
@@ -57,7 +59,7 @@ def test_eval_tokens_sets_the_budget_in_tokens(dataset):
 def test_a_costly_first_evaluation_is_left_out(dataset, monkeypatch):
     trainer = Trainer(CONFIG, tc(), dataset)
     assert trainer.first_eval_is_cheap()
-    monkeypatch.setattr(trainer_module, "FIRST_EVAL_FLOPS", 0)
+    monkeypatch.setattr(budget, "FIRST_EVAL_FLOPS", 0)
     events = list(trainer.run())
     assert isinstance(events[1], StepEvent)  # the first optimizer step comes first
     assert [e.step for e in events if isinstance(e, EvalEvent)] == [3, 6]
