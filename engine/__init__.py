@@ -91,6 +91,12 @@ from engine.inspect import (
                            run_logit_lens,
                            token_losses,
 )
+from engine.memory import (
+                           available_memory_bytes,
+                           training_memory_bytes,
+                           training_memory_parts,
+                           training_memory_problem,
+)
 from engine.model import GPT
 from engine.sources import (
                            ModelEntry,
@@ -118,6 +124,7 @@ from engine.tokenizers import (
                            render_bytes,
                            save_tokenizer,
                            tokenizer_problem,
+                           train_bpe,
                            train_bpe_job,
                            unknown_characters,
 )
@@ -169,10 +176,11 @@ __all__ = [
     # tokenizers
     "NAMED_ENCODINGS", "CharTokenizer", "ChatTemplateError", "Tokenizer", "chat_prompt_ids", "get_tokenizer",
     "merges_table", "named_encoding_problem", "named_encoding_status", "named_vocab_size", "render_bytes",
-    "save_tokenizer", "tokenizer_problem", "train_bpe_job", "unknown_characters",
+    "save_tokenizer", "tokenizer_problem", "train_bpe", "train_bpe_job", "unknown_characters",
     # training
     "Trainer", "lr_at", "PROBE_TOKENS", "corpus_probe_ids", "text_probe_ids", "RunSpec", "PreparedRun",
-    "prepare_run",
+    "prepare_run", "available_memory_bytes", "training_memory_bytes", "training_memory_parts",
+    "training_memory_problem",
     # run logs: runs kept in the user's data folder, read back, deleted, exported to TensorBoard
     "RunLogWriter", "SavedRun", "logged", "read_run", "read_runs_job", "delete_run", "runs_dir", "hyperparameters",
     "tensorboard_problem", "export_tensorboard_job",

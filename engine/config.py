@@ -23,6 +23,7 @@ MAX_STEPS = 10_000_000
 MAX_BATCH_SIZE = 1_000_000
 MAX_GRAD_ACCUM = 65_536
 MAX_EVAL_BATCHES = 10_000
+MAX_EVAL_TOKENS = 10**12
 MAX_SAMPLE_TOKENS = 100_000
 MAX_SAMPLE_PROMPT_CHARS = 100_000
 MAX_INTERVAL = 2**62  # eval / sample interval and warmup: any count of steps
@@ -274,7 +275,8 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 disables clipping
     eval_interval: int = 50
-    eval_batches: int = 10
+    eval_batches: int = 10  # at most this many batches per split in an automatic evaluation budget
+    eval_tokens: int = 0  # tokens per split at each evaluation; 0: automatic (about 10% of the training time)
     sample_interval: int = 100  # 0 disables samples
     sample_tokens: int = 120
     sample_prompt: str = ""
@@ -287,7 +289,8 @@ class TrainConfig:
         # Wrong types (e.g. from a hand-edited checkpoint) are a ValueError too, never a TypeError.
         for name, lo, hi in (("steps", 1, MAX_STEPS), ("batch_size", 1, MAX_BATCH_SIZE),
                              ("grad_accum", 1, MAX_GRAD_ACCUM), ("eval_interval", 1, MAX_INTERVAL),
-                             ("eval_batches", 1, MAX_EVAL_BATCHES), ("warmup_steps", 0, MAX_INTERVAL),
+                             ("eval_batches", 1, MAX_EVAL_BATCHES), ("eval_tokens", 0, MAX_EVAL_TOKENS),
+                             ("warmup_steps", 0, MAX_INTERVAL),
                              ("sample_interval", 0, MAX_INTERVAL), ("sample_tokens", 0, MAX_SAMPLE_TOKENS),
                              ("seed", *SEED_RANGE)):
             value = getattr(self, name)

@@ -29,17 +29,24 @@ class OutOfMemory(ValueError):
     """A run that cannot fit in memory, or an allocation that failed: the message is one line."""
 
 
-def training_memory_bytes(config: ModelConfig, train: TrainConfig) -> int:
-    """Estimated peak memory of training `config` with `train`'s batch, precision and optimizer."""
+def training_memory_parts(config: ModelConfig, train: TrainConfig) -> dict[str, int]:
+    """The estimate's parts in bytes: weights (fp32, plus a 16-bit copy under mixed precision), gradients,
+    optimizer (AdamW's two moments) and activations (one micro-batch of batch_size x context_length)."""
     params = config.num_params()
     b, t = train.batch_size, config.context_length
     per_token = 20 * config.emb_dim * config.n_layers + 4 * config.vocab_size + 0.35 * config.n_heads * t * config.n_layers
     activations = 4 * b * t * per_token
-    states = 16 * params
+    weights = 4 * params
     if train.precision in ("bf16", "fp16"):
         activations *= 0.7
-        states += 2 * params
-    return int(states + activations)
+        weights += 2 * params
+    return {"weights": int(weights), "gradients": 4 * params, "optimizer": 8 * params,
+            "activations": int(activations)}
+
+
+def training_memory_bytes(config: ModelConfig, train: TrainConfig) -> int:
+    """Estimated peak memory of training `config` with `train`'s batch, precision and optimizer."""
+    return sum(training_memory_parts(config, train).values())
 
 
 def available_memory_bytes(device: torch.device) -> int | None:
@@ -92,14 +99,23 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB"
 
 
+def training_memory_problem(config: ModelConfig, train: TrainConfig, device: torch.device,
+                            have: int | None = None) -> str | None:
+    """One line saying the run cannot fit in `device`'s free memory (`have`: measured here when None) and how
+    to fit it; None when it fits or the free memory cannot be told."""
+    need = training_memory_bytes(config, train)
+    have = available_memory_bytes(device) if have is None else have
+    if have is None or need <= have:
+        return None
+    where = "GPU" if device.type == "cuda" else "memory"
+    return f"this run needs about {_gb(need)} of {where} but only {_gb(have)} is free: {OOM_HINT}"
+
+
 def check_training_memory(config: ModelConfig, train: TrainConfig, device: torch.device) -> None:
     """Raise OutOfMemory (one line, with what would fit) when the run cannot fit in `device`'s memory."""
-    need = training_memory_bytes(config, train)
-    have = available_memory_bytes(device)
-    if have is None or need <= have:
-        return
-    where = "GPU" if device.type == "cuda" else "memory"
-    raise OutOfMemory(f"this run needs about {_gb(need)} of {where} but only {_gb(have)} is free: {OOM_HINT}")
+    problem = training_memory_problem(config, train, device)
+    if problem is not None:
+        raise OutOfMemory(problem)
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -15,6 +15,11 @@ from typing import Any
 
 import torch
 
+# torch imports its compiler stack (torch._dynamo, ~2 s) on the first call of many functions (nn.init.normal_,
+# an optimizer's first step...). Done by a job in a worker thread, that import holds the GIL for hundreds of ms
+# at a time and freezes the window; done here, it happens once, at start-up, before the window shows.
+import torch._dynamo  # noqa: F401, I001
+
 from app.formatting import format_params
 from app.resources import RESOURCES
 from engine import (

@@ -1,6 +1,11 @@
-"""GUI benchmark: training inside the app vs the headless CLI, and the GUI's responsiveness meanwhile.
+"""GUI benchmark: training inside the app vs the headless CLI, and the GUI's responsiveness meanwhile;
+or (--real-size) every action of the app on a real-size model.
 
     python -m app.tools.bench_gui [--steps 150] [--preset tiny] [--batch-size 16] [--repeats 1]
+    python -m app.tools.bench_gui --real-size gpt2-124m,smollm2-135m
+
+--real-size: see app/tools/bench_realsize.py (a 124M-sized random GPT-2 and a SmolLM2-135M-shaped model, each
+opened in the app and driven through every tab; wall time, event-loop gap and peak RSS per action).
 
 1. Headless: `python -m engine train ... --json` in a subprocess; tokens/s from its step events.
 2. In the app: the real MainWindow (offscreen unless a display is set), the same settings typed into the
@@ -28,6 +33,7 @@ from PySide6.QtCore import QEventLoop, QTimer
 
 from app.launcher import make_app
 from app.main_window import MainWindow
+from app.tools import bench_realsize
 from engine import StepEvent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,8 +67,6 @@ def headless(args: argparse.Namespace, out_dir: Path) -> float:
 
 
 def in_app(args: argparse.Namespace) -> tuple[float, np.ndarray]:
-
-
     app = make_app([sys.argv[0]])  # noqa: F841 - the QApplication must stay alive while the window runs
     window = MainWindow()
     window.resize(1400, 900)
@@ -128,7 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--skip", type=int, default=10, help="warm-up steps left out of tokens/s")
     parser.add_argument("--repeats", type=int, default=1, help="headless/app pairs to run (median reported)")
+    parser.add_argument("--real-size", metavar="MODELS",
+                        help=f"instead: drive every action on these models ({', '.join(bench_realsize.MODELS)}, "
+                             "comma-separated)")
     args = parser.parse_args(argv)
+    if args.real_size:
+        return bench_realsize.main(args.real_size.split(","))
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen" if not os.environ.get("DISPLAY") else "xcb")
     tmp = Path(tempfile.mkdtemp(prefix="llm-playground-bench-"))

@@ -2,8 +2,9 @@
 
 train: a new model from a preset, fine-tuning from a checkpoint (--init), or continuing a run exactly
 (--resume). The output file is written once, atomically, when training ends (completed, or stopped with
-Ctrl-C: the first Ctrl-C finishes the current step, evaluates and saves so the run can be resumed; a second
-one aborts without saving). A failure never touches an existing file at --out.
+Ctrl-C: the first Ctrl-C ends the run at once, dropping the step in progress, with no last evaluation or
+sample, and saves so the run can be resumed; a second one aborts without saving). A failure never touches
+an existing file at --out.
 """
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ from engine.training.runlog import RunLogWriter, logged, runs_dir
 # ModelConfig field -> the flag that sets it (new models only); the app's Export command writes them too.
 SHAPE_FLAGS = {"n_layers": "--n-layers", "n_heads": "--n-heads", "emb_dim": "--emb-dim",
                "context_length": "--context-length", "drop_rate": "--drop-rate", "qkv_bias": "--qkv-bias"}
-TRAIN_FLAGS = ("steps", "batch_size", "lr", "warmup_steps", "grad_accum", "eval_interval", "seed", "device",
-               "precision", "sample_interval")
+TRAIN_FLAGS = ("steps", "batch_size", "lr", "warmup_steps", "grad_accum", "eval_interval", "eval_tokens", "seed",
+               "device", "precision", "sample_interval")
 
 
 class UsageError(ValueError):
@@ -56,8 +57,9 @@ class UsageError(ValueError):
 def register(subparsers: Any) -> None:
     p = one_line_errors(subparsers.add_parser(
         "train", help="train a GPT (new, fine-tuned with --init, or continued with --resume)",
-        description="Train a GPT and save it as one .safetensors checkpoint. The first Ctrl-C stops after the "
-                    "current step and saves (resumable with --resume); a second Ctrl-C aborts without saving."))
+        description="Train a GPT and save it as one .safetensors checkpoint. The first Ctrl-C stops at once "
+                    "(the step in progress is dropped) and saves (resumable with --resume); a second Ctrl-C "
+                    "aborts without saving."))
     model = p.add_argument_group("model (new models only)")
     model.add_argument("--preset", choices=list(PRESETS), help="model shape to start from")
     model.add_argument("--n-layers", type=int, help="transformer blocks")
@@ -80,6 +82,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--warmup-steps", type=int, help="steps of linear warmup before cosine decay")
     run.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
     run.add_argument("--eval-interval", type=int, help="steps between validation losses")
+    run.add_argument("--eval-tokens", type=int, metavar="N",
+                     help="tokens read from each split at every evaluation (default 0: automatic, about 10%% of "
+                          "the training time between two evaluations)")
     run.add_argument("--sample-interval", type=int, help="steps between sample texts (0: no samples)")
     run.add_argument("--seed", type=int, help="random seed (weights, batches, dropout)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="where to train (default auto)")
@@ -213,6 +218,8 @@ def train_command(model: ModelConfig, train: TrainConfig, *, corpus: str, tokeni
         words += ["--grad-accum", str(train.grad_accum)]
     words += ["--lr", f"{train.lr:g}", "--warmup-steps", str(train.warmup_steps),
               "--eval-interval", str(train.eval_interval)]
+    if train.eval_tokens != defaults.eval_tokens:
+        words += ["--eval-tokens", str(train.eval_tokens)]
     if train.sample_interval != defaults.sample_interval:
         words += ["--sample-interval", str(train.sample_interval)]
     if train.seed != defaults.seed:
@@ -296,13 +303,14 @@ def _run_train(args: argparse.Namespace, dist: distributed.DistContext | None = 
             progress.preparing.close()
     interrupted = {"count": 0}
 
-    def on_sigint(signum, frame):  # first Ctrl-C: stop cleanly and save; second: abort
+    def on_sigint(signum, frame):  # first Ctrl-C: stop now and save; second: abort
         interrupted["count"] += 1
         if interrupted["count"] > 1:
             raise KeyboardInterrupt
         trainer.request_stop()
         if distributed.is_main_process():  # under torchrun every process gets the signal: say it once
-            print("\nstopping after this step and saving (Ctrl-C again to abort without saving)", file=sys.stderr)
+            when = "after this step" if dist is not None else "now (the step in progress is dropped)"
+            print(f"\nstopping {when} and saving (Ctrl-C again to abort without saving)", file=sys.stderr)
 
     try:
         previous = signal.signal(signal.SIGINT, on_sigint)

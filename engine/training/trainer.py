@@ -9,12 +9,27 @@ micro-batches forward and backward under autocast, clip the gradient norm, and a
 gradient norm are read back together (one device sync per step) and checked *before* the update, so a
 non-finite step is never applied and the model keeps the weights of the last good step.
 
+Evaluation is sized by cost, not by a fixed count of batches: by default each evaluation reads
+ceil(0.15 x eval_interval x grad_accum) batches per split (at most eval_batches), so its forward passes
+(a third of a training step's work per token, over two splits) cost about 10% of the training between two
+evaluations; `eval_tokens` sets the tokens per split instead. The evaluation before the first step is
+made only when it is cheap (engine/training/budget.py). Stop (`request_stop`) is honoured inside a micro-batch:
+hooks on the transformer blocks check it in the forward and backward pass of every block (and evaluations
+and samples check it between batches and tokens), so a 124M model on a laptop CPU stops within a block's
+work, not a 10-second step. The run ends at once, with no last evaluation or sample, and keeps the
+weights of its last complete step (the dropped step's random draws are rewound).
+
+One file (a little over 500 lines) for the loop and what it yields between steps (evaluations, samples,
+probes): they share the trainer's model, state and random streams. The evaluation budget and the stop hooks
+live in budget.py and stopping.py.
+
 Reproducibility: batches come from a torch.Generator seeded from `seed`; dropout uses torch's global
 RNG; evaluation and samples use generators of their own so they never shift the training stream. All
 these states go into `state()`, so N steps + save + resume N steps equals 2N steps on a CPU, bit for bit.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -42,19 +57,22 @@ from engine.events import (
 )
 from engine.generation.attention import attention_maps
 from engine.generation.sampling import MAX_NEW_TOKENS, SamplingConfig
-from engine.generation.stream import NotFiniteError, generate
+from engine.generation.stream import GenerationDoneEvent, NotFiniteError, generate, stream_generate
 from engine.inspect import embedding_map, token_losses
 from engine.memory import OOM_HINT, OutOfMemory, check_training_memory, is_out_of_memory, out_of_memory_message
 from engine.model import GPT
 from engine.tokenizers import Tokenizer
 from engine.train_state import HISTORY_KEYS, empty_history, rng_from_str, rng_to_str
+from engine.training.budget import eval_batches_per_split, first_eval_is_cheap
 from engine.training.distributed import DistContext
+from engine.training.stopping import StopRequested, stop_hooks
 
 PROBE_TOKENS = 48  # attention over training: maps of at most this many tokens (48 x 48 per head stays readable)
 HELDOUT_PROBE_TOKENS = 128  # token losses over training: this many tokens from the start of the validation split
 EMBEDDING_MAP_MAX_VOCAB = 8192  # embedding maps over training only up to this vocabulary (V x 2 floats per probe)
 SAMPLE_TEMPERATURE = 0.8
 SAMPLE_TOP_K = 40
+NOT_FINITE_SAMPLE = "[no sample: the model's outputs are not finite numbers]"
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -224,14 +242,37 @@ class Trainer:
         return CheckpointEvent(step=self.step, path=str(path))
 
     def request_stop(self) -> None:
-        """Finish after the current step (with a last evaluation) and yield FinishedEvent('stopped')."""
+        """End as soon as the current micro-batch (or evaluation batch, or sampled token) is done, with no
+        last evaluation or sample, and yield FinishedEvent('stopped'). Safe to call from another thread."""
         self._stop = True
+
+    def _stop_hooks(self) -> contextlib.AbstractContextManager:
+        """While a run or evaluation goes on, every block checks for a stop in its forward and backward pass
+        (see engine/training/stopping.py). Not under torchrun, where the ranks stop at step boundaries
+        together, nor compiled, where the hook would break the graph."""
+        if self.dist is not None or self.train_config.compile:
+            return contextlib.nullcontext()
+        return stop_hooks(self.model.blocks, lambda: self._stop)
+
+    def _stopping(self) -> bool:
+        """A stop to honour inside an evaluation or sample. Under torchrun the ranks agree on stopping at
+        step boundaries only (every rank must join the same collectives), so there it waits for the step."""
+        return self._stop and self.dist is None
+
+    @property
+    def eval_batches(self) -> int:
+        """Batches per split at each evaluation (see eval_batches_per_split)."""
+        return eval_batches_per_split(self.train_config, self.config.context_length)
+
+    def first_eval_is_cheap(self) -> bool:
+        """Whether the evaluation before any step is cheap enough to make (see first_eval_is_cheap)."""
+        return first_eval_is_cheap(self.model.flops_per_token(), self.eval_batches, self.train_config.batch_size,
+                                   self.config.context_length)
 
     # ------------------------------------------------------------ the loop
 
     def run(self) -> Iterator[Event]:
         cfg = self.train_config
-        self._stop = False
         model = self.model
         yield StartedEvent(total_steps=cfg.steps, start_step=self.step, num_params=model.num_params(),
                            device=device_name(self.device), precision=cfg.precision,
@@ -245,12 +286,18 @@ class Trainer:
         t_start = time.perf_counter()
         step_times: list[float] = []
         self._elapsed = 0.0
+        hooks = self._stop_hooks()  # entered here, left in the finally below (a with block would nest it all)
+        hooks.__enter__()
         try:
-            if not self.history["val_step"] or self.history["val_step"][-1] != self.step:
+            if (not self.history["val_step"] or self.history["val_step"][-1] != self.step) \
+                    and self.first_eval_is_cheap() and not self._stopping():
                 yield from self._evaluate_and_sample(force_sample=self.step == 0)
             while self.step < cfg.steps and not self._stop:
                 t0 = time.perf_counter()
-                loss, grad_norm = self._train_step(lr_at(self.step, cfg))
+                result = self._train_step(lr_at(self.step, cfg))
+                if result is None:  # stopped between micro-batches: the step was dropped
+                    break
+                loss, grad_norm = result
                 if not (math.isfinite(loss) and (math.isfinite(grad_norm) or self.scaler is not None)):
                     self.optimizer.zero_grad(set_to_none=True)
                     what = "loss" if not math.isfinite(loss) else "gradient norm"
@@ -277,10 +324,8 @@ class Trainer:
                 yield StepEvent(step=self.step, total_steps=cfg.steps, loss=loss, lr=lr, grad_norm=grad_norm,
                                 tokens_seen=tokens_seen, tokens_per_s=tokens_per_s, mfu=mfu,
                                 elapsed_s=self.elapsed_before + self._elapsed, eta_s=eta)
-                if self.step % cfg.eval_interval == 0 or self.step == cfg.steps:
+                if (self.step % cfg.eval_interval == 0 or self.step == cfg.steps) and not self._stopping():
                     yield from self._evaluate_and_sample()
-            if self._stop and (not self.history["val_step"] or self.history["val_step"][-1] != self.step):
-                yield from self._evaluate_and_sample(force_sample=True)
             self._elapsed = time.perf_counter() - t_start
             yield FinishedEvent(step=self.step, reason="stopped" if self.step < cfg.steps else "completed",
                                 final_loss=self.history["loss"][-1] if self.history["loss"] else None,
@@ -298,10 +343,14 @@ class Trainer:
             self._elapsed = time.perf_counter() - t_start
             self.elapsed_before += self._elapsed
             self._elapsed = 0.0
+            self._stop = False  # a stop asked before the run began still counts; after it, a new run goes on
+            hooks.__exit__(None, None, None)
             self.model.eval()
 
-    def _train_step(self, lr: float) -> tuple[float, float]:
-        """One optimizer step over grad_accum micro-batches; returns (mean loss, grad norm) floats.
+    def _train_step(self, lr: float) -> tuple[float, float] | None:
+        """One optimizer step over grad_accum micro-batches; returns (mean loss, grad norm) floats, or None
+        when a stop came during the step (it is dropped: no update, and the random states go back to where
+        the step began, so a resumed run draws what this step would have drawn).
 
         The update is skipped when either is non-finite (the caller reports it)."""
         cfg = self.train_config
@@ -310,20 +359,16 @@ class Trainer:
         self.model.train()
         if self.dist is not None:
             self.dist.seed_dropout(cfg.seed, self.step)
-        total = None
-        for micro in range(cfg.grad_accum):
-            if self.dist is not None:  # DDP: all-reduce gradients once, in the last micro-batch's backward
-                self.dist.set_grad_sync(self._forward, micro == cfg.grad_accum - 1)
-            x, y = self.dataset.get_batch("train", cfg.batch_size, self.config.context_length,
-                                          self.batch_generator, self.device)
-            with autocast_context(self.device, cfg.precision):
-                _, loss = self._forward(x, y)
-            loss = loss / cfg.grad_accum
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-            else:
-                loss.backward()
-            total = loss.detach() if total is None else total + loss.detach()
+        # Under torchrun the ranks must run the same micro-batches (DDP's all-reduce): stops wait for the step.
+        rewind = self._random_states() if self.dist is None else None
+        try:
+            total = self._accumulate()
+        except StopRequested:
+            total = None
+        if total is None:  # stopped inside the step: drop it
+            self.optimizer.zero_grad(set_to_none=True)
+            self._set_random_states(rewind)
+            return None
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
@@ -342,6 +387,43 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss_value, norm_value
 
+    def _accumulate(self) -> torch.Tensor | None:
+        """Forward and backward over grad_accum micro-batches; the summed (scaled) loss, or None when a stop
+        came between two micro-batches."""
+        cfg = self.train_config
+        total = None
+        for micro in range(cfg.grad_accum):
+            if micro and self._stopping():
+                return None
+            if self.dist is not None:  # DDP: all-reduce gradients once, in the last micro-batch's backward
+                self.dist.set_grad_sync(self._forward, micro == cfg.grad_accum - 1)
+            x, y = self.dataset.get_batch("train", cfg.batch_size, self.config.context_length,
+                                          self.batch_generator, self.device)
+            with autocast_context(self.device, cfg.precision):
+                _, loss = self._forward(x, y)
+            loss = loss / cfg.grad_accum
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        return total
+
+    def _random_states(self) -> tuple[torch.Tensor, ...]:
+        states = (torch.get_rng_state(), self.batch_generator.get_state())
+        if self.device.type == "cuda":
+            states += (torch.cuda.get_rng_state(self.device),)
+        return states
+
+    def _set_random_states(self, states: tuple[torch.Tensor, ...] | None) -> None:
+        """Rewind to `_random_states()`: a dropped step leaves the random streams where the step began."""
+        if states is None:
+            return
+        torch.set_rng_state(states[0])
+        self.batch_generator.set_state(states[1])
+        if len(states) > 2:
+            torch.cuda.set_rng_state(states[2], self.device)
+
     def _record(self, **values: float) -> None:
         for key, value in values.items():
             self.history[key].append(value)
@@ -349,25 +431,42 @@ class Trainer:
     # ------------------------------------------------------------ evaluation, samples, probes
 
     def _eval_batches(self, split: str) -> Iterator[torch.Tensor]:
-        """Losses (device tensors, no sync) of eval_batches batches: the same batches at every evaluation,
-        so the curve compares like with like."""
+        """Losses (device tensors, no sync) of one evaluation's batches: the same batches at every
+        evaluation, so the curve compares like with like."""
         cfg = self.train_config
         generator = torch.Generator().manual_seed(cfg.seed + (1 if split == "val" else 2))
         self.model.eval()
-        for _ in range(cfg.eval_batches):
+        for _ in range(self.eval_batches):
             x, y = self.dataset.get_batch(split, cfg.batch_size, self.config.context_length, generator, self.device)
             with torch.no_grad(), autocast_context(self.device, cfg.precision):
                 _, loss = self.model(x, y)
             yield loss.float()
 
     def estimate_loss(self, split: str) -> float:
-        """Mean loss over eval_batches batches of a split ("train" or "val")."""
+        """Mean loss over one evaluation's batches of a split ("train" or "val")."""
         return torch.stack(list(self._eval_batches(split))).mean().item()
 
+    def evaluate(self) -> Iterator[Event]:
+        """Evaluate (and sample, and probe) now, e.g. after a stopped run; stoppable like the run."""
+        try:
+            with self._stop_hooks():
+                yield from self._evaluate_and_sample(force_sample=True)
+        finally:
+            self._stop = False
+            self.model.eval()
+
     def _evaluate_and_sample(self, force_sample: bool = False) -> Iterator[Event]:
+        """Validation and training loss (then the probe and a sample); a stop ends it at once, recording
+        nothing more."""
+        try:
+            yield from self._evaluate_and_sample_unguarded(force_sample)
+        except StopRequested:  # from a block's hook, inside an evaluation batch, the probe or the sample
+            pass
+
+    def _evaluate_and_sample_unguarded(self, force_sample: bool) -> Iterator[Event]:
         cfg = self.train_config
         means = {}
-        done, total = 0, 2 * cfg.eval_batches
+        done, total = 0, 2 * self.eval_batches
         for split in ("val", "train"):
             losses = []
             for loss in self._eval_batches(split):
@@ -375,6 +474,8 @@ class Trainer:
                 done += 1
                 # A yield per batch keeps a long evaluation pausable and stoppable.
                 yield ProgressEvent(job="eval", done=done, total=total, message=f"evaluating at step {self.step}")
+                if self._stopping():
+                    return
             means[split] = torch.stack(losses).mean()
         if self.dist is not None:  # each rank evaluated its slice of the same batches
             means = self.dist.mean_values(means)
@@ -382,12 +483,16 @@ class Trainer:
         tokens_seen = self.step * self.tokens_per_step
         self._record(val_step=self.step, val_loss=val_loss, val_tokens_seen=tokens_seen)
         yield EvalEvent(step=self.step, val_loss=val_loss, train_loss=train_loss, tokens_seen=tokens_seen)
+        if self._stopping():
+            return
         if self.probe_ids:
             yield self.attention_probe()
-        if cfg.sample_interval and cfg.sample_tokens and (
+        if cfg.sample_interval and cfg.sample_tokens and not self._stopping() and (
                 force_sample or self.step % cfg.sample_interval == 0 or self.step == cfg.steps):
             prompt = cfg.sample_prompt
-            yield SampleEvent(step=self.step, prompt=prompt, text=self.sample(prompt, cfg.sample_tokens))
+            text = self._sample_unless_stopped(prompt, cfg.sample_tokens)
+            if text is not None:
+                yield SampleEvent(step=self.step, prompt=prompt, text=text)
 
     def _inference_model(self) -> GPT:
         """The model as engine.generation reads it: the trained module itself, or under FSDP (where each
@@ -411,16 +516,32 @@ class Trainer:
                                    heldout_tokens=tuple(self.tokenizer.render_token(i) for i in self.heldout_ids),
                                    heldout_loss=heldout_loss, embedding_points=points)
 
+    def _sample_unless_stopped(self, prompt: str, max_new_tokens: int) -> str | None:
+        """`sample`, token by token, giving up (None) as soon as a stop is asked (on one process)."""
+        try:
+            for event in stream_generate(self._inference_model(), self.tokenizer, prompt,
+                                         [self._sample_config(max_new_tokens)], compile=False):
+                if isinstance(event, GenerationDoneEvent):
+                    return event.texts[0]
+                if self._stopping():
+                    return None
+        except NotFiniteError:
+            return NOT_FINITE_SAMPLE
+        return None
+
+    def _sample_config(self, max_new_tokens: int) -> SamplingConfig:
+        return SamplingConfig(temperature=SAMPLE_TEMPERATURE, top_k=SAMPLE_TOP_K,
+                              max_new_tokens=min(max_new_tokens, MAX_NEW_TOKENS),
+                              seed=self.train_config.seed % 2**63)
+
     def sample(self, prompt: str, max_new_tokens: int) -> str:
         """A continuation drawn by the engine's own generate (its prompt and sliding-window rules) at
         temperature 0.8, top-k 40, with the run's seed: samples at different steps differ only because
         the model changed, and the draws use a generator of their own, so training randomness is untouched."""
-        config = SamplingConfig(temperature=SAMPLE_TEMPERATURE, top_k=SAMPLE_TOP_K,
-                                max_new_tokens=min(max_new_tokens, MAX_NEW_TOKENS),
-                                seed=self.train_config.seed % 2**63)
+        config = self._sample_config(max_new_tokens)
         # Eager even on CUDA: the weights change between samples, and a short sample gains nothing from
         # capturing a CUDA graph it would re-record next time (nor from a first compile mid-run).
         try:
             return generate(self._inference_model(), self.tokenizer, prompt, config, compile=False).text
         except NotFiniteError:  # weights that overflow: the loss reports it; the sample only says so
-            return "[no sample: the model's outputs are not finite numbers]"
+            return NOT_FINITE_SAMPLE

@@ -168,8 +168,8 @@ def test_pause_resume_and_stop(window, qtbot):
     steps = window.state.train_state["step"]
     assert 0 < steps < 5000
     assert "Stopped" in tab.controls.message_label.text()
-    # A graceful stop ends with a last evaluation at the stopping step.
-    assert tab.plots_panel.plots.current_run.val_step.view()[-1] == steps
+    # Stop stops: no last evaluation at the stopping step (issue 19); the user can evaluate afterwards.
+    assert list(tab.plots_panel.plots.current_run.val_step.view()) == [0]
 
 
 def test_save_then_open_restores_model_settings_and_curves(window, qtbot, dialogs, tmp_path):

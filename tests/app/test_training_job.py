@@ -5,8 +5,9 @@ import copy
 
 import torch
 
-from app.jobs.training import PreparedEvent, TrainingJob
+from app.jobs.training import PreparedEvent, TrainingJob, copy_model
 from engine import (
+    GPT,
     FinishedEvent,
     ModelConfig,
     ProgressEvent,
@@ -38,4 +39,29 @@ def test_fine_tuning_trains_the_copy_it_is_given():
     job = TrainingJob(RunSpec(TRAIN, corpus="reverse", tokenizer=first.tokenizer, init=copy.deepcopy(model)))
     list(job.events())
     assert job.fine_tune and job.trainer.model is not model and job.trained_steps == 2
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched
+
+
+def test_copy_model_is_an_independent_equal_model_with_its_ties():
+    torch.manual_seed(0)
+    model = GPT(SHAPE.with_changes(drop_rate=0.1)).eval()
+    clone = copy_model(model)
+    x = torch.randint(0, SHAPE.vocab_size, (2, 8))
+    assert torch.equal(model(x)[0], clone(x)[0]) and not clone.training
+    assert clone.head.weight is clone.tok_emb.weight  # the tied head stays tied
+    for (name, a), b in zip(model.state_dict().items(), clone.state_dict().values()):
+        assert a.data_ptr() != b.data_ptr(), name
+    with torch.no_grad():
+        clone.tok_emb.weight.add_(1.0)
+    assert not torch.equal(model(x)[0], clone(x)[0])
+
+
+def test_with_copy_init_the_job_copies_the_model_itself():
+    first = TrainingJob(RunSpec(TRAIN, corpus="copy", model_config=SHAPE))
+    list(first.events())
+    model = first.trainer.model
+    before = copy.deepcopy(model.state_dict())
+    job = TrainingJob(RunSpec(TRAIN, corpus="reverse", tokenizer=first.tokenizer, init=model), copy_init=True)
+    events = list(job.events())
+    assert isinstance(events[-1], FinishedEvent) and job.trained_steps == 2 and job.trainer.model is not model
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched

@@ -102,7 +102,7 @@ def test_the_export_command_reads_back_as_the_same_run(tmp_path):
     """The words the app exports (train_command) parse back, through the command line, into the same configs."""
     model = PRESETS["small"].with_changes(n_layers=3, emb_dim=192, drop_rate=0.05, vocab_size=999)
     train = TrainConfig(steps=300, batch_size=12, grad_accum=2, lr=6e-4, warmup_steps=30, eval_interval=25,
-                        sample_interval=25, precision="bf16", device="cpu", seed=9)
+                        eval_tokens=4096, sample_interval=25, precision="bf16", device="cpu", seed=9)
     words = train_command(model, train, corpus="python-docs", tokenizer="bpe:1024", out=str(tmp_path / "m.st"))
     assert words[:3] == ["train", "--preset", "small"] == ["train", "--preset", closest_preset(model)]
     spec = _spec_from_words(shlex.split(shlex.join(words)))

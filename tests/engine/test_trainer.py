@@ -51,7 +51,7 @@ def test_event_stream(dataset):
     assert [e.step for e in events if isinstance(e, EvalEvent)] == [0, 2, 4]
     assert [e.step for e in events if isinstance(e, SampleEvent)] == [0, 2, 4]
     # each evaluation yields between batches, so a GUI can pause or stop inside it
-    assert sum(isinstance(e, ProgressEvent) for e in events) == 3 * 2 * 2
+    assert sum(isinstance(e, ProgressEvent) for e in events) == 3 * 2 * trainer.eval_batches
     step = next(e for e in events if isinstance(e, StepEvent))
     assert step.tokens_seen == 4 * 16 and step.tokens_per_s > 0 and 0 <= step.mfu and step.eta_s >= 0
     assert math.isfinite(step.grad_norm) and step.lr == pytest.approx(1e-3)
@@ -141,8 +141,10 @@ def test_request_stop(dataset):
         if isinstance(event, StepEvent) and event.step == 2:
             trainer.request_stop()
     assert isinstance(events[-1], FinishedEvent) and events[-1].reason == "stopped" and events[-1].step == 2
-    assert isinstance(events[-2], EvalEvent) or isinstance(events[-3], EvalEvent)  # a last evaluation for the saved state
-    assert trainer.history["val_step"][-1] == 2
+    assert isinstance(events[-2], StepEvent)  # no last evaluation or sample: Stop stops
+    assert trainer.history["val_step"] == [0]
+    evaluation = list(trainer.evaluate())  # the user can evaluate afterwards
+    assert [e.step for e in evaluation if isinstance(e, EvalEvent)] == [2] and trainer.history["val_step"] == [0, 2]
 
 
 def test_closing_the_generator_is_safe(dataset):

@@ -42,8 +42,8 @@ class RunPanel(QWidget):
         self.pause_button = QPushButton("Pause")
         self.pause_button.setToolTip("Hold training after the current step; Resume goes on exactly")
         self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("End the run after the current step, with a last evaluation; "
-                                    "the model trained so far becomes the current model")
+        self.stop_button.setToolTip("End the run at once (within the current micro-batch), with no last "
+                                    "evaluation; the model trained so far becomes the current model")
         self.command_button = QPushButton("Export command…")
         self.command_button.setToolTip("The torchrun command that runs this training on one or more GPUs / "
                                        "machines, to copy to a cluster")

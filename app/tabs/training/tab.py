@@ -9,7 +9,6 @@ ends, its model becomes the app's current model (with its training history, so S
 """
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -75,7 +74,7 @@ class TrainingTab(QWidget):
         self._lay_out()
         self._connect()
         self._restore_settings()
-        self._update_controls()
+        self._on_form_changed()  # the memory estimate for the restored settings, and the controls
 
     def _lay_out(self) -> None:
         left = QWidget()
@@ -182,6 +181,11 @@ class TrainingTab(QWidget):
         config = self.model_panel.config()
         if config is not None:
             self.train_form.set_context_length(config.context_length)
+        try:
+            train = self.train_form.train_config()
+        except ValueError:  # the train form shows why
+            train = None
+        self.model_panel.set_train_config(train)
         self._update_controls()
 
     def start_problem(self) -> str | None:
@@ -197,6 +201,9 @@ class TrainingTab(QWidget):
             return problem
         if self.model_panel.fine_tune and self.state.model is None:
             return "there is no current model to fine-tune"
+        problem = self.model_panel.memory_problem()
+        if problem:
+            return problem
         return self.data_panel.problem()
 
     @Slot()
@@ -210,8 +217,8 @@ class TrainingTab(QWidget):
         return RunSpec(
             self.train_form.train_config(), corpus=self.data_panel.run_corpus(),
             tokenizer=self.data_panel.run_tokenizer(), model_config=None if fine_tune else self.model_panel.config(),
-            # A copy is trained: other tabs may still be reading the current model while this runs.
-            init=copy.deepcopy(self.state.model) if fine_tune else None, probe=True)
+            # A copy is trained (TrainingJob copies it off the GUI thread): other tabs keep reading the model.
+            init=self.state.model if fine_tune else None, probe=True)
 
     @Slot()
     def start(self) -> Job | None:
@@ -230,7 +237,7 @@ class TrainingTab(QWidget):
         name = f"run {self._run_count} · {start} · {corpus_name}"
         self._run = self.plots_panel.plots.start_run(name)
         self.state.set_attention_probes([])
-        training = TrainingJob(spec, name)
+        training = TrainingJob(spec, name, copy_init=True)
         self._adopted = False
         self._stopping = False
         self._closing = False
@@ -274,7 +281,7 @@ class TrainingTab(QWidget):
 
     @Slot()
     def stop(self) -> None:
-        """Graceful stop: the trainer ends after the current step with a last evaluation."""
+        """Stop: the trainer ends once its current micro-batch is done (no last evaluation or sample)."""
         job, training = self.session.job, self.session.run
         if job is None or training is None:
             return
@@ -285,7 +292,7 @@ class TrainingTab(QWidget):
             job.stop()  # still preparing data: nothing worth a last evaluation
         if job.is_paused:
             job.resume()
-        self.controls.set_message("Stopping after this step…")
+        self.controls.set_message("Stopping…")
         self._update_controls()
 
     def stop_now(self, wait_ms: int = 8000, adopt: bool = True) -> bool:

@@ -24,7 +24,10 @@ TOOLTIPS = {
                     "before it decays along a cosine to a tenth of the peak.",
     "eval_interval": "Every this many steps, measure the loss on held-out validation text (10% of the corpus),\n"
                      "draw a sample and record the attention of the probe text.",
-    "eval_batches": "Batches averaged for each validation loss: more gives a steadier curve, and takes longer.",
+    "eval_batches": "At most this many batches per split in an automatic evaluation (Eval tokens: auto).",
+    "eval_tokens": "Tokens of validation (and of training) text read at each evaluation: more gives a steadier\n"
+                   "curve, and takes longer. auto: about 10% of the training time between two evaluations;\n"
+                   "a run skips the evaluation before its first step unless it takes a second or two.",
     "sample_tokens": "Length of the sample text written at each evaluation (0: no samples).",
     "precision": "Number format of the arithmetic. fp32 is exact and works everywhere; bf16 (mixed precision)\n"
                  "is faster on GPUs and recent CPUs with the same range and fewer digits; fp16 needs a CUDA GPU\n"
@@ -94,6 +97,9 @@ class TrainSettingsForm(QWidget):
         self.warmup_steps = _spin(0, 10_000_000, d.warmup_steps, TOOLTIPS["warmup_steps"])
         self.eval_interval = _spin(1, 10_000_000, d.eval_interval, TOOLTIPS["eval_interval"])
         self.eval_batches = _spin(1, 10_000, d.eval_batches, TOOLTIPS["eval_batches"])
+        self.eval_tokens = _spin(0, 2**31 - 1, d.eval_tokens, TOOLTIPS["eval_tokens"])
+        self.eval_tokens.setSpecialValueText("auto")
+        self.eval_tokens.setSingleStep(1024)
         self.sample_tokens = _spin(0, 100_000, d.sample_tokens, TOOLTIPS["sample_tokens"])
         self.precision = QComboBox()
         self.precision.addItems(TRAINING_PRECISIONS)
@@ -123,7 +129,8 @@ class TrainSettingsForm(QWidget):
         form.addRow("Learning rate", self.lr)
         form.addRow("Warm-up steps", self.warmup_steps)
         form.addRow("Eval every", self.eval_interval)
-        form.addRow("Eval batches", self.eval_batches)
+        form.addRow("Eval tokens", self.eval_tokens)
+        form.addRow("Eval batches (max)", self.eval_batches)
         form.addRow("Sample tokens", self.sample_tokens)
         form.addRow("Precision", self.precision)
         form.addRow("Device", self.device)
@@ -139,7 +146,7 @@ class TrainSettingsForm(QWidget):
         layout.addWidget(self.preview)
 
         for box in (self.steps, self.batch_size, self.grad_accum, self.warmup_steps, self.eval_interval,
-                    self.eval_batches, self.sample_tokens, self.seed):
+                    self.eval_batches, self.eval_tokens, self.sample_tokens, self.seed):
             box.valueChanged.connect(self._on_changed)
         self.lr.valueChanged.connect(self._on_changed)
         self.precision.currentIndexChanged.connect(self._on_changed)
@@ -153,6 +160,7 @@ class TrainSettingsForm(QWidget):
         return dict(steps=self.steps.value(), batch_size=self.batch_size.value(), grad_accum=self.grad_accum.value(),
                     lr=float(f"{self.lr.value():.6g}"), warmup_steps=self.warmup_steps.value(),
                     eval_interval=self.eval_interval.value(), eval_batches=self.eval_batches.value(),
+                    eval_tokens=self.eval_tokens.value(),
                     sample_tokens=self.sample_tokens.value(), precision=self.precision.currentText(),
                     device=self.device.currentText(), compile=self.compile.isChecked(), seed=self.seed.value())
 
@@ -176,7 +184,8 @@ class TrainSettingsForm(QWidget):
     def _spins(self) -> dict[str, QSpinBox]:
         return {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
                 "warmup_steps": self.warmup_steps, "eval_interval": self.eval_interval,
-                "eval_batches": self.eval_batches, "sample_tokens": self.sample_tokens, "seed": self.seed}
+                "eval_batches": self.eval_batches, "eval_tokens": self.eval_tokens, "sample_tokens": self.sample_tokens,
+                "seed": self.seed}
 
     def fitted_values(self, data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """A saved train_config's values as this form can hold them, and a note for each one it had to change.
