@@ -90,7 +90,10 @@ class RunLogWriter:
         folder = Path(folder) if folder is not None else runs_dir()
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}{LOG_SUFFIX}"
+            # Named by the start time to the microsecond, so that sorting the names lists runs oldest first.
+            now = time.time_ns()
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now // 10**9)) + f"{now // 1000 % 10**6:06d}"
+            path = folder / f"{stamp}-{secrets.token_hex(3)}{LOG_SUFFIX}"
             file = open(path, "x", encoding="utf-8")  # "x": never append to someone else's file
         except OSError as e:
             raise OSError(f"cannot keep a log of this run in {folder}: {e.strerror or e}") from None
