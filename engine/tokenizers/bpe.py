@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import regex
 import tiktoken
 
 from engine.files import first_line, read_regular
@@ -41,6 +42,8 @@ MAX_PATTERN_CHARS = 16_384
 MAX_NAME_CHARS = 256
 # Text the pre-tokenization pattern must split without trouble before a tokenizer is accepted.
 _PROBE_TEXT = "Hello, world! It's 2024:\n\tx = [1, 2.5e-3] # ünïcødé 中文 🙂  \r\n  end"
+# The pattern check's text: the probe plus every printable ASCII character, each alone and in a run.
+_PATTERN_PROBE = _PROBE_TEXT + "".join(f" {c}{c}{c} {c}" for c in map(chr, range(32, 127)))
 _REPLACEMENT = "\ufffd".encode()
 MAX_HF_FILE_BYTES = 256 * 1024 * 1024
 
@@ -109,6 +112,21 @@ def _check_special_tokens(special_tokens: dict[str, int], source: str) -> None:
 def _check_pattern(pattern: str, source: str) -> None:
     if not isinstance(pattern, str) or not 0 < len(pattern) <= MAX_PATTERN_CHARS:
         raise ValueError(f"{source}: the pre-tokenization pattern must be 1 to {MAX_PATTERN_CHARS:,} characters")
+    # A pattern that can match empty text makes tiktoken's Rust core panic, which prints a Rust backtrace on the
+    # terminal before Python can catch it; the `regex` package (tiktoken's own Python dependency, the same
+    # syntax as its Rust engine for these patterns) finds such a pattern first. A pattern `regex` cannot read
+    # is left to tiktoken, which refuses it or is caught by the probe in from_ranks.
+    try:
+        compiled = regex.compile(pattern)
+    except (regex.error, RecursionError, OverflowError):
+        return
+    try:
+        empty = compiled.fullmatch("", timeout=1.0) is not None or any(
+            m.start() == m.end() for m in compiled.finditer(_PATTERN_PROBE, timeout=1.0))
+    except TimeoutError:
+        raise ValueError(f"{source}: the pre-tokenization pattern is unusable (too slow on a short text)") from None
+    if empty:
+        raise ValueError(f"{source}: the pre-tokenization pattern is unusable (it can match empty text)")
 
 
 def _check_ranks(ranks: dict[bytes, int], special_tokens: dict[str, int], source: str) -> None:

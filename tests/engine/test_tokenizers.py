@@ -6,6 +6,9 @@ import dataclasses
 import hashlib
 import http.server
 import json
+import subprocess
+import sys
+import textwrap
 import threading
 import urllib.error
 import urllib.request
@@ -340,3 +343,21 @@ def test_named_encoding_with_wrong_hash_is_refused(monkeypatch, tmp_path):
 def test_unknown_named_encoding():
     with pytest.raises(ValueError, match="unknown tiktoken encoding"):
         load_named_encoding("nope")
+
+
+def test_patterns_that_match_empty_text_are_refused_before_tiktoken_panics():
+    """tiktoken's Rust core panics on a pattern that matches empty text, printing a Rust backtrace straight to the
+    terminal (fd 2, which no Python handler can hide); such a pattern must be refused before it gets there."""
+    script = textwrap.dedent("""
+        from engine.tokenizers.bpe import TiktokenTokenizer
+        ranks = {bytes([b]): b for b in range(256)}
+        for pattern in ["x*", "a|", "(?=a)", "(?<=,)", "\\\\b"]:
+            try:
+                TiktokenTokenizer.from_ranks("t", ranks, pattern)
+            except ValueError as e:
+                print(e)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 5 and all("can match empty text" in line for line in lines), proc.stdout
