@@ -55,6 +55,16 @@ class RunsList(QWidget):
                 self.list.takeItem(i)
         self._mark_latest()
 
+    def move_to_end(self, run: RunData) -> None:
+        """The run becomes the latest (it was opened again)."""
+        for i in range(self.list.count()):
+            if self.list.item(i).data(Qt.ItemDataRole.UserRole) == id(run):
+                self.list.blockSignals(True)
+                self.list.addItem(self.list.takeItem(i))
+                self.list.blockSignals(False)
+                break
+        self._mark_latest()
+
     def _mark_latest(self) -> None:
         for i in range(self.list.count()):
             item = self.list.item(i)
