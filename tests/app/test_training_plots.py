@@ -141,6 +141,7 @@ def test_box_zoom_holds_the_view_until_reset(plots, qtbot):
     lo, hi = plots.x_range()
     assert full[0] + 0.2 * (full[1] - full[0]) < lo < hi < full[0] + 0.55 * (full[1] - full[0])
     assert not plots.following
+    assert plots.grad_plot.vb.viewRange()[0] == pytest.approx([lo, hi])  # every plot shows the same steps
     add_steps(run, 101, 200)  # new points do not pull the zoomed view away
     plots.redraw()
     assert plots.x_range() == pytest.approx((lo, hi))
@@ -199,6 +200,7 @@ def test_x_axis_switches_between_steps_tokens_wall_and_relative_time(plots):
     plots.x_combo.setCurrentText("Relative time")
     assert curves.ema.getData()[0] == pytest.approx(0.25 * np.arange(1, 41))
     assert plots.x_range()[1] < 15
+    assert plots.loss_plot.getAxis("bottom").tickStrings([30, 120, 3690], 1, 30) == ["0:30", "2:00", "1:01:30"]
     plots.x_combo.setCurrentText("Steps")
     assert plots.drawn_points(saved) == 50 and type(plots.loss_plot.getAxis("bottom")) is pg.AxisItem
 

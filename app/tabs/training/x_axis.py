@@ -27,19 +27,29 @@ X_MODES = (
     XMode("step", "Steps", "step"),
     XMode("tokens", "Tokens seen", "tokens seen"),
     XMode("wall", "Wall time", "wall time"),
-    XMode("relative", "Relative time", "time training (h:m:s)"),
+    XMode("relative", "Relative time", "time spent training"),
 )
 X_TOOLTIP = ("x axis: optimizer steps, tokens read so far, the clock time of each step, or the time spent "
              "training.\nRuns opened from a checkpoint keep no times: they show on the step and token axes only.")
 
 
+class DurationAxis(pg.DateAxisItem):
+    """Seconds from 0 as durations ("0:30", "2:00", "1:15:00"). A date axis at UTC offset 0 already puts the
+    ticks at whole seconds, minutes and hours; only its labels (times of day, "00:02") would mislead."""
+
+    def __init__(self) -> None:
+        super().__init__(orientation="bottom", utcOffset=0)
+
+    def tickStrings(self, values, scale, spacing) -> list[str]:
+        return [format_duration(v) for v in values]
+
+
 def make_axis(mode: XMode) -> pg.AxisItem:
-    """A bottom axis item for the mode: clock times as times of day, training time from 0:00:00."""
+    """A bottom axis item for the mode: clock times as times of day, training time as durations."""
     if mode.key == "wall":
         return pg.DateAxisItem(orientation="bottom")
     if mode.key == "relative":
-        # A date axis at UTC offset 0 writes seconds since 0 as hh:mm:ss, with ticks at whole minutes and hours.
-        return pg.DateAxisItem(orientation="bottom", utcOffset=0)
+        return DurationAxis()
     return pg.AxisItem(orientation="bottom")
 
 
