@@ -8,13 +8,15 @@ The view follows the active run (the latest visible one): the x range is that ru
 and each y range fits what is visible of it, so earlier and longer runs overlay the new one without
 squashing it against the left edge. Panning or zooming (wheel, right-drag, or a box with Box zoom) stops
 following until Reset view. The x axis can show steps, tokens, wall time or relative time (x_axis.py).
+
+Its parts live beside it (plot_controls, plot_items, crosshair, x_axis, runs_list, run_data); what stays here
+(runs, drawing, the view, the readout, export) shares the plots' state, hence a little over 500 lines.
 """
 from __future__ import annotations
 
 import html
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,9 @@ from pyqtgraph.exporters import ImageExporter
 from PySide6.QtCore import QEvent, Qt, QTimer, Slot
 from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
     QHBoxLayout,
     QLabel,
     QSizePolicy,
-    QSlider,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -38,9 +37,11 @@ from PySide6.QtWidgets import (
 from app import dialogs, theme
 from app.formatting import format_si
 from app.tabs.training.crosshair import Crosshair
+from app.tabs.training.plot_controls import PlotControls
+from app.tabs.training.plot_items import RunCurves, TimedGraphics
 from app.tabs.training.run_data import DebiasedEMA, RunData, write_csv
 from app.tabs.training.runs_list import RunsList
-from app.tabs.training.x_axis import X_MODES, X_TOOLTIP, XMode, format_x, make_axis
+from app.tabs.training.x_axis import X_MODES, XMode, format_x, make_axis
 
 REDRAW_MS = 66  # ~15 Hz
 # Painting must not steal the training's CPU: after a redraw whose paints took t ms, wait at least
@@ -48,37 +49,7 @@ REDRAW_MS = 66  # ~15 Hz
 # 1.5 ms of painting keeps the full timer rate; 20 ms (a slow or busy machine) redraws about once a second.
 PAINT_DUTY_FACTOR = 40
 MAX_PAINT_WAIT_MS = 1500  # one slow paint (the first one loads fonts) must not freeze the plots for long
-RAW_ALPHA = 110  # the unsmoothed loss: clearly there, yet under the smoothed line (TensorBoard draws it at ~40%)
 FOLLOW_PADDING = 0.02  # of the active run's x extent, either side
-
-
-@dataclass
-class _RunCurves:
-    raw: pg.PlotDataItem
-    ema: pg.PlotDataItem
-    val: pg.PlotDataItem
-    lr: pg.PlotDataItem
-    grad: pg.PlotDataItem
-    speed: pg.PlotDataItem
-    smoother: DebiasedEMA
-    drawn_version: int = -1
-
-    def items(self) -> list[pg.PlotDataItem]:
-        return [self.raw, self.ema, self.val, self.lr, self.grad, self.speed]
-
-
-def _curve(color: str, *, width: float = 1.5, alpha: int = 255, dashed: bool = False,
-           symbol: str | None = None) -> pg.PlotDataItem:
-    c = QColor(color)
-    c.setAlpha(alpha)
-    pen = pg.mkPen(c, width=width, style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
-    item = pg.PlotDataItem(pen=pen, symbol=symbol, symbolSize=6, symbolPen=pen if symbol else None,
-                           symbolBrush=pg.mkBrush(c) if symbol else None)
-    if symbol is None:
-        # Long dense curves: only draw what is visible, and at most a few points per pixel.
-        item.setClipToView(True)
-        item.setDownsampling(auto=True, method="peak")
-    return item
 
 
 def _finite_extent(*arrays: np.ndarray) -> tuple[float, float] | None:
@@ -88,57 +59,24 @@ def _finite_extent(*arrays: np.ndarray) -> tuple[float, float] | None:
     return float(values.min()), float(values.max())
 
 
-class _TimedGraphics(pg.GraphicsLayoutWidget):
-    """Adds up the time its paints take (the redraw budget depends on it)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.paint_ms_total = 0.0
-
-    def paintEvent(self, event) -> None:
-        start = time.perf_counter()
-        super().paintEvent(event)
-        self.paint_ms_total += (time.perf_counter() - start) * 1000
-
-
 class TrainingPlots(QWidget):
     """Loss, learning rate, gradient norm and throughput of the current run and every earlier one."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.runs: list[RunData] = []
-        self._curves: dict[int, _RunCurves] = {}
+        self._curves: dict[int, RunCurves] = {}
         self._x_mode: XMode = X_MODES[0]
         self._follow = True  # the view follows the active run (off once the user pans or zooms)
         self._empty = True  # no runs: a hint instead of axes
         self._restyle_pending = False
 
         # ---- controls
-        self.smoothing_slider = QSlider(Qt.Orientation.Horizontal)
-        self.smoothing_slider.setRange(0, 99)
-        self.smoothing_slider.setValue(60)
-        self.smoothing_slider.setFixedWidth(100)
-        self.smoothing_slider.setToolTip(
-            "Smoothing of the training loss: an exponential moving average (bias-corrected, as TensorBoard).\n"
-            "0 shows the raw values; 0.99 averages over roughly the last hundred steps.")
-        self.smoothing_label = QLabel()
-        self.smoothing_label.setMinimumWidth(self.smoothing_label.fontMetrics().horizontalAdvance("0.00") + 4)
-        self.raw_check = QCheckBox("Raw")
-        self.raw_check.setChecked(True)
-        self.raw_check.setToolTip("Also draw the unsmoothed loss of every step, paler, under the smoothed line")
-        self.log_check = QCheckBox("Log y")
-        self.log_check.setToolTip("Logarithmic y axis for the loss (early drops and late gains both visible)")
-        self.x_combo = QComboBox()
-        self.x_combo.addItems([mode.choice for mode in X_MODES])
-        self.x_combo.setToolTip(X_TOOLTIP)
-        self.zoom_button = QToolButton()
-        self.zoom_button.setText("Box zoom")
-        self.zoom_button.setCheckable(True)
-        self.zoom_button.setToolTip("Drag a box over a plot to zoom into it (otherwise dragging pans, the wheel "
-                                    "and right-drag zoom)")
-        self.reset_button = QToolButton()
-        self.reset_button.setText("Reset view")
-        self.reset_button.setToolTip("Undo zooming and panning: the plots follow the latest run again")
+        self.controls = PlotControls()
+        c = self.controls
+        self.smoothing_slider, self.smoothing_label, self.raw_check = c.smoothing_slider, c.smoothing_label, c.raw_check
+        self.log_check, self.x_combo = c.log_check, c.x_combo
+        self.zoom_button, self.reset_button = c.zoom_button, c.reset_button
         self.png_button = QToolButton()
         self.png_button.setText("PNG…")
         self.png_button.setToolTip("Save the plots as an image (with the runs' names in the legend)")
@@ -146,22 +84,8 @@ class TrainingPlots(QWidget):
         self.csv_button.setText("CSV…")
         self.csv_button.setToolTip("Save every run's numbers as a table")
 
-        controls = QHBoxLayout()
-        controls.setContentsMargins(0, 0, 0, 0)
-        controls.addWidget(QLabel("Smoothing"))
-        controls.addWidget(self.smoothing_slider)
-        controls.addWidget(self.smoothing_label)
-        controls.addWidget(self.raw_check)
-        controls.addWidget(self.log_check)
-        controls.addSpacing(6)
-        controls.addWidget(QLabel("x axis"))
-        controls.addWidget(self.x_combo)
-        controls.addStretch(1)
-        controls.addWidget(self.zoom_button)
-        controls.addWidget(self.reset_button)
-
         # ---- plots
-        self.graphics = _TimedGraphics()
+        self.graphics = TimedGraphics()
         self.graphics.setMinimumHeight(260)
         self.loss_plot: pg.PlotItem = self.graphics.addPlot(row=0, col=0, colspan=3)
         self.lr_plot: pg.PlotItem = self.graphics.addPlot(row=1, col=0)
@@ -213,7 +137,7 @@ class TrainingPlots(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(controls)
+        layout.addWidget(self.controls)
         layout.addLayout(body, 1)
 
         self.smoothing_slider.valueChanged.connect(self._on_smoothing)
@@ -299,16 +223,7 @@ class TrainingPlots(QWidget):
 
     def add_run(self, run: RunData) -> RunData:
         self.runs.append(run)
-        curves = _RunCurves(
-            raw=_curve(run.color, width=1.2, alpha=RAW_ALPHA),
-            ema=_curve(run.color, width=2.2),
-            val=_curve(run.color, width=1.8, dashed=True, symbol="o"),
-            lr=_curve(run.color, width=1.8),
-            grad=_curve(run.color, width=1.2),
-            speed=_curve(run.color, width=1.2),
-            smoother=DebiasedEMA(self.smoothing),
-        )
-        curves.raw.setZValue(-1)  # under the smoothed line of every run
+        curves = RunCurves.for_color(run.color, self.smoothing)
         self.loss_plot.addItem(curves.raw)
         self.loss_plot.addItem(curves.ema)
         self.loss_plot.addItem(curves.val)
@@ -525,7 +440,7 @@ class TrainingPlots(QWidget):
         x, _ = self._curves[id(run)].val.getData()
         return 0 if x is None else len(x)
 
-    def curves_of(self, run: RunData) -> _RunCurves:
+    def curves_of(self, run: RunData) -> RunCurves:
         return self._curves[id(run)]
 
     def _invalidate(self) -> None:
