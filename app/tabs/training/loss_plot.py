@@ -100,9 +100,7 @@ class TrainingPlots(QWidget):
             plot.hideButtons()  # its auto-range "A" would show every run at once: Reset view follows the latest
             plot.setLabel("left", titles[plot])
             plot.getAxis("left").setWidth(58)
-            plot.vb.setAutoVisible(y=True)  # each y range fits what is visible in x, not every run's whole curve
             plot.vb.sigRangeChangedManually.connect(self._on_user_range)
-        self.speed_plot.vb.sigXRangeChanged.connect(self._range_speed_from_zero)
         self._set_bottom_axes()
         self.legend = self.loss_plot.addLegend(offset=(-10, 10))
         self._empty_text = pg.TextItem("Press Start to train: the loss appears here as the model learns",
@@ -332,9 +330,38 @@ class TrainingPlots(QWidget):
             hi = lo + 1.0
         for plot in self._plots():
             plot.setXRange(lo, hi, padding=FOLLOW_PADDING)
-        for plot in (self.loss_plot, self.lr_plot, self.grad_plot):
-            plot.enableAutoRange(y=True)
-        self._range_speed_from_zero()
+        self._fit_y()
+
+    def _fit_y(self, keep: pg.PlotItem | None = None) -> None:
+        """Each plot's y range (but keep's) fitted to the active run's points in the x range: the run one
+        watches fills the plots, and earlier runs overlay it, clipped. Learning rate, gradient norm and
+        throughput start from 0, so small wobbles do not look like big swings."""
+        run = self.active_run()
+        if run is None:
+            return
+        c = self._curves[id(run)]
+        x_lo, x_hi = self.x_range()
+        log_loss = self.log_check.isChecked()
+        for plot, items, from_zero in ((self.loss_plot, [c.raw if c.raw.isVisible() else c.ema, c.ema, c.val], False),
+                                       (self.lr_plot, [c.lr], True), (self.grad_plot, [c.grad], True),
+                                       (self.speed_plot, [c.speed], True)):
+            if plot is keep:
+                continue
+            shown = [np.empty(0)]
+            for item in items:
+                if item.xData is not None and len(item.xData):
+                    y = item.yData[(item.xData >= x_lo) & (item.xData <= x_hi)]
+                    shown.append(y[np.isfinite(y) & (y > 0)] if plot is self.loss_plot and log_loss else y)
+            y = np.concatenate(shown)
+            y = np.log10(y) if plot is self.loss_plot and log_loss else y
+            y = y[np.isfinite(y)]
+            if not len(y):
+                continue
+            lo, hi = float(y.min()), float(y.max())
+            if from_zero:
+                lo = min(0.0, lo)
+            margin = 0.05 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1e-12)  # a flat line: room around it
+            plot.setYRange(lo if from_zero and lo == 0 else lo - margin, hi + margin, padding=0)
 
     @Slot(object)
     def _on_user_range(self, _mask: object) -> None:
@@ -347,6 +374,7 @@ class TrainingPlots(QWidget):
         for plot in self._plots():
             if plot is not source:
                 plot.setXRange(lo, hi, padding=0)
+        self._fit_y(keep=source)  # the other plots show what is in the new x range
 
     @Slot()
     def reset_view(self) -> None:
@@ -401,25 +429,8 @@ class TrainingPlots(QWidget):
             curves.val.setData(run.val_x(mode), run.val_loss.view())
         if changed:
             self._view_changed()
-            self._range_speed_from_zero()
             self._last_redraw = now
             self._paint_ms_at_redraw = self.graphics.paint_ms_total
-
-    @Slot()
-    def _range_speed_from_zero(self) -> None:
-        """Throughput on a y axis from 0 (small wobbles must not look like big swings), up to the highest
-        speed in view."""
-        lo, hi = self.x_range()
-        tops = []
-        for run in self.runs:
-            if run.visible and run.num_steps:
-                x, speed = run.x(self.x_mode), run.tokens_per_s.view()
-                shown = speed[(x >= lo) & (x <= hi) & np.isfinite(speed)]
-                if len(shown):
-                    tops.append(float(shown.max()))
-        tops = [t for t in tops if t > 0]
-        if tops:
-            self.speed_plot.setYRange(0, max(tops) * 1.1, padding=0)
 
     @Slot()
     def _on_timer(self) -> None:
@@ -463,7 +474,7 @@ class TrainingPlots(QWidget):
     @Slot(bool)
     def _on_log_toggled(self, on: bool) -> None:
         self.loss_plot.setLogMode(y=on)
-        self.loss_plot.enableAutoRange(y=True)
+        self._fit_y()  # the old range is in the other scale's units
 
     @Slot(int)
     def _on_x_axis(self, index: int) -> None:
