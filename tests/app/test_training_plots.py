@@ -166,8 +166,11 @@ def test_each_run_has_one_entry_when_its_history_is_opened_again(plots):
     add_steps(live, 1, 30)
     plots.add_history("trained.safetensors", live.to_history())
     assert plots.runs == [first, live] and plots.runs_list.list.count() == 2
+    plots.runs_list.list.item(0).setCheckState(Qt.CheckState.Unchecked)  # the default model, hidden
+    assert not first.visible
     plots.add_history("default model", long_history(300))
     assert plots.runs == [live, first] and plots.runs_list.list.item(1).font().bold()
+    assert first.visible and plots.active_run() is first  # opened again: shown, and the view follows it
     # The same file saved again after more training: the new history replaces the old entry.
     longer = plots.add_history("default model", long_history(400))
     assert [r.name for r in plots.runs] == ["run 1", "default model"] and longer.num_steps == 400

@@ -41,13 +41,14 @@ class Crosshair(QObject):
         self._timer.timeout.connect(self._apply_pending)
         graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
         graphics.installEventFilter(self)
+        graphics.viewport().installEventFilter(self)
 
     @property
     def shown(self) -> bool:
         return any(line.isVisible() for line in self.lines)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if watched is self.graphics and event.type() == QEvent.Type.Leave:
+        if event.type() == QEvent.Type.Leave and watched in (self.graphics, self.graphics.viewport()):
             self.clear()
         return False
 

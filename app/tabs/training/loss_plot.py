@@ -210,6 +210,7 @@ class TrainingPlots(QWidget):
         self.runs.append(run)
         self.runs_list.move_to_end(run)
         self._update_legend()
+        self._follow = True
         self._view_changed()
 
     def _next_color(self) -> str:
