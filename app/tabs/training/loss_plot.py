@@ -38,7 +38,7 @@ from app import dialogs, theme
 from app.formatting import format_si
 from app.tabs.training.crosshair import Crosshair
 from app.tabs.training.plot_controls import PlotControls
-from app.tabs.training.plot_items import RunCurves, TimedGraphics
+from app.tabs.training.plot_items import Axis, RunCurves, TimedGraphics
 from app.tabs.training.run_data import DebiasedEMA, RunData, write_csv
 from app.tabs.training.runs_list import RunsList
 from app.tabs.training.x_axis import X_MODES, XMode, format_x, make_axis
@@ -87,10 +87,10 @@ class TrainingPlots(QWidget):
         # ---- plots
         self.graphics = TimedGraphics()
         self.graphics.setMinimumHeight(260)
-        self.loss_plot: pg.PlotItem = self.graphics.addPlot(row=0, col=0, colspan=3)
-        self.lr_plot: pg.PlotItem = self.graphics.addPlot(row=1, col=0)
-        self.grad_plot: pg.PlotItem = self.graphics.addPlot(row=1, col=1)
-        self.speed_plot: pg.PlotItem = self.graphics.addPlot(row=1, col=2)
+        self.loss_plot: pg.PlotItem = self.graphics.addPlot(row=0, col=0, colspan=3, axisItems={"left": Axis("left")})
+        self.lr_plot: pg.PlotItem = self.graphics.addPlot(row=1, col=0, axisItems={"left": Axis("left")})
+        self.grad_plot: pg.PlotItem = self.graphics.addPlot(row=1, col=1, axisItems={"left": Axis("left")})
+        self.speed_plot: pg.PlotItem = self.graphics.addPlot(row=1, col=2, axisItems={"left": Axis("left")})
         self.graphics.ci.layout.setRowStretchFactor(0, 3)
         self.graphics.ci.layout.setRowStretchFactor(1, 2)
         titles = {self.loss_plot: "loss", self.lr_plot: "learning rate", self.grad_plot: "gradient norm",
@@ -329,40 +329,42 @@ class TrainingPlots(QWidget):
         lo, hi = _finite_extent(run.x(self.x_mode), run.val_x(self.x_mode))
         if hi <= lo:
             hi = lo + 1.0
-        for plot in self._plots():
-            plot.setXRange(lo, hi, padding=FOLLOW_PADDING)
-        self._fit_y()
+        pad = FOLLOW_PADDING * (hi - lo)
+        x_range = (lo - pad, hi + pad)
+        for plot in self._plots():  # one setRange per plot: each one updates every curve in it
+            plot.setRange(xRange=x_range, yRange=self._y_range(plot, run, x_range), padding=0)
 
     def _fit_y(self, keep: pg.PlotItem | None = None) -> None:
-        """Each plot's y range (but keep's) fitted to the active run's points in the x range: the run one
-        watches fills the plots, and earlier runs overlay it, clipped. Learning rate, gradient norm and
-        throughput start from 0, so small wobbles do not look like big swings."""
+        """Each plot's y range (but keep's) fitted to the active run's points in the x range shown."""
         run = self.active_run()
-        if run is None:
-            return
+        if run is not None:
+            for plot in self._plots():
+                y_range = self._y_range(plot, run, self.x_range())
+                if plot is not keep and y_range is not None:
+                    plot.setYRange(*y_range, padding=0)
+
+    def _y_range(self, plot: pg.PlotItem, run: RunData, x_range: tuple[float, float]) -> tuple[float, float] | None:
+        """A plot's y range for the run's points within x_range: the run one watches fills the plots, and
+        earlier runs overlay it, clipped. Learning rate, gradient norm and throughput start from 0, so small
+        wobbles do not look like big swings. None when the run has no point there."""
         c = self._curves[id(run)]
-        x_lo, x_hi = self.x_range()
-        log_loss = self.log_check.isChecked()
-        for plot, items, from_zero in ((self.loss_plot, [c.raw if c.raw.isVisible() else c.ema, c.ema, c.val], False),
-                                       (self.lr_plot, [c.lr], True), (self.grad_plot, [c.grad], True),
-                                       (self.speed_plot, [c.speed], True)):
-            if plot is keep:
-                continue
-            shown = [np.empty(0)]
-            for item in items:
-                if item.xData is not None and len(item.xData):
-                    y = item.yData[(item.xData >= x_lo) & (item.xData <= x_hi)]
-                    shown.append(y[np.isfinite(y) & (y > 0)] if plot is self.loss_plot and log_loss else y)
-            y = np.concatenate(shown)
-            y = np.log10(y) if plot is self.loss_plot and log_loss else y
-            y = y[np.isfinite(y)]
-            if not len(y):
-                continue
-            lo, hi = float(y.min()), float(y.max())
-            if from_zero:
-                lo = min(0.0, lo)
-            margin = 0.05 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1e-12)  # a flat line: room around it
-            plot.setYRange(lo if from_zero and lo == 0 else lo - margin, hi + margin, padding=0)
+        items = {self.loss_plot: [c.raw if c.raw.isVisible() else c.ema, c.ema, c.val], self.lr_plot: [c.lr],
+                 self.grad_plot: [c.grad], self.speed_plot: [c.speed]}[plot]
+        log = plot is self.loss_plot and self.log_check.isChecked()
+        shown = [np.empty(0)]
+        for item in items:
+            if item.xData is not None and len(item.xData):
+                y = item.yData[(item.xData >= x_range[0]) & (item.xData <= x_range[1])]
+                shown.append(np.log10(y[y > 0]) if log else y)
+        y = np.concatenate(shown)
+        y = y[np.isfinite(y)]
+        if not len(y):
+            return None
+        lo, hi = float(y.min()), float(y.max())
+        if plot is not self.loss_plot:  # from zero
+            lo = min(0.0, lo)
+        margin = 0.05 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1e-12)  # a flat line: room around it
+        return (lo if lo == 0 else lo - margin), hi + margin
 
     @Slot(object)
     def _on_user_range(self, _mask: object) -> None:

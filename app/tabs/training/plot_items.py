@@ -1,5 +1,5 @@
-"""The pyqtgraph pieces of the training plots: one run's curve items, how a curve is drawn, and a plot
-widget that times its own paints (the redraw budget depends on it)."""
+"""The pyqtgraph pieces of the training plots: one run's curve items, how a curve is drawn, axes whose titles
+are cheap to keep, and a plot widget that times its own paints (the redraw budget depends on it)."""
 from __future__ import annotations
 
 import time
@@ -70,3 +70,22 @@ class TimedGraphics(pg.GraphicsLayoutWidget):
         start = time.perf_counter()
         super().paintEvent(event)
         self.paint_ms_total += (time.perf_counter() - start) * 1000
+
+
+class QuietTitle:
+    """Mixin for axis items: pyqtgraph sets an axis title's HTML again at every range change (to update its
+    SI prefix), which with the plots following a run is every redraw; only a changed title is set."""
+
+    def _updateLabel(self) -> None:
+        html = self.labelString()
+        if html != getattr(self, "_title_html", None):
+            self._title_html = html
+            super()._updateLabel()
+
+
+class Axis(QuietTitle, pg.AxisItem):
+    pass
+
+
+class DateAxis(QuietTitle, pg.DateAxisItem):
+    pass

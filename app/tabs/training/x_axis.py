@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pyqtgraph as pg
 
 from app.formatting import format_si
+from app.tabs.training.plot_items import Axis, DateAxis
 from app.tabs.training.run_panel import format_duration
 
 
@@ -33,7 +34,7 @@ X_TOOLTIP = ("x axis: optimizer steps, tokens read so far, the clock time of eac
              "training.\nRuns opened from a checkpoint keep no times: they show on the step and token axes only.")
 
 
-class DurationAxis(pg.DateAxisItem):
+class DurationAxis(DateAxis):
     """Seconds from 0 as durations ("0:30", "2:00", "1:15:00"). A date axis at UTC offset 0 already puts the
     ticks at whole seconds, minutes and hours; only its labels (times of day, "00:02") would mislead."""
 
@@ -47,10 +48,10 @@ class DurationAxis(pg.DateAxisItem):
 def make_axis(mode: XMode) -> pg.AxisItem:
     """A bottom axis item for the mode: clock times as times of day, training time as durations."""
     if mode.key == "wall":
-        return pg.DateAxisItem(orientation="bottom")
+        return DateAxis(orientation="bottom")
     if mode.key == "relative":
         return DurationAxis()
-    return pg.AxisItem(orientation="bottom")
+    return Axis(orientation="bottom")
 
 
 def format_x(mode: XMode, value: float) -> str:
