@@ -5,6 +5,7 @@ test_app_window (throw-away settings and cache, patched modal dialogs).
 """
 from __future__ import annotations
 
+import csv
 import math
 import os
 import time
@@ -253,13 +254,17 @@ def test_the_raw_loss_line_can_be_seen_under_the_smoothed_one(plots, qtbot):
     assert not curves.raw.isVisible()
 
 
-def test_grad_norm_plot_and_readout_show_the_steps_grad_norm(plots):
+def test_grad_norm_plot_readout_and_csv_show_the_steps_grad_norm(plots, tmp_path):
     run = plots.start_run("run 1")
     add_steps(run, 1, 30)
     plots.redraw()
     x, y = plots.curves_of(run).grad.getData()
     assert list(y) == pytest.approx([0.5 + 0.01 * s for s in range(1, 31)]) and list(x) == list(range(1, 31))
     assert "grad norm <b>0.6</b>" in plots.values_at(10)
+    plots.export_csv(tmp_path / "runs.csv")
+    rows = list(csv.DictReader((tmp_path / "runs.csv").open()))
+    assert [float(r["grad_norm"]) for r in rows] == pytest.approx(list(y))
+    assert [float(r["elapsed_s"]) for r in rows] == pytest.approx([0.25 * s for s in range(1, 31)])
 
 
 def test_samples_are_kept_and_browsed_by_step(qtbot):
