@@ -26,6 +26,7 @@ from app import theme  # noqa: E402
 from app.jobs.model_io import DEFAULT_MODEL  # noqa: E402
 from app.tabs.training import loss_plot  # noqa: E402
 from app.tabs.training.loss_plot import TrainingPlots  # noqa: E402
+from app.tabs.training.plots_panel import PlotsPanel  # noqa: E402
 from app.tabs.training.run_data import RunData  # noqa: E402
 from app.tabs.training.samples_view import SamplesView  # noqa: E402
 from engine import SampleEvent, StepEvent  # noqa: E402
@@ -375,3 +376,23 @@ def test_opening_another_model_clears_the_last_runs_status_and_lists_it_once(win
     assert tab.controls.progress.format() == "Ready"
     names = [plots.runs_list.list.item(i).text() for i in range(plots.runs_list.list.count())]
     assert names.count("default model") == 1 and len(names) == 2
+
+
+def test_clicking_the_plots_at_a_step_shows_the_sample_written_there(qtbot):
+    panel = PlotsPanel()
+    qtbot.addWidget(panel)
+    panel.resize(900, 700)
+    panel.show()
+    qtbot.waitExposed(panel)
+    run = panel.plots.start_run("run 1")
+    add_steps(run, 1, 100)
+    panel.plots.redraw()
+    for step in (0, 25, 50, 75, 100):
+        panel.show_sample(SampleEvent(step=step, prompt="", text=f"sample {step}"))
+    plot = panel.plots.loss_plot
+    at_step_60 = plot.vb.mapViewToScene(QPointF(60, plot.vb.viewRange()[1][0])).x()
+    rect = plot.vb.sceneBoundingRect()
+    point = panel.plots.graphics.mapFromScene(QPointF(at_step_60, rect.center().y()))
+    qtbot.mouseClick(panel.plots.graphics.viewport(), Qt.MouseButton.LeftButton, pos=point)
+    qtbot.waitUntil(lambda: panel.samples.shown_step() == 50, timeout=2000)  # the latest sample by step 60
+    assert panel.sample_text.toPlainText() == "sample 50"

@@ -64,13 +64,17 @@ class Crosshair(QObject):
             pos, self._pending = self._pending, None
             self.move_to(pos)
 
-    def move_to(self, scene_pos: QPointF) -> None:
-        """Show the line and the values at a point of the scene (nothing there when it is outside every plot)."""
+    def x_at(self, scene_pos: QPointF) -> float | None:
+        """The x value at a point of the scene (None outside every plot)."""
         for plot in self.plots:
             if plot.sceneBoundingRect().contains(scene_pos):
-                x = plot.vb.mapSceneToView(scene_pos).x()
-                break
-        else:
+                return plot.vb.mapSceneToView(scene_pos).x()
+        return None
+
+    def move_to(self, scene_pos: QPointF) -> None:
+        """Show the line and the values at a point of the scene (nothing there when it is outside every plot)."""
+        x = self.x_at(scene_pos)
+        if x is None:
             self.clear()
             return
         for line in self.lines:

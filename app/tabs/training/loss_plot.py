@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.exporters import ImageExporter
-from PySide6.QtCore import QEvent, Qt, QTimer, Slot
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -61,6 +61,8 @@ def _finite_extent(*arrays: np.ndarray) -> tuple[float, float] | None:
 
 class TrainingPlots(QWidget):
     """Loss, learning rate, gradient norm and throughput of the current run and every earlier one."""
+
+    step_clicked = Signal(int)  # a click on the plots, at this step of the active run (to read its sample)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -112,6 +114,7 @@ class TrainingPlots(QWidget):
         self.hover_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.hover_label.setToolTip("Values of the latest visible run under the mouse")
         self.crosshair = Crosshair(self.graphics, self._plots(), self.hover_label, self.values_at)
+        self.graphics.scene().sigMouseClicked.connect(self._on_clicked)
 
         self.runs_list = RunsList()
         export_row = QHBoxLayout()
@@ -503,22 +506,34 @@ class TrainingPlots(QWidget):
 
     # ------------------------------------------------------------------ crosshair readout
 
+    def _nearest_step(self, run: RunData, x: float) -> int:
+        """The index of the run's step nearest to x (a value of the current x axis)."""
+        xs = run.x(self.x_mode)
+        i = int(np.clip(np.searchsorted(xs, x), 0, len(xs) - 1))
+        if i > 0 and abs(xs[i - 1] - x) < abs(xs[i] - x):
+            i -= 1
+        return i
+
+    @Slot(object)
+    def _on_clicked(self, event) -> None:
+        run = self.active_run()
+        x = self.crosshair.x_at(event.scenePos())
+        if event.button() == Qt.MouseButton.LeftButton and x is not None and run is not None and run.num_steps:
+            self.step_clicked.emit(int(run.step.view()[self._nearest_step(run, x)]))
+
     def values_at(self, x: float) -> str:
         """Rich text with the active run's values nearest to x (a value of the current x axis)."""
         run = self.active_run()
         if run is None or not run.num_steps:
             return " "
-        xs = run.x(self.x_mode)
-        i = int(np.clip(np.searchsorted(xs, x), 0, len(xs) - 1))
-        if i > 0 and abs(xs[i - 1] - x) < abs(xs[i] - x):
-            i -= 1
+        i = self._nearest_step(run, x)
         curves = self._curves[id(run)]
         smoothed = curves.smoother.out.view()
         color = theme.readable(run.color, self.hover_label.palette().color(QPalette.ColorRole.Window)).name()
         parts = [f"<b style='color:{color}'>{html.escape(run.name)}</b>",  # a name from a file: text only
                  f"step <b>{int(run.step.view()[i]):,}</b>"]
         if self.x_mode != "step":
-            parts.append(f"<b>{format_x(self._x_mode, xs[i])}</b>")
+            parts.append(f"<b>{format_x(self._x_mode, run.x(self.x_mode)[i])}</b>")
         parts.append(f"loss <b>{run.loss.view()[i]:.4f}</b>")
         if i < len(smoothed):
             parts.append(f"smoothed <b>{smoothed[i]:.4f}</b>")

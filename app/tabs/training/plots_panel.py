@@ -29,6 +29,7 @@ class PlotsPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.splitter)
+        self.plots.step_clicked.connect(self.samples.show_step)
 
     def show_sample(self, event: SampleEvent) -> None:
         self.samples.add(event)

@@ -26,7 +26,8 @@ class SamplesView(QWidget):
         self.title = QLabel("Samples")
         self.title.setObjectName("sectionTitle")
         self.step_combo = QComboBox()
-        self.step_combo.setToolTip("The step whose sample is shown; every sample of the run is kept")
+        self.step_combo.setToolTip("The step whose sample is shown; every sample of the run is kept.\n"
+                                   "Clicking the plots at a step shows the sample written there.")
         self.step_combo.setMinimumContentsLength(12)
         self.prev_button = QToolButton()
         self.prev_button.setArrowType(Qt.ArrowType.LeftArrow)
@@ -81,6 +82,7 @@ class SamplesView(QWidget):
         i = self.step_combo.currentIndex()
         return self.samples[i].step if 0 <= i < len(self.samples) else None
 
+    @Slot(int)
     def show_step(self, step: int) -> None:
         """Show the sample of a step (the nearest earlier one if that step has none)."""
         earlier = [i for i, s in enumerate(self.samples) if s.step <= step]
