@@ -251,8 +251,12 @@ def test_the_raw_loss_line_can_be_seen_under_the_smoothed_one(plots, qtbot):
     best = max(theme.contrast_ratio(QColor(image.pixel(x, y)), background)
                for x in range(rect.left(), rect.right(), 2) for y in range(rect.top(), rect.bottom(), 2))
     assert best >= 1.7, best  # was ~1.4 (an alpha of 70): hard to see at all on a light background
+    y_lo, y_hi = plots.loss_plot.vb.viewRange()[1]
+    assert y_lo <= run.loss.view().min() and run.loss.view().max() <= y_hi  # every raw point in view
     plots.raw_check.setChecked(False)
     assert not curves.raw.isVisible()
+    y_lo, y_hi = plots.loss_plot.vb.viewRange()[1]  # fitted to the smoothed line: narrower
+    assert y_hi - y_lo < 0.8 * np.ptp(run.loss.view()) and y_lo <= np.nanmin(curves.ema.yData)
 
 
 def test_grad_norm_plot_readout_and_csv_show_the_steps_grad_norm(plots, tmp_path):

@@ -476,6 +476,7 @@ class TrainingPlots(QWidget):
         for run in self.runs:
             self._curves[id(run)].raw.setVisible(on and run.visible)
         self._update_legend()
+        self._view_changed()  # the raw points spread wider than the smoothed ones: the y range fits them
 
     @Slot(bool)
     def _on_log_toggled(self, on: bool) -> None:
