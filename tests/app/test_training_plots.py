@@ -66,6 +66,15 @@ def plots(qtbot):
     return widget
 
 
+def ticks_are_current(plots: TrainingPlots) -> bool:
+    """The axes as painted (pyqtgraph caches their ticks) equal the axes drawn afresh for the current ranges."""
+    painted = plots.graphics.grab().toImage()
+    for plot in plots._plots():
+        for name in ("left", "bottom"):
+            plot.getAxis(name).picture = None
+    return plots.graphics.grab().toImage() == painted
+
+
 def span_fraction(plots: TrainingPlots, run: RunData) -> float:
     """How much of the plots' x range the run's points cover."""
     x = run.x(plots.x_mode)
@@ -105,6 +114,7 @@ def test_the_view_follows_the_new_run_and_older_runs_overlay_it(plots):
     old = plots.add_history("default model", long_history(2000))
     plots.redraw()
     assert span_fraction(plots, old) > 0.9  # alone, the old run is the active one
+    plots.graphics.grab()  # painted: the axes' ticks for steps 0-2000 are cached
     new = plots.start_run("run 1")
     add_steps(new, 1, 20)
     plots.redraw()
@@ -113,6 +123,7 @@ def test_the_view_follows_the_new_run_and_older_runs_overlay_it(plots):
     assert hi < 100  # not the 2000 steps of the older run...
     assert plots.drawn_points(old) == 2000  # ...which is still drawn, over the same steps
     assert plots.lr_plot.vb.viewRange()[0] == pytest.approx([lo, hi])  # every plot shows the same steps
+    assert ticks_are_current(plots)  # and their axes are labelled for them, not for steps 0-2000
     # The y range fits the new run too: the old one (from 5.0 at these steps, down to 1.0 later) does not set it.
     y_lo, y_hi = plots.loss_plot.vb.viewRange()[1]
     assert y_lo <= new.loss.view().min() and y_hi >= new.loss.view().max()

@@ -74,13 +74,17 @@ class TimedGraphics(pg.GraphicsLayoutWidget):
 
 class QuietTitle:
     """Mixin for axis items: pyqtgraph sets an axis title's HTML again at every range change (to update its
-    SI prefix), which with the plots following a run is every redraw; only a changed title is set."""
+    SI prefix), which with the plots following a run is every redraw; only a changed title is set. The
+    ticks are redrawn either way (pyqtgraph drops their picture here, and nowhere else, on a range change)."""
 
     def _updateLabel(self) -> None:
         html = self.labelString()
         if html != getattr(self, "_title_html", None):
             self._title_html = html
             super()._updateLabel()
+        else:
+            self.picture = None
+            self.update()
 
 
 class Axis(QuietTitle, pg.AxisItem):
