@@ -6,6 +6,7 @@ test_app_window (throw-away settings and cache, patched modal dialogs).
 from __future__ import annotations
 
 import csv
+import gc
 import math
 import os
 import time
@@ -24,6 +25,7 @@ from test_app_window import quick_settings, train  # noqa: E402
 
 from app import theme  # noqa: E402
 from app.jobs.model_io import DEFAULT_MODEL  # noqa: E402
+from app.jobs.training import TrainingJob  # noqa: E402
 from app.tabs.training import loss_plot  # noqa: E402
 from app.tabs.training.loss_plot import TrainingPlots  # noqa: E402
 from app.tabs.training.plots_panel import PlotsPanel  # noqa: E402
@@ -38,6 +40,10 @@ cache_dir, dialogs, window = test_app_window.cache_dir, test_app_window.dialogs,
 @pytest.fixture(autouse=True)
 def isolated_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("LLM_PLAYGROUND_SETTINGS", str(tmp_path / "settings.ini"))
+    yield
+    # The widgets of this test are collected now, while no worker thread runs: collected later, in the middle
+    # of a window test's model loading, their deletion was seen to deadlock with the worker (1 run in ~5).
+    gc.collect()
 
 
 def long_history(steps: int = 2000) -> dict:
@@ -216,6 +222,8 @@ def test_x_axis_switches_between_steps_tokens_wall_and_relative_time(plots):
     plots.redraw()
     curves = plots.curves_of(run)
     assert list(curves.ema.getData()[0]) == list(range(1, 41))
+    assert plots.loss_plot.getAxis("bottom").tickStrings([0, 500, 1000, 1500, 1e5], 1, 500) == [
+        "0", "500", "1k", "1.5k", "100k"]  # short enough not to run into each other on the small plots
     plots.x_combo.setCurrentText("Tokens seen")
     assert list(curves.ema.getData()[0]) == [s * 32 for s in range(1, 41)]
     plots.x_combo.setCurrentText("Wall time")
@@ -356,10 +364,24 @@ def test_a_new_run_fills_the_loss_plot_soon_after_start(window, qtbot, monkeypat
     default = plots.current_run
     assert default is not None and default.num_steps >= 1000  # the default model's long history
     quick_settings(window, qtbot, steps=5000, eval_interval=1000)
+    # The trainer's step events, recorded where they are made (in the worker thread: a Python callable
+    # connected to the job's signal would run there too, racing the GUI thread for the interpreter's lock).
     steps: list[StepEvent] = []
+    events = TrainingJob.events
+
+    def recording(self):
+        inner = events(self)
+        try:
+            for event in inner:
+                if isinstance(event, StepEvent):
+                    steps.append(event)
+                yield event
+        finally:
+            inner.close()
+
+    monkeypatch.setattr(TrainingJob, "events", recording)
     started = time.monotonic()
-    job = tab.start()
-    job.events.connect(lambda events: steps.extend(e for e in events if isinstance(e, StepEvent)))
+    tab.start()
     run = plots.current_run
     qtbot.waitUntil(lambda: run.num_steps >= 3 and plots.drawn_points(run) >= 3
                     and span_fraction(plots, run) >= 0.5, timeout=30000)

@@ -45,13 +45,24 @@ class DurationAxis(DateAxis):
         return [format_duration(v) for v in values]
 
 
+class CountAxis(Axis):
+    """Steps and tokens with k / M / G ("1.5k", "100k"): short labels stay apart on the narrow plots."""
+
+    def __init__(self) -> None:
+        super().__init__(orientation="bottom")
+        self.enableAutoSIPrefix(False)  # the labels carry their own prefix
+
+    def tickStrings(self, values, scale, spacing) -> list[str]:
+        return [format_si(v) if abs(v) >= 1000 else f"{v:g}" for v in values]
+
+
 def make_axis(mode: XMode) -> pg.AxisItem:
     """A bottom axis item for the mode: clock times as times of day, training time as durations."""
     if mode.key == "wall":
         return DateAxis(orientation="bottom")
     if mode.key == "relative":
         return DurationAxis()
-    return Axis(orientation="bottom")
+    return CountAxis()
 
 
 def format_x(mode: XMode, value: float) -> str:
