@@ -98,6 +98,14 @@ class RunPanel(QWidget):
         self.progress.setValue(0)
         self.progress.setFormat("Ready")
 
+    def clear_run_status(self) -> None:
+        """Another model was opened: what the bar and the lines said about the last run no longer applies."""
+        self._total_steps, self._last_val, self._pending_step = 0, None, None
+        self.stats_label.setText("")
+        self.message_label.setText("")
+        self.message_label.setToolTip("")
+        self.show_ready()
+
     def show_preparing(self, message: str = "") -> None:
         """Busy until the trainer says how many steps."""
         self.progress.setRange(0, 0)

@@ -55,6 +55,18 @@ class RunsList(QWidget):
                 self.list.takeItem(i)
         self._mark_latest()
 
+    def move_to_end(self, run: RunData) -> None:
+        """The run becomes the latest, ticked (it was opened again: it is what one wants to see)."""
+        for i in range(self.list.count()):
+            if self.list.item(i).data(Qt.ItemDataRole.UserRole) == id(run):
+                self.list.blockSignals(True)
+                item = self.list.takeItem(i)
+                self.list.addItem(item)
+                self.list.blockSignals(False)
+                self._mark_latest()
+                item.setCheckState(Qt.CheckState.Checked)  # tells the plots when it was hidden
+                break
+
     def _mark_latest(self) -> None:
         for i in range(self.list.count()):
             item = self.list.item(i)

@@ -319,7 +319,8 @@ class TrainingTab(QWidget):
         for event in events:
             match event:
                 case StepEvent():
-                    self._run.add_step(event.step, event.loss, event.lr, event.tokens_seen, event.tokens_per_s)
+                    self._run.add_step(event.step, event.loss, event.lr, event.tokens_seen, event.tokens_per_s,
+                                       grad_norm=event.grad_norm, elapsed_s=event.elapsed_s)
                     last_step = event
                 case EvalEvent():
                     self._run.add_eval(event.step, event.val_loss, event.tokens_seen)
@@ -416,6 +417,8 @@ class TrainingTab(QWidget):
     def _on_model_changed(self) -> None:
         if self._adopting or self.state.model is None:
             return
+        if not self.is_running:  # "Stopped at step 62" was about the run before: not about this model
+            self.controls.clear_run_status()
         # Show its shape, settings, data and loss history. The engine validated every field; what the forms
         # cannot hold is clamped and said so. All of it is worked out first and only then applied, so a
         # restore never stops half-way.
