@@ -6,7 +6,6 @@ test_app_window (throw-away settings and cache, patched modal dialogs).
 from __future__ import annotations
 
 import csv
-import gc
 import math
 import os
 import time
@@ -41,9 +40,6 @@ cache_dir, dialogs, window = test_app_window.cache_dir, test_app_window.dialogs,
 def isolated_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("LLM_PLAYGROUND_SETTINGS", str(tmp_path / "settings.ini"))
     yield
-    # The widgets of this test are collected now, while no worker thread runs: collected later, in the middle
-    # of a window test's model loading, their deletion was seen to deadlock with the worker (1 run in ~5).
-    gc.collect()
 
 
 def long_history(steps: int = 2000) -> dict:
