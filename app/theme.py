@@ -19,7 +19,7 @@ import os
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontDatabase, QGuiApplication, QIcon, QPalette
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtWidgets import QApplication, QProxyStyle, QStyle, QWidget
 
 from app.resources import RESOURCES
 
@@ -266,6 +266,31 @@ def style_sheet() -> str:
     return text
 
 
+class _OutlinedChecks(QProxyStyle):
+    """Fusion, with check boxes and radio buttons outlined in a colour that stands out in the dark theme.
+    Fusion draws their outline as the window colour darkened, which vanishes on a dark Base: an unchecked box
+    in a dark table was invisible."""
+
+    _CHECKS = (QStyle.PrimitiveElement.PE_IndicatorCheckBox, QStyle.PrimitiveElement.PE_IndicatorItemViewItemCheck)
+    _RADIO = QStyle.PrimitiveElement.PE_IndicatorRadioButton
+
+    def drawPrimitive(self, element, option, painter, widget=None) -> None:  # noqa: N802 (Qt's name)
+        super().drawPrimitive(element, option, painter, widget)
+        if (element in self._CHECKS or element == self._RADIO) and is_dark(option.palette):
+            colour = QColor(option.palette.color(QPalette.ColorRole.Text))
+            colour.setAlpha(140)
+            painter.save()
+            painter.setRenderHint(painter.RenderHint.Antialiasing, element == self._RADIO)
+            painter.setPen(colour)
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            rect = option.rect.adjusted(0, 0, -1, -1)
+            if element == self._RADIO:
+                painter.drawEllipse(rect)
+            else:
+                painter.drawRect(rect)
+            painter.restore()
+
+
 def apply_theme(app: QApplication, theme: str) -> str:
     """Switch to "system", "light" or "dark" (anything else reads as "system"); returns the name used.
 
@@ -286,7 +311,7 @@ def apply_theme(app: QApplication, theme: str) -> str:
     else:
         if hasattr(hints, "setColorScheme"):  # native dialogs and title bars follow, where the platform can
             hints.setColorScheme(Qt.ColorScheme.Dark if theme == "dark" else Qt.ColorScheme.Light)
-        app.setStyle("Fusion")  # our palettes need a style that paints with palettes everywhere
+        app.setStyle(_OutlinedChecks("Fusion"))  # our palettes need a style that paints with palettes everywhere
         palette = dark_palette() if theme == "dark" else light_palette()
     app.setPalette(palette)
     _current = theme
