@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtCore import QTimer
 from PySide6.QtTest import QTest
 
 from app.launcher import freeze_startup_objects, make_app
 from app.main_window import MainWindow
-from app.tools.event_gaps import GapProbe
+from app.tools.event_gaps import GapProbe, spin, spin_until
 from engine import (
     GPT,
     PRESETS,
@@ -74,18 +74,8 @@ def rss_peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def spin(seconds: float) -> None:
-    loop = QEventLoop()
-    QTimer.singleShot(int(seconds * 1000), loop.quit)
-    loop.exec()
 
 
-def spin_until(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError("timed out waiting for the app")
-        spin(0.01)
 
 
 class Bench:

@@ -5,15 +5,32 @@
     probe.max_ms, probe.percentile(99)
 
 A gap is the time between two firings; a window that never blocks shows gaps near the interval.
+`spin` and `spin_until` run the real event loop (as app.exec() does) while a script or test waits.
 """
 from __future__ import annotations
 
 import time
 
 import numpy as np
-from PySide6.QtCore import QObject, Qt, QTimer, Slot
+from PySide6.QtCore import QEventLoop, QObject, Qt, QTimer, Slot
 
 PROBE_MS = 10
+
+
+def spin(seconds: float) -> None:
+    """Run the real event loop for a while."""
+    loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
+
+
+def spin_until(condition, timeout: float = 120.0) -> None:
+    """Run the event loop until condition() holds; TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("timed out waiting for the app")
+        spin(0.01)
 
 
 class GapProbe(QObject):

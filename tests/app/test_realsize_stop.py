@@ -17,11 +17,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest
 import torch
-from PySide6.QtCore import QEventLoop, QTimer
 
 from app.launcher import freeze_startup_objects
 from app.main_window import MainWindow
-from app.tools.event_gaps import GapProbe
+from app.tools.event_gaps import GapProbe, spin, spin_until
 from engine import EvalEvent, SampleEvent, StepEvent
 from engine.checkpoint import save_checkpoint
 from engine.config import ModelConfig
@@ -34,17 +33,8 @@ STOP_S = 1.0
 PASTE_CHARS = 50_000
 
 
-def spin(seconds: float) -> None:
-    loop = QEventLoop()
-    QTimer.singleShot(int(seconds * 1000), loop.quit)
-    loop.exec()
 
 
-def spin_until(condition, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        spin(0.01)
-    assert condition(), "timed out"
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest
 import torch
-from PySide6.QtCore import QEventLoop, QTimer
 from PySide6.QtTest import QTest
 
 from app.launcher import freeze_startup_objects
 from app.main_window import MainWindow
-from app.tools.event_gaps import GapProbe
+from app.tools.event_gaps import GapProbe, spin, spin_until
 from engine.config import ModelConfig
 from engine.data import load_corpus
 from engine.model import GPT
@@ -32,18 +30,8 @@ MAX_GAP_MS = 250.0
 PASTE_CHARS = 50_000
 
 
-def spin(seconds: float) -> None:
-    """Run the real event loop (as app.exec() does) for a while."""
-    loop = QEventLoop()
-    QTimer.singleShot(int(seconds * 1000), loop.quit)
-    loop.exec()
 
 
-def spin_until(condition, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        spin(0.02)
-    assert condition(), "timed out"
 
 
 @pytest.fixture(scope="module")
