@@ -119,6 +119,29 @@ def sentencepiece_folder(folder: Path) -> Path:
 GPT2_VOCAB = 448  # the byte-level tokenizer has ~410 tokens: the embedding table is padded, as Qwen's is
 
 
+def train_briefly(model, data, *, steps: int, batch: int, length: int):
+    """AdamW at lr 1e-2 on random windows of `data` (a 1-D id tensor), one thread; returns the generator that
+    drew the windows (seeded 0), for whatever the caller draws next."""
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    threads = torch.get_num_threads()
+    # One thread: on a busy shared CPU, two OpenMP threads waiting on each other make tiny steps 30x slower.
+    torch.set_num_threads(1)
+    try:
+        for _ in range(steps):
+            starts = torch.randint(0, len(data) - length - 1, (batch,), generator=generator)
+            windows = torch.stack([data[s:s + length] for s in starts])
+            loss = model(windows, labels=windows).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    return generator
+
+
 @cache
 def _trained_gpt2_state() -> tuple[dict, dict]:
     """(config dict, state dict) of a 2-layer, 32-wide GPT2LMHeadModel trained for a few seconds on CORPUS with
@@ -134,21 +157,7 @@ def _trained_gpt2_state() -> tuple[dict, dict]:
     config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=GPT2_VOCAB, n_positions=64,
                                      bos_token_id=0, eos_token_id=0)
     model = transformers.GPT2LMHeadModel(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    generator = torch.Generator().manual_seed(0)
-    threads = torch.get_num_threads()
-    # One thread: on a busy shared CPU, two OpenMP threads waiting on each other make tiny steps 30x slower.
-    torch.set_num_threads(1)
-    try:
-        for _ in range(100):
-            starts = torch.randint(0, len(data) - 65, (16,), generator=generator)
-            batch = torch.stack([data[s:s + 64] for s in starts])
-            loss = model(batch, labels=batch).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
+    generator = train_briefly(model, data, steps=100, batch=16, length=64)
     with torch.no_grad():  # LayerNorm biases etc. move away from their init too
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=generator) * 0.01)

@@ -17,7 +17,15 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from hf_fixtures import CHATML_TEMPLATE, CORPUS, bytelevel_json, sentencepiece_folder, sentencepiece_json, write_folder
+from hf_fixtures import (
+    CHATML_TEMPLATE,
+    CORPUS,
+    bytelevel_json,
+    sentencepiece_folder,
+    sentencepiece_json,
+    train_briefly,
+    write_folder,
+)
 
 KINDS = ("llama", "qwen2", "mistral")
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -90,21 +98,7 @@ def _trained_state(kind: str) -> tuple[dict, dict]:
     torch.manual_seed(0)
     config = _config(kind, vocab)
     model = model_class(kind)(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    generator = torch.Generator().manual_seed(0)
-    threads = torch.get_num_threads()
-    # One thread: on a busy shared CPU, two OpenMP threads waiting on each other make tiny steps 30x slower.
-    torch.set_num_threads(1)
-    try:
-        for _ in range(80):
-            starts = torch.randint(0, len(data) - 49, (8,), generator=generator)
-            batch = torch.stack([data[s:s + 48] for s in starts])
-            loss = model(batch, labels=batch).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
+    generator = train_briefly(model, data, steps=80, batch=8, length=48)
     with torch.no_grad():  # norms and biases move away from their init too
         for p in model.parameters():
             if p.dim() == 1:
