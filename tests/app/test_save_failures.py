@@ -8,11 +8,8 @@ A full disk is a really full 64 KiB tmpfs where the tests run as root, else an i
 from __future__ import annotations
 
 import collections
-import contextlib
-import errno
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,13 +18,13 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from checkpoint_mutations import metadata_of, mutate, mutations, read_header, write_header  # noqa: E402
+from disk_faults import full_folder  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from PySide6.QtCore import Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox  # noqa: E402
 
 from app.jobs import model_io  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
-from engine import checkpoint as ckpt_module  # noqa: E402
 from engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from engine.cli import main as cli  # noqa: E402
 from engine.config import ModelConfig  # noqa: E402
@@ -87,30 +84,6 @@ def trained(tmp_path_factory) -> Path:
     assert cli(["train", *TINY, "--corpus", str(corpus), "--tokenizer", "bpe:270", "--steps", "2",
                 "--out", str(path)]) == 0
     return path
-
-
-@contextlib.contextmanager
-def full_folder(tmp_path: Path, monkeypatch):
-    """A folder where a checkpoint does not fit (a 64 KiB tmpfs, or an injected ENOSPC)."""
-    folder = tmp_path / "small-disk"
-    folder.mkdir()
-    mounted = hasattr(os, "geteuid") and os.geteuid() == 0 and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True).returncode == 0
-    if not mounted:
-        real = ckpt_module.save_file
-
-        def filling_disk(tensors, filename, metadata=None):
-            if Path(filename).parent == folder:
-                Path(filename).write_bytes(b"\0" * 4096)
-                raise OSError(errno.ENOSPC, "No space left on device")
-            real(tensors, filename, metadata=metadata)
-
-        monkeypatch.setattr(ckpt_module, "save_file", filling_disk)
-    try:
-        yield folder
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 def make_dirty(window: MainWindow) -> object:

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 from checkpoint_mutations import DEEP, metadata_of, mutate, read_header, write_header
+from disk_faults import full_folder, small_disk
 
 from engine import checkpoint as ckpt_module
 from engine import data as data_module
@@ -83,21 +84,6 @@ def rescue(tmp_path, monkeypatch) -> Path:
 
 # ---------------------------------------------------------------- a full disk
 
-@contextlib.contextmanager
-def small_disk(folder: Path):
-    """A 64 KiB tmpfs mounted at `folder` (True), or nothing (False) where mounting is not possible."""
-    folder.mkdir()
-    mounted = False
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
-                                 capture_output=True).returncode == 0
-    try:
-        yield mounted
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
 def fill(path: Path) -> Path:
     """Write zeros to `path` until its disk is full."""
     with open(path, "wb", buffering=0) as f, contextlib.suppress(OSError):
@@ -108,20 +94,8 @@ def fill(path: Path) -> Path:
 
 @pytest.fixture
 def full_disk(tmp_path, monkeypatch):
-    """A folder where a checkpoint does not fit: a real 64 KiB tmpfs, or (not root) a folder whose
-    checkpoint writer fails half-way with ENOSPC, like a disk filling up during the write."""
-    folder = tmp_path / "small-disk"
-    with small_disk(folder) as mounted:
-        if not mounted:
-            real = ckpt_module.save_file
-
-            def filling_disk(tensors, filename, metadata=None):
-                if Path(filename).parent == folder:
-                    Path(filename).write_bytes(b"\0" * 4096)
-                    raise OSError(errno.ENOSPC, "No space left on device")
-                real(tensors, filename, metadata=metadata)
-
-            monkeypatch.setattr(ckpt_module, "save_file", filling_disk)
+    """A folder where a checkpoint does not fit (tests/engine/disk_faults.py)."""
+    with full_folder(tmp_path, monkeypatch) as folder:
         yield folder
 
 
