@@ -443,13 +443,7 @@ def _describe_folder(info: dict[str, Any]) -> str:
     if config is not None:
         lines.append(_model_line(config))
     lines.append(f"parameters: {info['num_params']:,}")
-    tokenizer = info.get("tokenizer")
-    if tokenizer is not None:
-        chat = ", chat template" if tokenizer.get("chat_template") else ""
-        lines.append(f"tokenizer:  {safe(tokenizer['description'])}{chat}")
-    if info.get("problem"):
-        lines.append(f"cannot open: {safe(info['problem'])}")
-    return "\n".join(lines)
+    return "\n".join(lines + _tokenizer_and_problem(info))
 
 
 def _model_line(config: dict[str, Any]) -> str:
@@ -460,20 +454,27 @@ def _model_line(config: dict[str, Any]) -> str:
 
 
 def _describe_gguf(info: dict[str, Any]) -> str:
-    lines = [f"file:       {info['path']} ({info['name']}, {info['file_bytes'] / 1e6:.1f} MB)",
-             f"family:     {info['family'] or 'unknown'} (GGUF architecture {info['architecture']!r})"]
+    # Names come from the file's metadata: escaped, as every text from a file printed on a terminal.
+    lines = [f"file:       {info['path']} ({safe(info['name'])}, {info['file_bytes'] / 1e6:.1f} MB)",
+             f"family:     {safe(info['family'] or 'unknown')} (GGUF architecture {safe(repr(info['architecture']))})"]
     if info.get("model_config") is not None:
         lines.append(_model_line(info["model_config"]))
     lines.append(f"parameters: {info['num_params']:,}")
-    shares = ", ".join(f"{kind} {share:.1%}" for kind, share in info["quantization"].items())
+    shares = ", ".join(f"{safe(kind)} {share:.1%}" for kind, share in info["quantization"].items())
     lines.append(f"tensors:    {shares} of the parameters")
+    return "\n".join(lines + _tokenizer_and_problem(info))
+
+
+def _tokenizer_and_problem(info: dict[str, Any]) -> list[str]:
+    """The last lines of a folder's or a GGUF file's description: its tokenizer, and why it can't be opened."""
+    lines = []
     tokenizer = info.get("tokenizer")
     if tokenizer is not None:
         chat = ", chat template" if tokenizer.get("chat_template") else ""
-        lines.append(f"tokenizer:  {tokenizer['description']}{chat}")
+        lines.append(f"tokenizer:  {safe(tokenizer['description'])}{chat}")
     if info.get("problem"):
-        lines.append(f"cannot open: {info['problem']}")
-    return "\n".join(lines)
+        lines.append(f"cannot open: {safe(info['problem'])}")
+    return lines
 
 
 def run_info(args: argparse.Namespace) -> int:

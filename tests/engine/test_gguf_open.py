@@ -25,6 +25,7 @@ from gguf_fixtures import (  # noqa: E402
 
 from engine.checkpoint import load_checkpoint  # noqa: E402
 from engine.cli import main  # noqa: E402
+from engine.cli.train import _describe_gguf  # noqa: E402
 from engine.generation import decoder_for, generate  # noqa: E402
 from engine.gguf_reader import GGUFError  # noqa: E402
 from engine.sampling import SamplingConfig  # noqa: E402
@@ -157,3 +158,14 @@ def test_command_line(files, tmp_path, capsys):
     assert not (tmp_path / "x.safetensors").exists()
     with pytest.raises(GGUFError):
         open_model(broken)
+
+
+def test_info_escapes_the_names_a_gguf_file_gives():
+    """A GGUF file's metadata names (model name, architecture, tokenizer) reach the terminal escaped, as a
+    checkpoint's do: no ANSI sequence from a file is printed raw."""
+    evil = "\x1b[2J\x1b[31mpwned"
+    info = {"path": "m.gguf", "name": evil, "file_bytes": 1000, "family": evil, "architecture": evil,
+            "model_config": None, "num_params": 10, "quantization": {"Q8_0": 1.0},
+            "tokenizer": {"description": evil, "chat_template": None}, "problem": evil}
+    text = _describe_gguf(info)
+    assert "\x1b" not in text and "pwned" in text
