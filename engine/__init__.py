@@ -38,6 +38,7 @@ from engine.device import (
                            pick_device,
                            precision_options,
                            precision_problem,
+                           preferred_training_precision,
 )
 from engine.events import (
                            AttentionProbeEvent,
@@ -159,7 +160,7 @@ __all__ = [
     "load_corpus_job",
     # devices and precisions
     "INFERENCE_PRECISIONS", "TRAINING_PRECISIONS", "available_devices", "check_precision", "device_name", "pick_device",
-    "precision_options", "precision_problem",
+    "precision_options", "precision_problem", "preferred_training_precision",
     # events (dispatch on the class) and driving jobs
     "Event", "ProgressEvent", "StartedEvent", "StepEvent", "EvalEvent", "SampleEvent", "AttentionProbeEvent",
     "CheckpointEvent", "FinishedEvent", "ErrorEvent", "BPETrainedEvent", "GenerationStepEvent",

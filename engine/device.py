@@ -133,6 +133,16 @@ def check_precision(precision: str, device: torch.device | str, use: str = "trai
         raise ValueError(problem)
 
 
+def preferred_training_precision(device: torch.device | str) -> str:
+    """The precision a new run starts with on `device`: bf16 (mixed precision) where the hardware runs it
+    natively (a CUDA GPU with bf16, or a CPU with AVX512-BF16 / AMX, where it measured about twice as fast as
+    fp32 for a 124M model), fp32 elsewhere. fp16 is never preferred: it needs loss scaling to train."""
+    device = torch.device(device)
+    if device.type in ("cuda", "cpu") and precision_problem("bf16", device) is None:
+        return "bf16"
+    return "fp32"
+
+
 def precision_options(device: torch.device | str, use: str = "training") -> dict[str, str | None]:
     """Every precision for `use`, mapped to None where it runs on `device`, else the reason it does not."""
     allowed = TRAINING_PRECISIONS if use == "training" else INFERENCE_PRECISIONS

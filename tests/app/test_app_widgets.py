@@ -9,6 +9,7 @@ import shlex
 
 import numpy as np
 import pytest
+import torch
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -130,6 +131,33 @@ def test_train_form_builds_a_train_config_and_reports_problems(qtbot):
     form.lr.lineEdit().setText("2e-3")
     form.lr.interpretText()
     assert form.lr.value() == pytest.approx(2e-3)
+
+
+def test_train_form_starts_at_the_device_precision_until_one_is_chosen(qtbot, monkeypatch):
+    from app.tabs.training import train_form as train_form_module
+
+    preferred = {"cpu": "bf16", "cuda": "fp32"}
+    monkeypatch.setattr(train_form_module, "preferred_training_precision", lambda device: preferred[device.type])
+    monkeypatch.setattr(train_form_module, "pick_device", lambda name: torch.device("cuda" if name == "cuda" else "cpu"))
+    form = train_form_module.TrainSettingsForm()
+    qtbot.addWidget(form)
+    form.device.addItem("cuda")  # a GPU, as the form would list it
+    assert form.values()["precision"] == "bf16"
+    form.device.setCurrentText("cuda")
+    assert form.values()["precision"] == "fp32"  # follows the device
+    form.device.setCurrentText("cpu")
+    form.precision.setCurrentText("fp32")
+    form.precision.activated.emit(form.precision.currentIndex())  # the user picks fp32
+    form.device.setCurrentText("cuda")
+    form.device.setCurrentText("cpu")
+    assert form.values()["precision"] == "fp32"  # the user's choice stays
+    restored = train_form_module.TrainSettingsForm()
+    qtbot.addWidget(restored)
+    restored.set_values({"precision": "fp32"})  # a saved run's precision is a choice too
+    restored.device.addItem("cuda")
+    restored.device.setCurrentText("cuda")
+    restored.device.setCurrentText("cpu")
+    assert restored.values()["precision"] == "fp32"
 
 
 # ------------------------------------------------------------------ torchrun command

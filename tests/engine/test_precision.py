@@ -13,6 +13,7 @@ from engine.device import (
     pick_device,
     precision_options,
     precision_problem,
+    preferred_training_precision,
 )
 from engine.generation import generate, greedy_agreement, prepare_for_inference, weights_memory_bytes
 from engine.model import GPT
@@ -102,6 +103,18 @@ def test_devices_and_precision_options_come_from_one_rule(monkeypatch):
     monkeypatch.setattr(device_module, "cpu_supports_bf16", lambda: False)
     training = precision_options("cpu")
     assert list(training) == list(TRAINING_PRECISIONS) and "bf16" in training["bf16"] and "CUDA" in training["fp16"]
+
+
+def test_runs_start_in_bf16_only_where_the_hardware_has_it(monkeypatch):
+    monkeypatch.setattr(device_module, "cpu_supports_bf16", lambda: True)
+    assert preferred_training_precision("cpu") == "bf16"
+    monkeypatch.setattr(device_module, "cpu_supports_bf16", lambda: False)
+    assert preferred_training_precision("cpu") == "fp32"  # emulated bf16 is slower than fp32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert preferred_training_precision(torch.device("cuda")) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert preferred_training_precision(torch.device("cuda")) == "fp32"  # never fp16: it needs loss scaling
+    assert preferred_training_precision(torch.device("mps")) == "fp32"
 
 
 def _fake_gpus(monkeypatch, count: int, name: str = "NVIDIA H100 80GB HBM3", mps: bool = False) -> None:

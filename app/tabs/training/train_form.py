@@ -10,7 +10,14 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout,
 
 from app.tabs.training.lr_preview import LRPreview
 from app.widgets.forms import share_tooltips_with_labels
-from engine import TRAINING_PRECISIONS, TrainConfig, available_devices, pick_device, precision_problem
+from engine import (
+    TRAINING_PRECISIONS,
+    TrainConfig,
+    available_devices,
+    pick_device,
+    precision_problem,
+    preferred_training_precision,
+)
 
 TOOLTIPS = {
     "steps": "Optimizer updates to run. Each one reads batch x grad accum sequences of context_length tokens.",
@@ -31,7 +38,8 @@ TOOLTIPS = {
     "sample_tokens": "Length of the sample text written at each evaluation (0: no samples).",
     "precision": "Number format of the arithmetic. fp32 is exact and works everywhere; bf16 (mixed precision)\n"
                  "is faster on GPUs and recent CPUs with the same range and fewer digits; fp16 needs a CUDA GPU\n"
-                 "and loss scaling.",
+                 "and loss scaling. Starts at bf16 where the device runs it natively (a GPU with bf16, a CPU with\n"
+                 "AVX512-BF16 or AMX: about twice as fast as fp32 there), else at fp32.",
     "device": "Where to train: auto picks a CUDA GPU, then Apple's GPU (MPS), then the CPU.",
     "compile": "torch.compile the model first: slower to start (tens of seconds), faster per step on GPUs.",
     "seed": "Seed of the random draws (initial weights, batches, dropout): the same seed repeats a run exactly.",
@@ -107,6 +115,9 @@ class TrainSettingsForm(QWidget):
         self.device = QComboBox()
         self.device.addItems(available_devices())
         self.device.setToolTip(TOOLTIPS["device"])
+        # The precision follows the device until the user picks one (or a saved run sets it).
+        self._precision_chosen = False
+        self._follow_device_precision()
         self.compile = QCheckBox("torch.compile")
         self.compile.setToolTip(TOOLTIPS["compile"])
         self.seed = _spin(0, 2**31 - 1, d.seed, TOOLTIPS["seed"])
@@ -150,6 +161,8 @@ class TrainSettingsForm(QWidget):
             box.valueChanged.connect(self._on_changed)
         self.lr.valueChanged.connect(self._on_changed)
         self.precision.currentIndexChanged.connect(self._on_changed)
+        self.precision.activated.connect(self._on_precision_chosen)
+        self.device.currentIndexChanged.connect(self._follow_device_precision)
         self.device.currentIndexChanged.connect(self._on_changed)
         self.compile.toggled.connect(self._on_changed)
         self._on_changed()
@@ -231,9 +244,11 @@ class TrainSettingsForm(QWidget):
                 box.setValue(values[key])
         if "lr" in values:
             self.lr.setValue(values["lr"])
-        for key, combo in (("precision", self.precision), ("device", self.device)):
+        for key, combo in (("device", self.device), ("precision", self.precision)):
             if key in values:
                 combo.setCurrentText(values[key])
+        if "precision" in values:
+            self._precision_chosen = True
         if "compile" in values:
             self.compile.setChecked(values["compile"])
 
@@ -248,6 +263,20 @@ class TrainSettingsForm(QWidget):
         self._update_budget()
 
     # ------------------------------------------------------------------ reactions
+
+    @Slot()
+    def _on_precision_chosen(self) -> None:
+        self._precision_chosen = True
+
+    @Slot()
+    def _follow_device_precision(self) -> None:
+        if self._precision_chosen:
+            return
+        try:
+            device = pick_device(self.device.currentText())
+        except ValueError:  # a device this machine lacks: problem() says so
+            return
+        self.precision.setCurrentText(preferred_training_precision(device))
 
     @Slot()
     def _on_changed(self) -> None:
