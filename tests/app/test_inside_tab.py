@@ -13,7 +13,7 @@ import pytest
 import torch
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QHeaderView, QStyle
 
 from app import theme
 from app.state import AppState
@@ -166,6 +166,15 @@ def test_ablation_and_the_head_sweep(qtbot, tab):
     layer, head, change = expected.ranking()[0]
     assert panel.ranking.item(0, 0).text() == f"{layer}.{head}"
     assert panel.grid.item(layer, head).text() == f"{change:+.2f}"  # the grid is tinted by the sweep
+    # The cells keep fixed sizes (headers that fit their contents re-measured every cell on the GUI thread),
+    # wide enough for the check box and the widest value shown.
+    grid = panel.grid
+    assert grid.horizontalHeader().sectionResizeMode(0) == QHeaderView.ResizeMode.Fixed
+    widest = max(grid.fontMetrics().horizontalAdvance(grid.item(r, c).text())
+                 for r in range(grid.rowCount()) for c in range(grid.columnCount() - 2))
+    indicator = grid.style().pixelMetric(QStyle.PixelMetric.PM_IndicatorWidth, None, grid)
+    assert grid.columnWidth(0) >= widest + indicator + 8
+    assert grid.rowHeight(0) >= max(grid.fontMetrics().height(), indicator)
     panel._ablate_ranked(0, 0)  # double-click: ablate that head alone
     wait_idle(qtbot, tab)
     assert panel.effect.what == f"head {layer}.{head} (zero)"
