@@ -102,8 +102,8 @@ class TokenizerTab(QWidget):
         self.text.textChanged.connect(self._refresh_timer.start)
         self.show_ws.toggled.connect(self.refresh)
 
-        state.model_changed.connect(self._on_model_changed)
-        state.tokenizer_changed.connect(self._on_model_changed)
+        # Only the tokenizer matters here: a model trained in place (model_changed alone) tokenizes the same.
+        state.tokenizer_changed.connect(self._on_tokenizer_changed)
         state.corpus_changed.connect(self._on_corpus_changed)
         self.refresh()
 
@@ -241,14 +241,7 @@ class TokenizerTab(QWidget):
         rows = self.encodings()
         keys = [r.key for r in rows]
         if list(self.panels) != keys:
-            for panel in self.panels.values():
-                panel.setParent(None)
-                panel.deleteLater()
-            self.panels = {}
-            for row in rows:
-                panel = EncodingPanel()
-                self.rows_layout.insertWidget(self.rows_layout.count() - 1, panel)
-                self.panels[row.key] = panel
+            self._arrange_panels(keys)
         to_encode = []
         for row in rows:
             panel = self.panels[row.key]
@@ -273,6 +266,20 @@ class TokenizerTab(QWidget):
             job.events.connect(self._on_tokenized)
             job.finished.connect(self._on_tokenize_finished)
         self._update_summary()
+
+    def _arrange_panels(self, keys: list[str]) -> None:
+        """One panel per row key, in order: panels of keys still shown are kept with their spans (building a
+        panel costs the GUI thread ~10 ms, and a new model adds or removes only a row or two)."""
+        for key in [k for k in self.panels if k not in keys]:
+            panel = self.panels.pop(key)
+            self._encoded_by.pop(key, None)
+            panel.setParent(None)
+            panel.deleteLater()
+        for key in keys:
+            panel = self.panels.pop(key, None) or EncodingPanel()
+            self.rows_layout.removeWidget(panel)
+            self.rows_layout.insertWidget(self.rows_layout.count() - 1, panel)  # before the closing stretch
+            self.panels[key] = panel
 
     @Slot(list)
     def _on_tokenized(self, events: list) -> None:
@@ -439,7 +446,7 @@ class TokenizerTab(QWidget):
     # ------------------------------------------------------------ reacting to the app
 
     @Slot()
-    def _on_model_changed(self) -> None:
+    def _on_tokenizer_changed(self) -> None:
         self.refresh()
         self._fill_merges_combo()
         self._chart_timer.start()
