@@ -5,9 +5,10 @@
 For each model (random weights, a 49,152-token byte-level BPE trained on the Python docs, saved as a
 checkpoint first, unmeasured) the real MainWindow (offscreen unless a display is set) is driven through:
 File ▸ Open, a switch to every tab (the Attention tab's automatic run included), pasting 50 KB into the
-Tokenizer tab and typing after it, Start fine-tuning (batch 1, full context) until the first optimizer
-step, and Stop until the run has ended and its model is the current one. Meanwhile a 10 ms timer records
-how late the GUI thread serves it (the event-loop gap).
+Tokenizer tab and typing after it, Start fine-tuning (batch 1, full context, in the precision a new run starts
+with: bf16 where the CPU has it natively) until the first optimizer step, and Stop until the run has ended and
+its model is the current one. Meanwhile a 10 ms timer records how late the GUI thread serves it (the
+event-loop gap).
 
 Printed per action: wall time, event-loop gap p50 / p99 / max, and the process's peak RSS so far; for the
 fine-tuning, the resident memory it added (peak during the run minus before Start) against the engine's
@@ -28,7 +29,7 @@ import torch
 from PySide6.QtCore import QTimer
 from PySide6.QtTest import QTest
 
-from app.launcher import freeze_startup_objects, make_app
+from app.launcher import collect_on_gui_thread, freeze_startup_objects, make_app
 from app.main_window import MainWindow
 from app.tools.event_gaps import GapProbe, spin, spin_until
 from engine import (
@@ -140,7 +141,7 @@ def drive(bench: Bench, name: str, path: Path, paste: str) -> dict[str, float]:
     spin_until(bench.settled, 600)
     tab.model_panel.finetune_radio.setChecked(True)
     tab.train_form.set_values(dict(tab.train_form.values(), steps=1000, batch_size=1, grad_accum=1,
-                                   eval_interval=50, device="cpu", precision="fp32", compile=False))
+                                   eval_interval=50, device="cpu", compile=False))
     tab.data_panel.select_corpus("python-docs")
     spin_until(lambda: tab.data_panel.corpus_ready and tab.start_problem() is None, 600)
     estimate = training_memory_bytes(w.state.config, tab.train_form.train_config())
@@ -188,6 +189,7 @@ def main(names: list[str]) -> int:
     app = make_app([sys.argv[0]])  # noqa: F841 - the QApplication must stay alive while the window runs
     window = MainWindow(load_default=False)
     freeze_startup_objects()  # as the launcher does
+    collector = collect_on_gui_thread()  # noqa: F841 - as the launcher does
     window.resize(1400, 900)
     window.show()
     bench = Bench(window)
