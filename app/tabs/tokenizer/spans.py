@@ -444,8 +444,9 @@ class EncodingPanel(QFrame):
         """Rows live in a scroll area, which lays them out without height-for-width: give each wrapped line
         of the reason and the counts the height it needs at the current width."""
         for label in (self.reason, self.counts, self.title):
-            if label.isVisible() and label.width() > 0:
-                label.setMinimumHeight(label.heightForWidth(label.width()))
+            height = label.heightForWidth(label.width()) if label.isVisible() and label.width() > 0 else -1
+            if height >= 0:  # -1: the label cannot tell yet (no text laid out)
+                label.setMinimumHeight(height)
 
     @Slot(int)
     def _on_id_selected(self, row: int) -> None:
