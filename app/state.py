@@ -35,11 +35,18 @@ class TrainingSession:
         self.run, self.job = run, job
 
     def ended(self) -> None:
-        self.job = None
+        """The run is over: let it go (its starting model, data and, unless adopted, its trainer)."""
+        self.run, self.job = None, None
 
     def adopted(self, run: TrainingJob) -> None:
         """The run's model became the current model."""
         self._trainer = run.trainer
+
+    def model_replaced(self, model: Any) -> None:
+        """Another model became the current one: the adopted run's trainer (its model, gradients and AdamW
+        moments, three times the weights) is kept only while its model is the current one."""
+        if self._trainer is not None and self._trainer.model is not model:
+            self._trainer = None
 
     def optimizer_for(self, model: Any) -> Any:
         """The optimizer that trained `model`, if it is the model of the last adopted run (None otherwise)."""
@@ -81,6 +88,7 @@ class AppState(QObject):
                   untrained: bool = False, name: str | None = None) -> None:
         """Make this the current model; every tab refreshes. name: what to call it when it has no file."""
         model.eval()
+        self.training.model_replaced(model)
         self.model = model
         self.tokenizer = tokenizer
         self.train_state = train_state

@@ -5,10 +5,12 @@ a very small model on the `copy` corpus so a run takes a second or two.
 """
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 import textwrap
+import weakref
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from app.settings import Settings  # noqa: E402
 from app.tabs.attention.tab import AttentionTab  # noqa: E402
 from app.tabs.training import loss_plot  # noqa: E402
 from engine.checkpoint import read_checkpoint_info  # noqa: E402
+from engine.model import GPT  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -274,6 +277,16 @@ def test_fine_tune_locks_the_shape_and_trains_a_copy(window, qtbot):
     qtbot.waitUntil(lambda: not tab.is_running, timeout=60000)
     assert window.state.model is not base and window.state.model.config == base.config
     assert window.state.train_state["step"] == 4
+    # The ended run is let go (it held the model it started from); its trainer stays while its model is the
+    # current one (File ▸ Save writes the optimizer state), and goes with it when another model is opened.
+    assert tab.session.run is None
+    trained = window.state.model
+    trainer = weakref.ref(tab.session._trainer)
+    assert window.state.training.optimizer_for(trained) is not None
+    window.state.set_model(GPT(base.config), window.state.tokenizer)
+    del trained
+    gc.collect()
+    assert trainer() is None
 
 
 CLOSE_SCRIPT = textwrap.dedent("""
