@@ -59,7 +59,7 @@ class PartsGrid(QTableWidget):
         metrics = self.fontMetrics()
         indicator = self.style().pixelMetric(QStyle.PixelMetric.PM_IndicatorWidth, None, self)
         cell = indicator + metrics.horizontalAdvance(" +00.00") + 16
-        header = metrics.horizontalAdvance("attn MLP") // 2 + 16
+        header = max(metrics.horizontalAdvance(label) for label in ("attn", "MLP")) + 16
         self.horizontalHeader().setDefaultSectionSize(max(cell, header))
         self.verticalHeader().setDefaultSectionSize(max(metrics.height(), indicator) + 8)
 
